@@ -1,0 +1,76 @@
+"""The ``mamba-kan`` command line. Each subcommand lives in its own module ``mamba_kan.cli.<name>``
+exposing ``add_arguments(parser)`` and ``run(args) -> int``; modules are imported lazily so that
+``mamba-kan --help`` stays fast and a broken optional dependency only affects its own subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from mamba_kan import __version__
+from mamba_kan.errors import UserError
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("mamba_kan.cli.models", "list the six variants with parameters and FLOPs (parameter-matched)"),
+    "tasks": ("mamba_kan.cli.tasks", "list the benchmark tasks and their configurations"),
+    "train": ("mamba_kan.cli.train", "train one variant on one task for one or more seeds"),
+    "compare": ("mamba_kan.cli.compare", "run the factorial grid (variants x tasks x seeds) into a results database"),
+    "export": ("mamba_kan.cli.export", "export a results database as tidy csv/parquet/json"),
+    "analyze": ("mamba_kan.cli.analyze", "statistical analysis of a comparison directory"),
+    "report": ("mamba_kan.cli.report", "figures, GIF and offline dashboard for a comparison directory"),
+    "bench": ("mamba_kan.cli.bench", "benchmark feedforward blocks, mixers and training steps"),
+}
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse exits with status 2 on bad usage already; keep its message to one line plus usage."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(prog="mamba-kan", description="mamba-kan: MLP vs B-spline MLP vs KAN under Transformer and Mamba, compared fairly.")
+    parser.add_argument("--version", action="version", version=f"mamba-kan {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # subcommand not built yet or optional dep missing
+            if exc.name and exc.name.startswith("mamba_kan"):
+                p.set_defaults(_unavailable=f"'{name}' is not available in this build")
+                continue
+            raise
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if getattr(args, "_unavailable", None):
+        print(f"mamba-kan: error: {args._unavailable}", file=sys.stderr)
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        print(f"mamba-kan {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
