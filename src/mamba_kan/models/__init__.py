@@ -1,1 +1,29 @@
+"""Models: config, variant registry, the shared backbone and the parameter-matched factory."""
 
+from mamba_kan.models.config import FFN_TYPES, MIXER_TYPES, ModelConfig
+from mamba_kan.models.matching import MatchResult, build_model, solve_ffn_hidden
+from mamba_kan.models.model import MambaKanModel
+from mamba_kan.models.registry import (
+    ALL_VARIANTS,
+    FFN_ONLY_VARIANTS,
+    REFERENCE_VARIANT,
+    VARIANTS,
+    parse_variant,
+    variant_name,
+)
+
+__all__ = [
+    "ALL_VARIANTS",
+    "FFN_ONLY_VARIANTS",
+    "FFN_TYPES",
+    "MIXER_TYPES",
+    "REFERENCE_VARIANT",
+    "VARIANTS",
+    "MambaKanModel",
+    "MatchResult",
+    "ModelConfig",
+    "build_model",
+    "parse_variant",
+    "solve_ffn_hidden",
+    "variant_name",
+]
