@@ -1,1 +1,90 @@
+"""Statistics for the ffn x mixer comparison: per task (seeds as replicates), across tasks, and power.
 
+Questions: (1) does the feedforward type matter, (2) does the mixer matter, (3) do they interact, (4) is a KAN
+advantage due to the B-spline activation (D1 = bspline - mlp) or to the KAN topology (D2 = kan - bspline)?
+Methods follow Demšar (2006), Benavoli et al. (2016) and Wobbrock et al. (2011); see the module docstrings:
+``data`` (inputs, missing runs), ``descriptive`` (BCa intervals), ``anova`` (type III ANOVA, ART),
+``contrasts`` (D1/D2 and the verdict rule), ``pairwise`` (Wilcoxon-Holm, effect sizes), ``ranks`` (Friedman,
+Iman-Davenport, Nemenyi), ``mixed`` (across-task mixed model), ``power``, ``render`` (text, Markdown, LaTeX).
+
+Usage::
+
+    from mamba_kan.analysis import run_full_analysis, print_analysis_summary
+    analysis = run_full_analysis({"mlp_transformer": [0.52, 0.51, 0.53], "kan_transformer": [...], ...})
+    print_analysis_summary(analysis)
+    analyze_directory("runs/quick").to_json()          # or analyze_frame(tidy_df, alpha=0.05, metric=None)
+
+Missing runs: a (task, variant, seed) without a finite value (diverged, failed, absent) is listed in
+``missing_runs`` and left out of exactly the tests that need it: cell statistics use the seeds a variant has,
+paired tests and contrasts use the seeds where every variant they involve has a value (``n_pairs`` / ``n_blocks``
+say how many), Friedman uses complete seeds. A NaN never propagates into a statistic.
+
+Result contract (``Analysis.to_dict()``; JSON-ready, NaN/inf as null; ``p_holm`` = Holm-adjusted p-value)::
+
+    schema, version
+    settings: alpha, confidence, n_bootstrap, random_state, power, sesoi_dz, target_dz, block_seeds, metric,
+              higher_is_better
+    input:    source, n_rows, n_tasks, n_models, n_missing_runs, tasks [names], models [names],
+              metric_by_task {task: metric}, higher_is_better_by_task {task: bool}
+    missing_runs: [{task, model, seed, status, reason}]
+    notes:    [str]
+    tasks: {task name: {
+        task, metric, higher_is_better, direction_source, models, seeds, n_seeds, n_complete_seeds, missing, notes,
+        cells:    [{model, ffn, mixer, n, mean, sd, median, min, max, ci_low, ci_high, ci_method, average_rank}],
+        friedman: {n_blocks, k, chi2, df, p_value, iman_davenport_F, iman_davenport_df1, iman_davenport_df2,
+                   iman_davenport_p, average_ranks {model: rank, 1 = best}, nemenyi_q, cd, cliques_nemenyi,
+                   significant} | null          (seeds as blocks)
+        pairwise: [{a, b, n_pairs, mean_a, mean_b, mean_diff (a - b), median_diff, statistic, p_value, n_nonzero,
+                    d_z, cliff_delta, p_a_better, better, note, p_holm, significant}]
+        pairwise_p_matrix: {a: {b: p_holm | null}}
+        cd_diagram: {average_ranks, n_blocks, cd, p_matrix, cliques_nemenyi, cliques_wilcoxon} | null
+        anova:    {formula, n, table [{effect, ss, df, F, p_value, partial_eta_sq}], ss_resid, df_resid, ms_resid,
+                   balanced, assumptions {shapiro {W, p_value, n, ok}, levene {W, p_value, groups, ok}}} | null
+        art:      {method, table [{effect, ss, df, F, p_value, partial_eta_sq, df_resid}]} | null
+        contrasts: [{name D1|D2, effect activation|topology, scope pooled|within|interaction, mixer, label,
+                     weights {model: w}, n_pairs, estimate, se, df, t, p_value, ci_low, ci_high, d_z, favourable,
+                     statement, p_holm, significant}]      (estimates in the metric's units, signed)
+        verdict:  {verdict, detail, by_mixer {mixer: verdict}, mixer_dependent [labels], mde_dz_family,
+                   sesoi_dz} | null
+        power:    {replicates "seeds", n, alpha, power, mde_dz, mde_dz_family {pairwise, contrasts}, family_sizes,
+                   target_dz, needed_for_target, min_p_wilcoxon, min_p_wilcoxon_holm {pairwise, contrasts}}
+    }}
+    across: null (one task) | {
+        tasks, models, dropped_tasks, dropped_models, score_units,
+        means:    [{task, model, metric, higher_is_better, mean, n, score}]   (score: oriented, in task SDs)
+        friedman, pairwise, pairwise_p_matrix, cd_diagram     (as per task, tasks as blocks, on scores)
+        mixed_model: {n_obs, n_tasks, formula, random, converged, warnings, failed_fits, fixed_effects
+                      [{term, estimate, se, z, p_value}], effects [{effect, chi2, df, p_value}], contrasts
+                      [as per task, with z instead of t], variance_components, units, notes} | {..., error}
+        verdict:  {verdict, detail, mde_dz_family, basis}
+        task_verdict_counts: {verdict: count}
+        power:    (as per task, replicates "tasks") + min_p_friedman_exact
+        notes
+    }
+
+Verdicts are one of "activation", "topology", "both", "neither", "inconclusive at this power" (or
+"not estimable"); the rule is in :mod:`mamba_kan.analysis.contrasts`.
+"""
+
+from __future__ import annotations
+
+from mamba_kan.analysis.pipeline import (
+    Analysis,
+    Settings,
+    analyze_directory,
+    analyze_frame,
+    run_full_analysis,
+)
+from mamba_kan.analysis.render import format_summary, print_analysis_summary, to_latex, to_markdown
+
+__all__ = [
+    "Analysis",
+    "Settings",
+    "analyze_directory",
+    "analyze_frame",
+    "format_summary",
+    "print_analysis_summary",
+    "run_full_analysis",
+    "to_latex",
+    "to_markdown",
+]

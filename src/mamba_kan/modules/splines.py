@@ -232,7 +232,8 @@ class KANLinear(_UniformGridMixin):
         l1 = self.coef.abs().mean(-1)  # (out, in)
         total = l1.sum()
         p = l1 / total.clamp_min(1e-12)
-        entropy = -torch.special.xlogy(p, p).sum()
+        # p log p with p -> 0 limit 0; clamping inside the log keeps the gradient finite as well
+        entropy = -(p * torch.log(p.clamp_min(1e-12))).sum()
         return weight_l1 * total + weight_entropy * entropy
 
     def functions(self, xs: Tensor, max_edges: int = 16) -> Tensor:

@@ -7,7 +7,7 @@ it in ``mamba_kan/tasks/__init__.py``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mamba_kan.errors import UserError, unknown_choice
@@ -22,6 +22,33 @@ class FamilyInfo:
     default_config: str  # the one used when only the family is named
     factory: Callable[..., Task]  # factory(config_name, seed, **options) -> Task
     options: dict[str, Any]  # documented options with their defaults (sizes, lengths, ...)
+    # --- documentation for `mamba-kan tasks` (optional; defaults keep older call sites valid) ---
+    option_help: dict[str, str] = field(default_factory=dict)  # option -> one-line meaning
+    config_help: dict[str, str] = field(default_factory=dict)  # config -> one-line description
+    input_end: str = ""  # e.g. "tokens (vocab 256)"
+    output_end: str = ""  # e.g. "next-token"
+    primary_metric: str = ""
+    higher_is_better: bool = False
+    metrics: tuple[str, ...] = ()  # every metric evaluate() reports
+    floor: str = ""  # what is known about the best achievable primary metric, if anything
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (everything but the factory)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "configs": list(self.configs),
+            "default_config": self.default_config,
+            "config_help": dict(self.config_help),
+            "options": dict(self.options),
+            "option_help": dict(self.option_help),
+            "input": self.input_end,
+            "output": self.output_end,
+            "primary_metric": self.primary_metric,
+            "higher_is_better": self.higher_is_better,
+            "metrics": list(self.metrics),
+            "floor": self.floor or None,
+        }
 
 
 FAMILIES: dict[str, FamilyInfo] = {}

@@ -123,6 +123,7 @@ class TrainConfig:
         warmup = self.warmup_steps if self.warmup_steps is not None else min(self.max_steps // 10, 200)
         eval_every = self.eval_every if self.eval_every is not None else max(1, self.max_steps // 10)
         ckpt = self.checkpoint_every if self.checkpoint_every is not None else eval_every
+        model_cfg = _resolve_model_cfg(self.model, self.model_cfg)
         task, task_options = _resolve_task(self.task, self.task_options)
         return replace(
             self,
@@ -130,7 +131,7 @@ class TrainConfig:
             warmup_steps=warmup,
             eval_every=eval_every,
             checkpoint_every=ckpt,
-            model_cfg=_resolve_model_cfg(self.model, self.model_cfg),
+            model_cfg=model_cfg,
             task_options=task_options,
         )
 
@@ -254,8 +255,9 @@ def _type_name(tp: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is not None:
-        return {dict: "mapping", list: "list"}.get(origin, str(origin))
-    return {float: "number", int: "integer", bool: "boolean", str: "string"}.get(tp, getattr(tp, "__name__", str(tp)))
+        return {dict: "a mapping", list: "a list"}.get(origin, str(origin))
+    names = {float: "a number", int: "an integer", bool: "a boolean (true/false)", str: "a string"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
@@ -292,7 +294,7 @@ def _check_types(cfg: TrainConfig) -> None:
         ok, coerced = _coerce(value, hints[f.name])
         if not ok:
             raise UserError(
-                f"setting {f.name!r} must be a {_type_name(hints[f.name])}, got {value!r} ({type(value).__name__})"
+                f"setting {f.name!r} must be {_type_name(hints[f.name])}, got {value!r} ({type(value).__name__})"
             )
         setattr(cfg, f.name, coerced)
 
@@ -307,10 +309,9 @@ def _plain(value: Any) -> Any:
 
 
 def _resolve_model_cfg(variant: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    from mamba_kan.models import VARIANTS, ModelConfig  # lazy: keeps `import mamba_kan.training` light
+    from mamba_kan.models import ModelConfig, parse_variant  # lazy: keeps `import mamba_kan.config` light
 
-    if variant not in VARIANTS:
-        raise UserError(f"unknown model variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
+    parse_variant(variant)  # UserError listing the variants
     try:
         return _plain(ModelConfig.from_dict(dict(overrides)).to_dict())
     except UserError as exc:
@@ -321,8 +322,8 @@ def _resolve_model_cfg(variant: str, overrides: Mapping[str, Any]) -> dict[str, 
 
 def _resolve_task(task: str, options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """Canonical ``family/config`` name and the options with the family's defaults filled in."""
-    from mamba_kan.tasks import FAMILIES
-    from mamba_kan.tasks.registry import parse_task_name
+    import mamba_kan.tasks  # noqa: F401  (importing the package registers the families)
+    from mamba_kan.tasks.registry import FAMILIES, parse_task_name
 
     family, config = parse_task_name(task)
     info = FAMILIES[family]

@@ -1,0 +1,373 @@
+"""Input normalisation: every accepted input becomes one tidy frame, then one :class:`TaskData` per task.
+
+Accepted inputs
+- the seed project's dict ``{variant: [value per seed, ...]}`` (one task named ``"default"``; list position = seed;
+  ``None``/NaN = a run without a result) or the nested form ``{task: {variant: [values]}}``;
+- a tidy DataFrame with at least ``model, seed, value`` and optionally ``task, ffn, mixer, status, metric,
+  primary_metric, higher_is_better`` (the schema of :func:`mamba_kan.experiments.store.read_tidy`);
+- a comparison directory or ``results.db`` (read lazily through the store), or a tidy ``.csv``/``.parquet``/``.json``
+  written by ``mamba-kan export``.
+
+Missing runs are never dropped silently: every (task, variant, seed) cell of the task's grid without a finite value
+of the analysed metric becomes a record in ``TaskData.missing`` with its status and the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mamba_kan.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TASK = "default"
+DICT_METRIC = "score"
+COMPLETED = "completed"
+
+# Kept here rather than imported from mamba_kan.models so that the statistics never import torch.
+FFN_LEVELS: tuple[str, ...] = ("mlp", "bspline", "kan")
+MIXER_LEVELS: tuple[str, ...] = ("transformer", "mamba", "none")
+
+# Direction of metrics that are not a task's primary metric (whose direction the store records).
+_HIGHER_BETTER = {"accuracy", "acc", "r2", "exact_match", "f1", "auc", "precision", "recall", "score"}
+_LOWER_BETTER = {
+    "mse",
+    "rmse",
+    "mae",
+    "mase",
+    "smape",
+    "mape",
+    "loss",
+    "nll",
+    "cross_entropy",
+    "perplexity",
+    "ppl",
+    "bits_per_byte",
+    "bpb",
+    "bpc",
+    "gap_to_floor",
+    "error",
+}
+
+
+def parse_variant(name: str) -> tuple[str, str] | None:
+    """``"kan_mamba" -> ("kan", "mamba")``; ``"mlp_ffn" -> ("mlp", "none")``; None if not a factorial variant."""
+    ffn, sep, mixer = str(name).partition("_")
+    if not sep:
+        return None
+    mixer = "none" if mixer == "ffn" else mixer
+    if ffn in FFN_LEVELS and mixer in MIXER_LEVELS:
+        return ffn, mixer
+    return None
+
+
+def model_sort_key(name: str) -> tuple[int, int, str]:
+    """Canonical order: mixer-major, then mlp < bspline < kan (the order of ``VARIANTS``); unknown names last."""
+    parsed = parse_variant(name)
+    if parsed is None:
+        return (len(MIXER_LEVELS), 0, str(name))
+    return (MIXER_LEVELS.index(parsed[1]), FFN_LEVELS.index(parsed[0]), str(name))
+
+
+def metric_direction(name: str) -> bool | None:
+    """True if higher is better, False if lower is better, None if the name is not recognised.
+
+    ``accuracy@L=512`` and ``test_mse`` style names are reduced to their base name first.
+    """
+    base = re.split(r"[@/\[(=]", str(name).lower())[0].strip()
+    base = re.sub(r"^(test|val|valid|train|eval)_", "", base)
+    if base in _HIGHER_BETTER:
+        return True
+    if base in _LOWER_BETTER:
+        return False
+    return None
+
+
+@dataclass
+class TaskData:
+    """One task's values of the analysed metric.
+
+    ``values``: DataFrame (n_seeds, n_models), index = seed (sorted), columns = variants in canonical order, NaN where
+    a run has no finite value. ``factors``: variant -> (ffn, mixer) for the variants that parse into the design.
+    ``missing``: one record per grid cell without a value (task, model, seed, status, reason).
+    """
+
+    name: str
+    metric: str
+    higher_is_better: bool
+    direction_source: str
+    values: pd.DataFrame
+    factors: dict[str, tuple[str, str]]
+    missing: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.values.columns)
+
+    @property
+    def seeds(self) -> list[Any]:
+        return list(self.values.index)
+
+    def complete(self) -> pd.DataFrame:
+        """Seeds (rows) that have a value for every variant: the blocks of the paired tests."""
+        return self.values.dropna(axis=0, how="any")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# inputs -> one tidy frame
+# --------------------------------------------------------------------------------------------------------------
+def _is_missing_value(v: Any) -> bool:
+    if v is None:
+        return True
+    try:
+        return not math.isfinite(float(v))
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"value {v!r} is not a number") from exc
+
+
+def tidy_from_dict(data: Mapping[str, Any], higher_is_better: bool | None = None) -> pd.DataFrame:
+    """The seed project's ``{variant: [values per seed]}`` (or ``{task: {variant: [values]}}``) as a tidy frame.
+
+    List position is the seed, so the lists must be aligned (position i = the same seed for every variant).
+    """
+    if not data:
+        raise UserError("no results given: the dict of variant -> values is empty")
+    nested = all(isinstance(v, Mapping) for v in data.values())
+    if not nested and any(isinstance(v, Mapping) for v in data.values()):
+        raise UserError("mixed dict input: give either {variant: [values]} or {task: {variant: [values]}}")
+    tasks = data if nested else {DEFAULT_TASK: data}
+    hib = True if higher_is_better is None else bool(higher_is_better)
+    rows = []
+    for task, per_model in tasks.items():
+        for model, seq in per_model.items():
+            if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence | np.ndarray | pd.Series):
+                raise UserError(
+                    f"values of {model!r} must be a list of numbers (one per seed), got {type(seq).__name__}"
+                )
+            for seed, v in enumerate(list(seq)):
+                missing = _is_missing_value(v)
+                parsed = parse_variant(model)
+                rows.append(
+                    {
+                        "task": str(task),
+                        "model": str(model),
+                        "ffn": parsed[0] if parsed else None,
+                        "mixer": parsed[1] if parsed else None,
+                        "seed": seed,
+                        "status": "missing" if missing else COMPLETED,
+                        "metric": DICT_METRIC,
+                        "value": np.nan if missing else float(v),
+                        "primary_metric": DICT_METRIC,
+                        "higher_is_better": hib,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def normalise_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Fill the optional columns of a user-given tidy frame; raise :class:`UserError` if required ones are absent."""
+    if not isinstance(df, pd.DataFrame):
+        raise UserError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    required = ("model", "seed", "value")
+    absent = [c for c in required if c not in df.columns]
+    if absent:
+        raise UserError(
+            f"results frame lacks column(s) {', '.join(absent)}; it needs model, seed, value "
+            f"(optional: task, ffn, mixer, status, metric, primary_metric, higher_is_better); has {', '.join(map(str, df.columns))}"
+        )
+    out = df.copy()
+    if "task" not in out.columns:
+        out["task"] = DEFAULT_TASK
+    if "metric" not in out.columns:
+        out["metric"] = DICT_METRIC if "primary_metric" not in out.columns else out["primary_metric"]
+    if "status" not in out.columns:
+        out["status"] = COMPLETED
+    for col in ("primary_metric", "higher_is_better", "ffn", "mixer"):
+        if col not in out.columns:
+            out[col] = None
+    out["task"] = out["task"].astype(str)
+    out["model"] = out["model"].astype(str)
+    # a run that failed before its task was built may have no metric name at all: keep it as None, not "nan"
+    out["metric"] = [None if _is_null(m) else str(m) for m in out["metric"]]
+    out["status"] = out["status"].fillna(COMPLETED).astype(str)
+    out["value"] = pd.to_numeric(out["value"], errors="coerce").astype(float)
+    return out
+
+
+def read_results_path(path: str | Path) -> pd.DataFrame:
+    """A comparison directory / ``.db`` via the store, or an exported tidy ``.csv``/``.parquet``/``.json``."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(
+            f"{p} does not exist; give a comparison directory (holding results.db) or a results file"
+        )
+    suffix = p.suffix.lower()
+    if p.is_file() and suffix in (".csv", ".parquet", ".json"):
+        try:
+            if suffix == ".csv":
+                return pd.read_csv(p)
+            if suffix == ".parquet":
+                return pd.read_parquet(p)
+            return pd.read_json(p)
+        except (ValueError, OSError, ImportError) as exc:
+            raise UserError(f"cannot read {p}: {exc}".splitlines()[0]) from exc
+    try:
+        from mamba_kan.experiments.store import read_tidy  # lazy: the store imports the experiment machinery
+    except ImportError as exc:
+        raise UserError(
+            f"cannot read {p}: the results store (mamba_kan.experiments.store) is not available"
+        ) from exc
+    return read_tidy(p)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# tidy frame -> TaskData
+# --------------------------------------------------------------------------------------------------------------
+def _first_not_null(s: pd.Series) -> Any:
+    s = s.dropna()
+    return None if s.empty else s.iloc[0]
+
+
+def _choose_metric(task: str, rows: pd.DataFrame, metric: str | None) -> str | None:
+    if metric is not None:
+        return metric if (rows["metric"] == metric).any() else None
+    primary = _first_not_null(rows["primary_metric"])
+    if primary is not None:
+        return str(primary)
+    names = sorted(rows["metric"].unique())
+    if len(names) == 1:
+        return names[0]
+    raise UserError(
+        f"task {task!r} has several metrics and no primary metric; choose one with --metric: {', '.join(names)}"
+    )
+
+
+def _direction(task: str, rows: pd.DataFrame, metric: str, higher_is_better: bool | None) -> tuple[bool, str]:
+    if higher_is_better is not None:
+        return bool(higher_is_better), "given"
+    primary = _first_not_null(rows["primary_metric"])
+    hib = _first_not_null(rows["higher_is_better"])
+    if hib is not None and (primary is None or str(primary) == metric):
+        return bool(hib), "results database"
+    guessed = metric_direction(metric)
+    if guessed is None:
+        raise UserError(
+            f"cannot tell whether higher or lower {metric!r} is better (task {task!r}); pass --direction higher|lower"
+        )
+    return guessed, "metric name"
+
+
+def _grid_status(rows: pd.DataFrame) -> dict[tuple[str, Any], str]:
+    """(model, seed) -> run status, from every row of the run whatever its metric."""
+    status: dict[tuple[str, Any], str] = {}
+    for (model, seed), g in rows.groupby(["model", "seed"], sort=False):
+        st = [s for s in g["status"].astype(str) if s != COMPLETED]
+        status[(model, seed)] = st[0] if st else COMPLETED
+    return status
+
+
+def build_task_data(
+    tidy: pd.DataFrame, metric: str | None = None, higher_is_better: bool | None = None
+) -> tuple[list[TaskData], list[str]]:
+    """Split a tidy frame into per-task seed x variant matrices of the analysed metric.
+
+    Returns (tasks, notes). Raises :class:`UserError` for a metric that exists nowhere (listing those that do), for
+    fewer than 2 variants or fewer than 2 seeds with results.
+    """
+    if tidy.empty:
+        raise UserError("the results are empty: no runs to analyse")
+    available = sorted(tidy["metric"].dropna().astype(str).unique())
+    if metric is not None and metric not in available:
+        raise UserError(f"unknown metric {metric!r}; valid choices: {', '.join(available)}")
+    notes: list[str] = []
+    tasks: list[TaskData] = []
+    for task in sorted(tidy["task"].unique()):
+        rows = tidy[tidy["task"] == task]
+        chosen = _choose_metric(task, rows, metric)
+        if chosen is None:
+            notes.append(f"task {task}: has no metric {metric!r}; skipped")
+            continue
+        hib, source = _direction(task, rows, chosen, higher_is_better)
+        status = _grid_status(rows)
+        models = sorted(rows["model"].unique(), key=model_sort_key)
+        seeds = sorted(rows["seed"].unique())
+        values = pd.DataFrame(
+            np.nan, index=pd.Index(seeds, name="seed"), columns=pd.Index(models, name="model")
+        )
+        got = rows[(rows["metric"] == chosen) & (rows["status"] == COMPLETED)]
+        missing: list[dict[str, Any]] = []
+        for (model, seed), g in got.groupby(["model", "seed"], sort=False):
+            vals = g["value"].to_numpy(float)
+            if len(vals) > 1:
+                notes.append(
+                    f"task {task}: {model} seed {seed} has {len(vals)} values of {chosen}; using their mean"
+                )
+            if np.all(np.isfinite(vals)):
+                values.loc[seed, model] = float(np.mean(vals))
+        for model in models:
+            for seed in seeds:
+                if np.isfinite(values.loc[seed, model]):
+                    continue
+                st = status.get((model, seed))
+                if st is None:
+                    reason = "no run in the results"
+                    st = "absent"
+                elif st != COMPLETED:
+                    reason = f"run {st}"
+                elif not ((got["model"] == model) & (got["seed"] == seed)).any():
+                    reason = f"completed run has no value for {chosen}"
+                else:
+                    reason = f"non-finite value of {chosen}"
+                missing.append(
+                    {"task": task, "model": model, "seed": _py(seed), "status": st, "reason": reason}
+                )
+        empty_models = [m for m in models if not values[m].notna().any()]
+        td_notes = []
+        if empty_models:
+            td_notes.append(f"no results at all for {', '.join(empty_models)}; left out of this task's tests")
+            values = values.drop(columns=empty_models)
+        values = values.dropna(axis=0, how="all")
+        factors = {m: p for m in values.columns if (p := _factors_of(rows, m)) is not None}
+        tasks.append(TaskData(task, chosen, hib, source, values, factors, missing, td_notes))
+    _check_enough(tasks)
+    return tasks, notes
+
+
+def _factors_of(rows: pd.DataFrame, model: str) -> tuple[str, str] | None:
+    """(ffn, mixer) from the frame's own columns when they name design levels, else parsed from the name."""
+    sub = rows[rows["model"] == model]
+    ffn, mixer = _first_not_null(sub["ffn"]), _first_not_null(sub["mixer"])
+    if ffn in FFN_LEVELS and mixer in MIXER_LEVELS:
+        return str(ffn), str(mixer)
+    return parse_variant(model)
+
+
+def _check_enough(tasks: list[TaskData]) -> None:
+    models = sorted({m for t in tasks for m in t.models}, key=model_sort_key)
+    if len(models) < 2:
+        found = ", ".join(models) if models else "none"
+        raise UserError(f"need at least 2 variants with results to compare; found {len(models)} ({found})")
+    max_seeds = max((int(t.values.notna().sum(axis=0).max()) for t in tasks if t.models), default=0)
+    if max_seeds < 2:
+        raise UserError(
+            f"need at least 2 seeds per variant (seeds are the replicates); found at most {max_seeds} — run more seeds"
+        )
+
+
+def _is_null(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _py(v: Any) -> Any:
+    """numpy scalar -> Python scalar (JSON-ready)."""
+    return v.item() if isinstance(v, np.generic) else v

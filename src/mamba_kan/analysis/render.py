@@ -1,0 +1,406 @@
+"""Human-readable renderings of an analysis: terminal summary, Markdown tables (README) and LaTeX booktabs (paper).
+
+Everything here reads only ``Analysis.to_dict()``, so every number shown is also in the JSON output.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+Record = dict[str, Any]
+
+
+def _f(x: Any, digits: int = 4) -> str:
+    """A number with ``digits`` significant digits; None -> 'n/a'."""
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:.{digits}g}"
+
+
+def _p(x: Any) -> str:
+    return _f(x, 3)
+
+
+def _ci(lo: Any, hi: Any) -> str:
+    return "n/a" if lo is None or hi is None else f"[{_f(lo)}, {_f(hi)}]"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    widths = [
+        max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
+    line = lambda cells: indent + "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return [line(header)] + [line(r) for r in rows]
+
+
+def _direction(hib: bool) -> str:
+    return "higher is better" if hib else "lower is better"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# terminal summary
+# --------------------------------------------------------------------------------------------------------------
+def format_summary(analysis: Any) -> str:
+    """The readable terminal summary of an :class:`Analysis` (or its ``to_dict()``)."""
+    d = analysis.to_dict() if hasattr(analysis, "to_dict") else analysis
+    s, inp = d["settings"], d["input"]
+    out = [
+        f"mamba-kan analysis: alpha = {_f(s['alpha'])}; {_f(s['confidence'] * 100)}% BCa bootstrap CIs of cell means",
+        f"source: {inp['source']}; {inp['n_tasks']} task(s), {inp['n_models']} variant(s)",
+    ]
+    if d["missing_runs"]:
+        out.append(
+            f"missing or excluded runs ({inp['n_missing_runs']}), each left out of the tests that need it:"
+        )
+        for m in d["missing_runs"]:
+            out.append(f"  {m['task']}  {m['model']}  seed {m['seed']}: {m['reason']}")
+    else:
+        out.append("missing or excluded runs: none")
+    for note in d["notes"]:
+        out.append(f"note: {note}")
+    for task in d["tasks"].values():
+        out += [""] + _task_summary(task)
+    if d["across"] is not None:
+        out += [""] + _across_summary(d["across"])
+    return "\n".join(out) + "\n"
+
+
+def print_analysis_summary(analysis: Any, file: TextIO | None = None) -> None:
+    """Write :func:`format_summary` to ``file`` (default stdout): the seed project's console entry point."""
+    (file or sys.stdout).write(format_summary(analysis))
+
+
+def _task_summary(t: Record) -> list[str]:
+    out = [
+        f"=== task {t['task']}: {t['metric']} ({_direction(t['higher_is_better'])}), "
+        f"{t['n_seeds']} seed(s), {t['n_complete_seeds']} with every variant ==="
+    ]
+    rows = [
+        [
+            c["model"],
+            _f(c["n"]),
+            _f(c["mean"]),
+            _ci(c["ci_low"], c["ci_high"]),
+            _f(c["sd"]),
+            _f(c["average_rank"]),
+        ]
+        for c in t["cells"]
+    ]
+    out += _table(["variant", "n", "mean", "CI", "sd", "avg rank"], rows)
+    fr = t["friedman"]
+    if fr:
+        out.append(
+            f"Friedman over {fr['n_blocks']} seeds: chi2 = {_f(fr['chi2'])}, p = {_p(fr['p_value'])}; "
+            f"Iman-Davenport F({_f(fr['iman_davenport_df1'])}, {_f(fr['iman_davenport_df2'])}) = "
+            f"{_f(fr['iman_davenport_F'])}, p = {_p(fr['iman_davenport_p'])}; Nemenyi CD = {_f(fr['cd'])}"
+        )
+    out += _anova_lines(t)
+    if t["contrasts"]:
+        out.append(
+            f"planned contrasts (paired t over seeds; Holm over {t['power']['family_sizes']['contrasts']}):"
+        )
+        rows = [
+            [
+                c["label"],
+                _f(c["estimate"]),
+                _ci(c["ci_low"], c["ci_high"]),
+                _f(c["n_pairs"]),
+                _f(c["d_z"]),
+                _p(c["p_value"]),
+                _p(c["p_holm"]),
+                c["statement"] + (" *" if c["significant"] else ""),
+            ]
+            for c in t["contrasts"]
+        ]
+        out += _table(
+            ["contrast", "estimate", "CI", "n", "d_z", "p", "p_holm", "reading (* = significant)"], rows
+        )
+    v = t.get("verdict")
+    if v:
+        out.append(f"VERDICT: {v['verdict']} ({v['detail']})")
+        if v.get("by_mixer"):
+            out.append("  by mixer: " + "; ".join(f"{m}: {x}" for m, x in v["by_mixer"].items()))
+        if v.get("mixer_dependent"):
+            out.append("  depends on the mixer: " + "; ".join(v["mixer_dependent"]))
+    if t["pairwise"]:
+        out.append(
+            f"pairwise Wilcoxon signed-rank over seeds (Holm over {t['power']['family_sizes']['pairwise']}):"
+        )
+        out += _pairwise_rows(t["pairwise"])
+    out += _power_lines(t["power"])
+    for note in t["notes"]:
+        out.append(f"note: {note}")
+    return out
+
+
+def _anova_lines(t: Record) -> list[str]:
+    a = t.get("anova")
+    if not a:
+        return []
+    out = [f"two-way ANOVA, type III with sum-to-zero coding: {a['formula']} (n = {a['n']}):"]
+    art = {r["effect"]: r for r in (t.get("art") or {}).get("table", [])}
+    rows = []
+    for r in a["table"]:
+        ar = art.get(r["effect"])
+        rows.append(
+            [
+                r["effect"],
+                _f(r["df"]),
+                _f(r["F"]),
+                _p(r["p_value"]),
+                _f(r["partial_eta_sq"], 3),
+                "" if ar is None else _f(ar["F"]),
+                "" if ar is None else _p(ar["p_value"]),
+            ]
+        )
+    rows.append(["residual", _f(a["df_resid"]), "", "", "", "", ""])
+    out += _table(["effect", "df", "F", "p", "partial eta2", "ART F", "ART p"], rows)
+    sw, lv = a["assumptions"]["shapiro"], a["assumptions"]["levene"]
+    out.append(
+        f"  assumptions: Shapiro-Wilk on residuals W = {_f(sw['W'])}, p = {_p(sw['p_value'])}; "
+        f"Levene (median) across cells W = {_f(lv['W'])}, p = {_p(lv['p_value'])}"
+    )
+    return out
+
+
+def _pairwise_rows(pairs: list[Record]) -> list[str]:
+    rows = [
+        [
+            f"{r['a']} vs {r['b']}",
+            _f(r["n_pairs"]),
+            _f(r["mean_diff"]),
+            _f(r["d_z"], 3),
+            _f(r["cliff_delta"], 3),
+            _f(r["p_a_better"], 3),
+            _p(r["p_value"]),
+            _p(r["p_holm"]),
+            (r["better"] or "tie") + (" *" if r["significant"] else ""),
+        ]
+        for r in pairs
+    ]
+    return _table(
+        ["pair", "n", "mean a-b", "d_z", "Cliff", "P(a better)", "p", "p_holm", "better (* = sig.)"], rows
+    )
+
+
+def _power_lines(pw: Record) -> list[str]:
+    fam = pw["mde_dz_family"]
+    holm = pw["min_p_wilcoxon_holm"]
+    return [
+        f"power with {pw['n']} {pw['replicates']}: smallest detectable d_z = {_f(pw['mde_dz'], 3)} at alpha "
+        f"(power {_f(pw['power'])}), {_f(fam.get('contrasts'), 3)} for the contrast family, "
+        f"{_f(fam.get('pairwise'), 3)} for the pairwise family; {pw['replicates']} needed for d_z = "
+        f"{_f(pw['target_dz'])}: {pw['needed_for_target']}; smallest exact Wilcoxon p = {_p(pw['min_p_wilcoxon'])} "
+        f"({_p(holm.get('pairwise'))} after Holm over the pairs)"
+    ]
+
+
+def _across_summary(a: Record) -> list[str]:
+    out = [f"=== across tasks ({len(a['tasks'])} tasks as blocks; scores in {a['score_units']}) ==="]
+    fr = a["friedman"]
+    if fr:
+        ranks = sorted(fr["average_ranks"].items(), key=lambda kv: kv[1])
+        out.append("average ranks (1 = best): " + ", ".join(f"{m} {_f(r, 3)}" for m, r in ranks))
+        out.append(
+            f"Friedman chi2 = {_f(fr['chi2'])}, p = {_p(fr['p_value'])}; Iman-Davenport "
+            f"F({_f(fr['iman_davenport_df1'])}, {_f(fr['iman_davenport_df2'])}) = {_f(fr['iman_davenport_F'])}, "
+            f"p = {_p(fr['iman_davenport_p'])}; Nemenyi CD = {_f(fr['cd'])} (q = {_f(fr['nemenyi_q'])})"
+        )
+        cd = a["cd_diagram"]
+        out.append("  groups within CD: " + _groups(cd["cliques_nemenyi"]))
+        out.append("  groups without a Wilcoxon-Holm difference: " + _groups(cd["cliques_wilcoxon"]))
+        out.append("pairwise Wilcoxon signed-rank over task scores (Holm), Benavoli et al. 2016:")
+        out += _pairwise_rows(a["pairwise"])
+    mm = a["mixed_model"]
+    if "error" in mm:
+        out.append(f"mixed model: not available ({mm['error']})")
+    else:
+        out.append(
+            f"mixed model {mm['formula']}, groups = task, random: {mm['random']}; "
+            f"converged: {mm['converged']}; n = {mm['n_obs']} runs in {mm['n_tasks']} tasks"
+        )
+        out.append(
+            "  "
+            + "; ".join(
+                f"{e['effect']}: chi2({e['df']}) = {_f(e['chi2'])}, p = {_p(e['p_value'])}"
+                for e in mm["effects"]
+            )
+        )
+        rows = [
+            [
+                c["label"],
+                _f(c["estimate"]),
+                _ci(c["ci_low"], c["ci_high"]),
+                _p(c["p_value"]),
+                _p(c["p_holm"]),
+                c["statement"] + (" *" if c["significant"] else ""),
+            ]
+            for c in mm["contrasts"]
+        ]
+        out += _table(["contrast (task SDs)", "estimate", "CI", "p", "p_holm", "reading"], rows)
+        for w in mm.get("warnings", []):
+            out.append(f"  statsmodels: {w}")
+    v = a["verdict"]
+    out.append(f"VERDICT across tasks: {v['verdict']} ({v['detail']})")
+    out.append("per-task verdicts: " + ", ".join(f"{k}: {n}" for k, n in a["task_verdict_counts"].items()))
+    pw = a["power"]
+    out += _power_lines(pw)
+    out.append(f"  smallest exact Friedman p with {pw['n']} tasks: {_p(pw['min_p_friedman_exact'])}")
+    for note in a["notes"]:
+        out.append(f"note: {note}")
+    return out
+
+
+def _groups(cliques: list[list[str]]) -> str:
+    return "; ".join("{" + ", ".join(c) + "}" for c in cliques) if cliques else "none (every pair differs)"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# paper / README tables
+# --------------------------------------------------------------------------------------------------------------
+def _tables(d: Record) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(caption, header, rows) of every table, shared by the Markdown and LaTeX writers."""
+    tables = []
+    tasks = list(d["tasks"].values())
+    models = d["input"]["models"]
+    header = ["variant"] + [
+        f"{t['task']} ({t['metric']}, {'higher' if t['higher_is_better'] else 'lower'} better)" for t in tasks
+    ]
+    rows = []
+    for m in models:
+        row = [m]
+        for t in tasks:
+            c = next((c for c in t["cells"] if c["model"] == m), None)
+            row.append("" if c is None else f"{_f(c['mean'])} {_ci(c['ci_low'], c['ci_high'])}")
+        rows.append(row)
+    conf = _f(d["settings"]["confidence"] * 100)
+    tables.append((f"Mean over seeds with {conf}% BCa bootstrap interval.", header, rows))
+    rows = []
+    for t in tasks:
+        for c in t["contrasts"]:
+            if c["scope"] == "pooled":
+                rows.append(
+                    [
+                        t["task"],
+                        c["label"],
+                        _f(c["estimate"]),
+                        _ci(c["ci_low"], c["ci_high"]),
+                        _p(c["p_holm"]),
+                        c["statement"],
+                    ]
+                )
+        if t.get("verdict"):
+            rows.append([t["task"], "verdict", "", "", "", t["verdict"]["verdict"]])
+    if rows:
+        tables.append(
+            (
+                "Activation (D1 = bspline - mlp) and topology (D2 = kan - bspline) contrasts, Holm-adjusted.",
+                ["task", "contrast", "estimate", "CI", "p (Holm)", "reading"],
+                rows,
+            )
+        )
+    rows = []
+    for t in tasks:
+        art = {r["effect"]: r for r in (t.get("art") or {}).get("table", [])}
+        for r in (t.get("anova") or {}).get("table", []):
+            if r["effect"] == "seed":
+                continue
+            ar = art.get(r["effect"], {})
+            rows.append(
+                [
+                    t["task"],
+                    r["effect"],
+                    f"{_f(r['F'])} ({r['df']}, {t['anova']['df_resid']})",
+                    _p(r["p_value"]),
+                    _f(r["partial_eta_sq"], 3),
+                    _p(ar.get("p_value")),
+                ]
+            )
+    if rows:
+        tables.append(
+            (
+                "Two-way ANOVA (type III, sum-to-zero coding, seed as block) and ART p-values.",
+                ["task", "effect", "F (df)", "p", "partial eta2", "ART p"],
+                rows,
+            )
+        )
+    a = d["across"]
+    if a and a["friedman"]:
+        fr = a["friedman"]
+        ranks = sorted(fr["average_ranks"].items(), key=lambda kv: kv[1])
+        rows = [[m, _f(r, 3)] for m, r in ranks]
+        cap = (
+            f"Average rank over {fr['n_blocks']} tasks (1 = best). Friedman chi2 = {_f(fr['chi2'])}, "
+            f"Iman-Davenport p = {_p(fr['iman_davenport_p'])}, Nemenyi CD = {_f(fr['cd'])}."
+        )
+        tables.append((cap, ["variant", "average rank"], rows))
+    if a and "contrasts" in a["mixed_model"]:
+        rows = [
+            [c["label"], _f(c["estimate"]), _ci(c["ci_low"], c["ci_high"]), _p(c["p_holm"]), c["statement"]]
+            for c in a["mixed_model"]["contrasts"]
+        ]
+        tables.append(
+            (
+                f"Mixed model across tasks ({a['mixed_model']['random']}), effects in task SDs; verdict: {a['verdict']['verdict']}.",
+                ["contrast", "estimate", "CI", "p (Holm)", "reading"],
+                rows,
+            )
+        )
+    return tables
+
+
+def to_markdown(analysis: Any) -> str:
+    """GitHub-flavoured Markdown tables of the main results."""
+    d = analysis.to_dict() if hasattr(analysis, "to_dict") else analysis
+    esc: Callable[[str], str] = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    out = []
+    for caption, header, rows in _tables(d):
+        out += [
+            f"**{esc(caption)}**",
+            "",
+            "| " + " | ".join(map(esc, header)) + " |",
+            "|" + "---|" * len(header),
+        ]
+        out += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+        out.append("")
+    return "\n".join(out)
+
+
+def _tex(s: str) -> str:
+    s = str(s).replace("\\", "\x00")  # protect backslashes from the brace escaping below
+    for a, b in (
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("_", r"\_"),
+        ("#", r"\#"),
+        ("$", r"\$"),
+        ("{", r"\{"),
+        ("}", r"\}"),
+    ):
+        s = s.replace(a, b)
+    return s.replace("\x00", r"\textbackslash{}")
+
+
+def to_latex(analysis: Any) -> str:
+    """LaTeX tables (booktabs: \\toprule, \\midrule, \\bottomrule) of the main results, one table per block."""
+    d = analysis.to_dict() if hasattr(analysis, "to_dict") else analysis
+    out = ["% generated by mamba-kan analyze; needs \\usepackage{booktabs}"]
+    for caption, header, rows in _tables(d):
+        out += [
+            "\\begin{table}[t]",
+            "\\centering",
+            f"\\caption{{{_tex(caption)}}}",
+            "\\begin{tabular}{l" + "r" * (len(header) - 1) + "}",
+            "\\toprule",
+            " & ".join(_tex(h) for h in header) + " \\\\",
+            "\\midrule",
+        ]
+        out += [" & ".join(_tex(c) for c in r) + " \\\\" for r in rows]
+        out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    return "\n".join(out)

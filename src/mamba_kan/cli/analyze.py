@@ -1,0 +1,82 @@
+"""``mamba-kan analyze DIR``: the statistical analysis of a comparison directory.
+
+Prints a readable summary (or, with ``--json``, the full machine-readable result) and optionally writes LaTeX
+booktabs and Markdown tables. DIR may also be the ``results.db`` itself or a tidy csv/parquet/json export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from mamba_kan.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "dir", metavar="DIR", help="comparison directory holding results.db (or the .db / a tidy export)"
+    )
+    parser.add_argument(
+        "--metric", default=None, help="metric to analyse (default: each task's primary metric)"
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=0.05, help="family-wise significance level (default 0.05)"
+    )
+    parser.add_argument(
+        "--direction",
+        choices=("higher", "lower"),
+        default=None,
+        help="whether higher or lower --metric values are better (default: from the results / the metric name)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the full result as JSON instead of the summary"
+    )
+    parser.add_argument(
+        "--latex", metavar="FILE", type=Path, default=None, help="write LaTeX (booktabs) tables"
+    )
+    parser.add_argument("--markdown", metavar="FILE", type=Path, default=None, help="write Markdown tables")
+    parser.add_argument(
+        "--n-bootstrap", type=int, default=9999, help="bootstrap resamples for the BCa intervals"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed of the bootstrap (results are reproducible)"
+    )
+    parser.add_argument(
+        "--sesoi",
+        type=float,
+        default=0.5,
+        help="smallest effect of interest (d_z) for the 'neither' vs 'inconclusive' verdict (default 0.5)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from mamba_kan.analysis import analyze_directory, format_summary, to_latex, to_markdown
+
+    for target in (args.latex, args.markdown):
+        if target is not None and not target.parent.exists():
+            raise UserError(f"cannot write {target}: directory {target.parent} does not exist")
+    higher = None if args.direction is None else args.direction == "higher"
+    analysis = analyze_directory(
+        args.dir,
+        alpha=args.alpha,
+        metric=args.metric,
+        higher_is_better=higher,
+        n_bootstrap=args.n_bootstrap,
+        random_state=args.seed,
+        sesoi_dz=args.sesoi,
+    )
+    if args.json:
+        sys.stdout.write(analysis.to_json() + "\n")
+    else:
+        sys.stdout.write(format_summary(analysis))
+    if args.latex is not None:
+        args.latex.write_text(to_latex(analysis))
+        log.info("wrote LaTeX tables to %s", args.latex)
+    if args.markdown is not None:
+        args.markdown.write_text(to_markdown(analysis))
+        log.info("wrote Markdown tables to %s", args.markdown)
+    return 0

@@ -1,0 +1,255 @@
+"""``mamba-kan compare``: run the factorial grid (variants x tasks x seeds) into ``DIR/results.db``.
+
+    mamba-kan compare --preset quick --output-dir results/quick --generate-report
+    mamba-kan compare --tasks symbolic language --seeds 10 --max-steps 10000 --output-dir results
+    mamba-kan compare --preset paper --backend ray --ray-address auto --output-dir /shared/results
+
+Re-running the same command skips finished cells and resumes interrupted ones from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mamba_kan.errors import UserError, unknown_choice
+from mamba_kan.experiments.backends import BACKENDS, Backend
+from mamba_kan.experiments.grid import Cell, expand_grid, parse_seeds
+from mamba_kan.experiments.presets import PRESETS, get_preset
+from mamba_kan.experiments.runner import Progress, SweepOptions, SweepSummary, check_output_dir, run_sweep
+from mamba_kan.experiments.store import check_database, db_path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("grid")
+    g.add_argument("--models", nargs="+", metavar="MODEL", help="variants (default: the six of the design)")
+    g.add_argument(
+        "--tasks",
+        nargs="+",
+        metavar="TASK",
+        help="families or family/config names (default: all five families)",
+    )
+    seeds = g.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, metavar="N", help="seeds 0..N-1 (default: the preset's)")
+    seeds.add_argument("--seed-list", nargs="+", metavar="SEED", help="explicit seeds, e.g. --seed-list 3,7")
+    g.add_argument(
+        "--max-steps", type=int, metavar="N", help="training steps per cell (default: the preset's)"
+    )
+    g.add_argument(
+        "--preset", metavar="NAME", help=f"one of {', '.join(PRESETS)} (default: library defaults)"
+    )
+    g.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML training settings")
+    g.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. lr=1e-3"
+    )
+    r = parser.add_argument_group("running")
+    r.add_argument(
+        "--output-dir", default="results", metavar="DIR", help="comparison directory (default: results)"
+    )
+    r.add_argument(
+        "--workers", type=int, metavar="N", help="local worker processes (default: sized for the machine)"
+    )
+    r.add_argument(
+        "--threads", type=int, metavar="N", help="torch threads per worker (default: cores // workers)"
+    )
+    r.add_argument("--backend", default="local", metavar="NAME", help=f"one of {', '.join(BACKENDS)}")
+    r.add_argument("--ray-address", metavar="ADDR", help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT")
+    r.add_argument(
+        "--ray-gpus-per-cell", type=float, default=0.0, metavar="F", help="GPUs each Ray task asks for"
+    )
+    r.add_argument(
+        "--retry-failed", action="store_true", help="also re-run cells recorded as failed or diverged"
+    )
+    r.add_argument(
+        "--dry-run", action="store_true", help="list the cells and whether they are done; run nothing"
+    )
+    r.add_argument(
+        "--generate-report", action="store_true", help="run the analysis and build the report at the end"
+    )
+
+
+def build_cells(args: argparse.Namespace) -> list[Cell]:
+    """The grid the flags describe (validated; nothing is written)."""
+    from mamba_kan.training.config import (
+        compose_config,
+        load_yaml_config,
+        merge_settings,
+        parse_set_overrides,
+    )
+
+    preset = get_preset(args.preset)
+    seed_list = parse_seeds(args.seeds if args.seeds is not None else preset.seeds if not args.seed_list else None,
+                            args.seed_list)  # fmt: skip
+    settings: dict[str, Any] = dict(preset.settings)
+    for f in args.config:
+        settings = merge_settings(settings, load_yaml_config(f))
+    if args.max_steps is not None:
+        settings["max_steps"] = args.max_steps
+    settings = merge_settings(settings, parse_set_overrides(args.set))
+    compose_config(
+        **{k: v for k, v in settings.items() if k not in ("model", "task", "seed")}
+    )  # type/range check
+    models = args.models or list(preset.models)
+    tasks = preset.task_specs(args.tasks)
+    return expand_grid(models, tasks, seed_list, settings)
+
+
+class ConsoleProgress:
+    """Progress of the whole grid: a live bar (cells done/total, failures, elapsed, ETA) on a terminal, and one
+    line per finished cell (with the same counters when not on a terminal, e.g. in a CI log)."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._bar: Any = None
+        self._task: Any = None
+
+    def sweep_started(self, total: int, skipped: int, to_run: int, backend: Backend) -> None:
+        where = (
+            f"{backend.workers} worker(s) x {backend.threads} thread(s)" if backend.name == "local" else "Ray"
+        )
+        self._print(f"grid: {total} cells, {skipped} already done, {to_run} to run ({backend.name}: {where})")
+        if self.tty and to_run:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn("cells"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("[red]{task.fields[failures]} failed"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream),
+            )
+            self._task = self._bar.add_task("cells", total=to_run, failures=0)
+            self._bar.start()
+
+    def cell_finished(self, cell: Cell, result: Mapping[str, Any], progress: Progress) -> None:
+        line = _cell_line(cell, result)
+        if self._bar is not None:
+            self._bar.console.print(line, highlight=False)
+            self._bar.update(self._task, completed=progress.done, failures=progress.failures)
+            if progress.done == progress.total:
+                self._bar.stop()
+                self._bar = None
+        else:
+            eta = "?" if math.isnan(progress.eta_s) else _duration(progress.eta_s)
+            self._print(
+                f"[{progress.done:>{len(str(progress.total))}}/{progress.total} | {progress.failures} failed | "
+                f"{_duration(progress.elapsed_s)} elapsed | ETA {eta}] {line}"
+            )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _cell_line(cell: Cell, result: Mapping[str, Any]) -> str:
+    status = result.get("status")
+    metric, value = result.get("primary_metric"), result.get("primary_value")
+    shown = f"{metric}={value:.4g}" if isinstance(value, int | float) and metric else ""
+    if status != "completed":
+        shown = (result.get("error") or "")[:80]
+    wall = result.get("wall_time_s")
+    took = f" ({wall:.1f} s)" if isinstance(wall, int | float) else ""
+    return f"{cell.model:<19} {cell.task:<28} seed {cell.seed:<3} {status:<9} {shown}{took}"
+
+
+def _dry_run(cells: list[Cell], out: Path) -> int:
+    done: dict[str, str] = {}
+    if check_database(out):
+        from mamba_kan.experiments.store import read_runs
+
+        runs = read_runs(out)
+        done = dict(zip(runs["cell_key"], runs["status"]))
+    for c in cells:
+        print(f"{done.get(c.cell_key, 'pending'):<9} {c.run_id}")
+    print(f"{len(cells)} cells, {sum(c.cell_key in done for c in cells)} recorded in {db_path(out)}")
+    return 0
+
+
+def _generate_report(out: Path) -> Path | None:
+    """Analysis + report when those packages provide them; one line otherwise."""
+    try:
+        from mamba_kan.analysis import analyze_directory
+        from mamba_kan.reporting import generate_report
+    except ImportError:
+        print("report: not available yet in this build (needs mamba_kan.analysis and mamba_kan.reporting)")
+        return None
+    analyze_directory(out)
+    return Path(generate_report(out))
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.backend not in BACKENDS:
+        raise unknown_choice("backend", args.backend, BACKENDS)
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    cells = build_cells(args)
+    out = check_output_dir(args.output_dir)
+    check_database(out)
+    if args.dry_run:
+        return _dry_run(cells, out)
+    options = SweepOptions(
+        backend=args.backend,
+        workers=args.workers,
+        threads=args.threads,
+        ray_address=args.ray_address,
+        ray_gpus_per_cell=args.ray_gpus_per_cell,
+        retry_failed=args.retry_failed,
+        command=shlex.join(["mamba-kan", "compare", *(getattr(args, "_argv", None) or sys.argv[1:])]),
+    )
+    progress = ConsoleProgress()
+    t0 = time.perf_counter()
+    try:
+        summary = run_sweep(cells, out, options, progress)
+    finally:
+        progress.close()
+    _print_summary(summary, time.perf_counter() - t0)
+    report = _generate_report(out) if args.generate_report else None
+    print(f"results: {summary.db_path}")
+    if report is not None:
+        print(f"report:  {report}")
+    elif not args.generate_report:
+        print(f"report:  not generated (add --generate-report, or run `mamba-kan report {out}`)")
+    failed = summary.counts.get("failed", 0)
+    if failed:
+        print(
+            f"{failed} cell(s) failed; see the error column, then re-run with --retry-failed", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
+def _print_summary(s: SweepSummary, wall: float) -> None:
+    c = s.counts
+    print(
+        f"done: {s.total} cells ({c.get('completed', 0)} completed, {c.get('diverged', 0)} diverged, "
+        f"{c.get('failed', 0)} failed); {s.skipped} skipped as already recorded, {s.ran} run in {_duration(wall)}"
+    )

@@ -1,0 +1,217 @@
+"""The sweep driver: run the cells a results database does not hold yet, record each result as it arrives.
+
+Resume and fault model:
+
+- A cell is done once its row is in ``DIR/results.db``; re-running the same grid skips it (``--retry-failed``
+  also re-runs the cells recorded as diverged or failed).
+- Each run is recorded in one transaction, so a SIGKILL at any moment leaves every cell either recorded once or
+  absent. An absent cell is run again: its run directory ``DIR/runs/<run_id>/`` holds its checkpoints (resumed by
+  the training loop) or, if it had finished just before the kill, its ``result.json`` (returned without training).
+- Nothing is written before every input has been checked: bad names, seeds, an unusable output directory, a
+  database of another schema version or an unreachable Ray cluster fail first, with nothing created.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from mamba_kan.errors import UserError, unknown_choice
+from mamba_kan.experiments.backends import BACKENDS, Backend, LocalBackend, RayBackend, plan_workers
+from mamba_kan.experiments.grid import Cell
+from mamba_kan.experiments.store import ResultsStore, check_database, db_path
+from mamba_kan.experiments.worker import CellJob, failed_result
+
+log = logging.getLogger(__name__)
+
+RUNS_DIR = "runs"
+RETRYABLE = ("failed", "diverged")
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """How to run a grid. ``workers``/``threads``: None = sized for the machine (see ``plan_workers``)."""
+
+    backend: str = "local"
+    workers: int | None = None
+    threads: int | None = None
+    ray_address: str | None = None
+    ray_gpus_per_cell: float = 0.0
+    retry_failed: bool = False
+    command: str = ""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where the sweep stands after a cell finished. ``eta_s`` is NaN until a cell of this invocation is done."""
+
+    done: int
+    total: int
+    failures: int
+    elapsed_s: float
+    eta_s: float
+
+
+@dataclass
+class SweepSummary:
+    db_path: Path
+    output_dir: Path
+    total: int
+    skipped: int
+    ran: int
+    counts: dict[str, int] = field(
+        default_factory=dict
+    )  # status -> cells of the grid (skipped ones included)
+    elapsed_s: float = 0.0
+    workers: int = 0
+    threads: int = 0
+    backend: str = "local"
+
+
+class SweepObserver(Protocol):
+    """Receives progress (the CLI draws it; library users may ignore it)."""
+
+    def sweep_started(self, total: int, skipped: int, to_run: int, backend: Backend) -> None: ...
+
+    def cell_finished(self, cell: Cell, result: Mapping[str, Any], progress: Progress) -> None: ...
+
+
+def check_output_dir(path: str | os.PathLike[str]) -> Path:
+    """The comparison directory, checked without creating it: it must be a directory (or not exist yet, under a
+    writable parent) and be writable."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise UserError(f"output directory {p} exists and is not a directory")
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"cannot create output directory {p}: {probe} is not a directory")
+    try:
+        # a real probe (created and removed at once): permission bits alone miss read-only mounts and root
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError:
+        raise UserError(f"output directory {p} is not writable") from None
+    db = db_path(p)
+    if db.exists() and not os.access(db, os.W_OK):
+        raise UserError(f"results database {db} is not writable")
+    return p
+
+
+def make_backend(options: SweepOptions, n_jobs: int) -> Backend:
+    if options.backend not in BACKENDS:
+        raise unknown_choice("backend", options.backend, BACKENDS)
+    if options.backend == "ray":
+        return RayBackend(
+            options.ray_address, threads=options.threads or 1, gpus_per_cell=options.ray_gpus_per_cell
+        )
+    if options.ray_address is not None:
+        raise UserError("--ray-address needs --backend ray")
+    workers, threads, gpus = plan_workers(max(1, n_jobs), options.workers)
+    if options.threads is not None:
+        threads = options.threads
+    return LocalBackend(workers, threads, gpus)
+
+
+def _job(cell: Cell, root: Path, threads: int, fresh: bool) -> CellJob:
+    return CellJob(
+        cell_key=cell.cell_key,
+        run_id=cell.run_id,
+        config=cell.config.to_dict(),
+        run_dir=str((root / RUNS_DIR / cell.run_id).resolve()),
+        threads=threads,
+        fresh=fresh,
+    )
+
+
+def run_sweep(
+    cells: Sequence[Cell],
+    output_dir: str | os.PathLike[str],
+    options: SweepOptions | None = None,
+    observer: SweepObserver | None = None,
+) -> SweepSummary:
+    """Run every cell of ``cells`` not yet recorded in ``output_dir``'s results database; return the summary."""
+    options = options or SweepOptions()
+    root = check_output_dir(output_dir)
+    if len({c.cell_key for c in cells}) != len(cells):
+        raise ValueError("duplicate cells in the grid")
+    existing: dict[str, str] = {}
+    if check_database(root):  # schema check before anything is written
+        with ResultsStore(root) as probe:
+            existing = probe.statuses()
+    retry = set(RETRYABLE) if options.retry_failed else set()
+    todo = [c for c in cells if c.cell_key not in existing or existing[c.cell_key] in retry]
+    backend = make_backend(options, len(todo))  # may fail (Ray unreachable) before the database is created
+
+    start = time.perf_counter()
+    todo_keys = {c.cell_key for c in todo}
+    counts = Counter(
+        existing[c.cell_key] for c in cells if c.cell_key in existing and c.cell_key not in todo_keys
+    )
+    skipped = len(cells) - len(todo)
+    summary = SweepSummary(
+        db_path(root), root, len(cells), skipped, 0, workers=backend.workers, threads=backend.threads
+    )
+    summary.backend = backend.name
+    try:
+        with ResultsStore(root) as store:
+            sweep_id = store.start_sweep(
+                options.command, cells[0].code_version if cells else "", backend.name, len(cells), skipped
+            )
+            if observer is not None:
+                observer.sweep_started(len(cells), skipped, len(todo), backend)
+            by_key = {c.cell_key: c for c in todo}
+            done = Counter[str]()
+
+            def on_result(job: CellJob, result: dict[str, Any]) -> None:
+                cell = by_key[job.cell_key]
+                result = _check_result(cell, result)
+                store.record_run(
+                    cell.cell_key,
+                    cell.run_id,
+                    result,
+                    task=cell.task,
+                    family=cell.family,
+                    run_dir=f"{RUNS_DIR}/{cell.run_id}",
+                    code_version=cell.code_version,
+                    sweep_id=sweep_id,
+                )
+                done[result["status"]] += 1
+                n = sum(done.values())
+                elapsed = time.perf_counter() - start
+                eta = elapsed / n * (len(todo) - n) if n else math.nan
+                log.info("cell %s: %s", cell.run_id, result["status"])
+                if observer is not None:
+                    progress = Progress(n, len(todo), done["failed"] + done["diverged"], elapsed, eta)
+                    observer.cell_finished(cell, result, progress)
+
+            jobs = [_job(c, root, backend.threads, c.cell_key in existing) for c in todo]
+            if jobs:
+                backend.run(jobs, on_result)
+            counts.update(done)
+            store.finish_sweep(sweep_id, counts)
+    finally:
+        backend.close()
+    summary.ran = sum(done.values())
+    summary.counts = dict(counts)
+    summary.elapsed_s = time.perf_counter() - start
+    return summary
+
+
+def _check_result(cell: Cell, result: dict[str, Any]) -> dict[str, Any]:
+    """A result must belong to its cell; a mismatch (a foreign result.json in the run directory) is recorded as a
+    failure rather than stored as this cell's numbers."""
+    h = result.get("config_hash")
+    if result.get("status") != "failed" and h is not None and h != cell.config_hash:
+        message = f"run returned a result for config {h[:12]}, expected {cell.config_hash[:12]}"
+        return failed_result(cell.config.to_dict(), message)
+    return result

@@ -1,0 +1,549 @@
+"""The results store: one SQLite database per comparison directory (``DIR/results.db``).
+
+Why SQLite, and why one writer: several processes writing one SQLite file hit "database is locked" (Optuna FAQ,
+MLflow #6490), so only the sweep driver writes; workers hand their result dicts back to it. The database runs in
+WAL mode so that readers (analysis, report, a user's notebook) never block the writer and never see a half-written
+run: each run is recorded in ONE transaction (its row, its final metrics and its curves), so a SIGKILL at any moment
+leaves either the whole run or nothing.
+
+Tables (schema version :data:`SCHEMA_VERSION`):
+
+- ``meta(key, value)``: ``schema_version``, ``created_at``, ``created_with`` (mamba-kan version).
+- ``runs``: one row per grid cell, keyed by ``cell_key`` = sha256(resolved config hash + code version); every field
+  the training loop records (see docs/architecture.md, Run API), the nested ones (config, env) as JSON text and
+  any further fields of the run record (diverged_step, floor, ...) in ``extra_json``.
+- ``metrics(cell_key, metric, value)``: the final test metrics of each run, one row per metric.
+- ``curves(cell_key, step, split, metric, value)``: learning curves.
+- ``sweeps``: one row per ``compare`` invocation (command line, code version, cell counts) for provenance.
+
+Readers (:func:`read_runs`, :func:`read_tidy`, :func:`read_curves`) open the file read-only (``mode=ro``): they take
+no write lock and never modify it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+from mamba_kan import __version__
+from mamba_kan.errors import UserError
+
+log = logging.getLogger(__name__)
+
+RESULTS_DB = "results.db"
+SCHEMA_VERSION = 1
+STATUSES = ("completed", "diverged", "failed")
+
+_SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE sweeps (
+    sweep_id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at   TEXT NOT NULL,
+    finished_at  TEXT,
+    command      TEXT,
+    code_version TEXT,
+    backend      TEXT,
+    n_cells      INTEGER,
+    n_skipped    INTEGER,
+    n_completed  INTEGER,
+    n_diverged   INTEGER,
+    n_failed     INTEGER
+);
+CREATE TABLE runs (
+    cell_key         TEXT PRIMARY KEY,
+    run_id           TEXT NOT NULL UNIQUE,
+    model            TEXT NOT NULL,
+    ffn              TEXT,
+    mixer            TEXT,
+    task             TEXT NOT NULL,
+    task_name        TEXT,
+    family           TEXT,
+    seed             INTEGER NOT NULL,
+    status           TEXT NOT NULL CHECK (status IN ('completed', 'diverged', 'failed')),
+    primary_metric   TEXT,
+    primary_value    REAL,
+    higher_is_better INTEGER,
+    params           INTEGER,
+    flops_per_token  INTEGER,
+    steps_per_sec    REAL,
+    tokens_per_sec   REAL,
+    wall_time_s      REAL,
+    peak_memory_mb   REAL,
+    steps            INTEGER,
+    best_val         REAL,
+    best_val_step    INTEGER,
+    error            TEXT,
+    config_hash      TEXT,
+    code_version     TEXT,
+    config_json      TEXT NOT NULL,
+    env_json         TEXT NOT NULL,
+    extra_json       TEXT NOT NULL,
+    run_dir          TEXT,
+    attempts         INTEGER NOT NULL DEFAULT 1,
+    sweep_id         INTEGER REFERENCES sweeps(sweep_id),
+    recorded_at      TEXT NOT NULL
+);
+CREATE INDEX runs_task_model_seed ON runs(task, model, seed);
+CREATE TABLE metrics (
+    cell_key TEXT NOT NULL REFERENCES runs(cell_key) ON DELETE CASCADE,
+    metric   TEXT NOT NULL,
+    value    REAL,
+    PRIMARY KEY (cell_key, metric)
+) WITHOUT ROWID;
+CREATE TABLE curves (
+    cell_key TEXT NOT NULL REFERENCES runs(cell_key) ON DELETE CASCADE,
+    step     INTEGER NOT NULL,
+    split    TEXT NOT NULL,
+    metric   TEXT NOT NULL,
+    value    REAL,
+    PRIMARY KEY (cell_key, split, metric, step)
+) WITHOUT ROWID;
+"""
+
+# run-dict keys stored as plain columns (the rest of the row is derived or JSON)
+_SCALAR_FIELDS = (
+    "model",
+    "ffn",
+    "mixer",
+    "seed",
+    "status",
+    "primary_metric",
+    "primary_value",
+    "higher_is_better",
+    "params",
+    "flops_per_token",
+    "steps_per_sec",
+    "tokens_per_sec",
+    "wall_time_s",
+    "peak_memory_mb",
+    "steps",
+    "best_val",
+    "best_val_step",
+    "error",
+    "config_hash",
+)
+
+# everything else a run reports (e.g. diverged_step, floor, stopped_early) is kept in runs.extra_json
+_STORED_ELSEWHERE = frozenset(_SCALAR_FIELDS) | {"task", "metrics", "curves", "config", "env"}
+
+#: Columns of :func:`read_runs`, in order (the contract the analysis and report code relies on), then extras.
+RUN_COLUMNS = (
+    "run_id",
+    "model",
+    "ffn",
+    "mixer",
+    "task",
+    "seed",
+    "status",
+    "primary_metric",
+    "primary_value",
+    "higher_is_better",
+    "params",
+    "flops_per_token",
+    "steps_per_sec",
+    "tokens_per_sec",
+    "wall_time_s",
+    "peak_memory_mb",
+    "steps",
+    "best_val",
+    "best_val_step",
+    "error",
+    "config",
+    "env",
+    "metrics",
+    "run_dir",
+)
+EXTRA_RUN_COLUMNS = (
+    "extra",
+    "cell_key",
+    "task_name",
+    "family",
+    "config_hash",
+    "code_version",
+    "attempts",
+    "recorded_at",
+)
+TIDY_COLUMNS = (
+    "task",
+    "model",
+    "ffn",
+    "mixer",
+    "seed",
+    "status",
+    "metric",
+    "value",
+    "primary_metric",
+    "higher_is_better",
+    "run_id",
+)
+CURVE_COLUMNS = ("run_id", "task", "model", "ffn", "mixer", "seed", "step", "split", "metric", "value")
+
+
+# --- paths ---------------------------------------------------------------------------------------------------
+def db_path(path: str | os.PathLike[str]) -> Path:
+    """``DIR`` or ``DIR/results.db`` -> the database file. A path ending in ``.db`` is taken as the file."""
+    p = Path(path)
+    return p if p.suffix == ".db" else p / RESULTS_DB
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _float_or_none(value: Any) -> float | None:
+    """SQLite stores NaN as NULL anyway; make it explicit and reject non-numbers early."""
+    if value is None:
+        return None
+    v = float(value)
+    return None if math.isnan(v) else v
+
+
+def _json(value: Any) -> str:
+    # NaN/inf are legal in a run's config/env only by accident; keep them readable (Python's json accepts them)
+    return json.dumps(value if value is not None else {}, sort_keys=True, default=str)
+
+
+# --- schema checks -------------------------------------------------------------------------------------------
+def _schema_version(con: sqlite3.Connection, path: Path) -> int:
+    """The schema version stored in ``con``; a UserError when the file is not a mamba-kan results database."""
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.DatabaseError as exc:  # "no such table: meta" or "file is not a database"
+        raise UserError(f"{path} is not a mamba-kan results database ({exc})") from None
+    if row is None:
+        raise UserError(f"{path} is not a mamba-kan results database (no schema_version)")
+    try:
+        return int(row[0])
+    except ValueError:
+        raise UserError(f"{path} has an invalid schema_version {row[0]!r}") from None
+
+
+def _require_version(version: int, path: Path) -> None:
+    if version != SCHEMA_VERSION:
+        raise UserError(
+            f"{path} has results schema version {version}, this mamba-kan {__version__} reads version "
+            f"{SCHEMA_VERSION}; use another --output-dir or the mamba-kan release that wrote it"
+        )
+
+
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    """A read-only connection (no write lock, no change to the file)."""
+    if not path.is_file():
+        raise UserError(f"no results database at {path}; run `mamba-kan compare --output-dir DIR` first")
+    con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+    con.execute("PRAGMA query_only = ON")
+    return con
+
+
+def check_database(path: str | os.PathLike[str]) -> bool:
+    """True if a results database exists at ``path`` with this schema version, False if there is none.
+
+    Raises UserError for a file that is not a results database or has another schema version. Never writes.
+    """
+    p = db_path(path)
+    if not p.exists():
+        return False
+    with contextlib.closing(_connect_ro(p)) as con:
+        _require_version(_schema_version(con, p), p)
+    return True
+
+
+def _acquire_writer_lock(path: Path) -> IO[bytes] | None:
+    """An exclusive advisory lock next to the database, so that two drivers never write one directory at once.
+
+    flock is released by the kernel when the process dies (even by SIGKILL), so a killed sweep never leaves a stale
+    lock behind. Platforms without fcntl (Windows) go without the guard.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    handle = open(path.with_name(path.name + ".lock"), "ab")  # noqa: SIM115 - kept open for the store's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise UserError(
+            f"{path} is being written by another mamba-kan process; wait for it to finish"
+        ) from None
+    return handle
+
+
+# --- the writer ----------------------------------------------------------------------------------------------
+class ResultsStore:
+    """The single writer of a results database. ``path``: a comparison directory or the ``.db`` file.
+
+    Creating a store creates the file (and its directory) with the current schema; opening an existing one checks
+    the schema version first (read-only) and refuses another version without touching the file. Use as a context
+    manager or call :meth:`close`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = db_path(path)
+        exists = check_database(self.path)  # raises before anything is written
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _acquire_writer_lock(self.path)
+        self._con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        # WAL: readers never block the driver and see only committed runs; FULL sync: a committed run survives a
+        # power cut, at a cost (one fsync per run) that is nothing next to a training run.
+        self._con.execute("PRAGMA journal_mode = WAL")
+        self._con.execute("PRAGMA synchronous = FULL")
+        self._con.execute("PRAGMA foreign_keys = ON")
+        if not exists:
+            self._create()
+        log.debug("results store %s (schema %d)", self.path, SCHEMA_VERSION)
+
+    def _create(self) -> None:
+        with self._transaction() as con:
+            # a concurrent creator may have won the race between the check and the connect
+            if con.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone() is not None:
+                _require_version(_schema_version(con, self.path), self.path)
+                return
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    con.execute(statement)
+            con.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                [
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("created_at", _now()),
+                    ("created_with", __version__),
+                ],
+            )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        # BEGIN IMMEDIATE takes the write lock up front, so a transaction never fails half-way on a lock upgrade
+        self._con.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._con
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        self._con.execute("COMMIT")
+
+    def close(self) -> None:
+        self._con.close()
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- sweeps ------------------------------------------------------------------------------------------
+    def start_sweep(self, command: str, code_version: str, backend: str, n_cells: int, n_skipped: int) -> int:
+        with self._transaction() as con:
+            cur = con.execute(
+                "INSERT INTO sweeps(started_at, command, code_version, backend, n_cells, n_skipped) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (_now(), command, code_version, backend, n_cells, n_skipped),
+            )
+            return int(cur.lastrowid or 0)
+
+    def finish_sweep(self, sweep_id: int, counts: Mapping[str, int]) -> None:
+        with self._transaction() as con:
+            con.execute(
+                "UPDATE sweeps SET finished_at = ?, n_completed = ?, n_diverged = ?, n_failed = ? WHERE sweep_id = ?",
+                (
+                    _now(),
+                    counts.get("completed", 0),
+                    counts.get("diverged", 0),
+                    counts.get("failed", 0),
+                    sweep_id,
+                ),
+            )
+
+    # --- runs --------------------------------------------------------------------------------------------
+    def record_run(
+        self,
+        cell_key: str,
+        run_id: str,
+        result: Mapping[str, Any],
+        *,
+        task: str | None = None,
+        family: str | None = None,
+        run_dir: str | None = None,
+        code_version: str | None = None,
+        sweep_id: int | None = None,
+    ) -> None:
+        """Insert or replace the run of ``cell_key`` with ``result`` (a Run API dict) in one transaction.
+
+        ``task`` is the label the grid gives the cell (defaults to ``result['task']``). Re-recording a cell (a
+        retried failure) replaces its row, metrics and curves and increments ``attempts``; a cell never has two rows.
+        """
+        status = result.get("status")
+        if status not in STATUSES:
+            raise ValueError(f"run {run_id}: status must be one of {STATUSES}, got {status!r}")
+        task_name = str(result.get("task") or task or "")
+        label = task or task_name
+        row: dict[str, Any] = {k: result.get(k) for k in _SCALAR_FIELDS}
+        for k in (
+            "primary_value",
+            "steps_per_sec",
+            "tokens_per_sec",
+            "wall_time_s",
+            "peak_memory_mb",
+            "best_val",
+        ):
+            row[k] = _float_or_none(row[k])
+        if row["higher_is_better"] is not None:
+            row["higher_is_better"] = int(bool(row["higher_is_better"]))
+        row.update(
+            cell_key=cell_key,
+            run_id=run_id,
+            task=label,
+            task_name=task_name,
+            family=family or label.partition("/")[0],
+            code_version=code_version,
+            config_json=_json(result.get("config")),
+            env_json=_json(result.get("env")),
+            extra_json=_json({k: v for k, v in result.items() if k not in _STORED_ELSEWHERE}),
+            run_dir=run_dir,
+            sweep_id=sweep_id,
+            recorded_at=_now(),
+        )
+        cols = list(row)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != "cell_key")
+        metrics = [(cell_key, str(k), _float_or_none(v)) for k, v in (result.get("metrics") or {}).items()]
+        curves = [
+            (cell_key, int(c["step"]), str(c["split"]), str(c["metric"]), _float_or_none(c["value"]))
+            for c in (result.get("curves") or [])
+        ]
+        with self._transaction() as con:
+            con.execute(
+                f"INSERT INTO runs({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
+                f"ON CONFLICT(cell_key) DO UPDATE SET {updates}, attempts = runs.attempts + 1",
+                [row[c] for c in cols],
+            )
+            con.execute("DELETE FROM metrics WHERE cell_key = ?", (cell_key,))
+            con.execute("DELETE FROM curves WHERE cell_key = ?", (cell_key,))
+            con.executemany("INSERT INTO metrics(cell_key, metric, value) VALUES (?, ?, ?)", metrics)
+            # OR REPLACE: a resumed run may log a step twice; the later value is the one the run kept
+            con.executemany(
+                "INSERT OR REPLACE INTO curves(cell_key, step, split, metric, value) VALUES (?, ?, ?, ?, ?)",
+                curves,
+            )
+
+    def statuses(self) -> dict[str, str]:
+        """cell_key -> status of every recorded run."""
+        return dict(self._con.execute("SELECT cell_key, status FROM runs").fetchall())
+
+    def count(self) -> int:
+        return int(self._con.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+
+
+# --- readers -------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _reader(path: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
+    p = db_path(path)
+    con = _connect_ro(p)
+    try:
+        _require_version(_schema_version(con, p), p)
+        yield con
+    finally:
+        con.close()
+
+
+def _bool_or_none(v: Any) -> bool | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else bool(v)
+
+
+def read_runs(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """One row per recorded run with the columns :data:`RUN_COLUMNS` (then :data:`EXTRA_RUN_COLUMNS`).
+
+    ``config``, ``env`` and ``metrics`` are dicts; ``higher_is_better`` is a bool (None if unknown); a missing
+    value (e.g. ``primary_value`` of a failed run) is NaN. ``path``: a comparison directory or the ``.db`` file.
+    """
+    with _reader(path) as con:
+        runs = pd.read_sql_query("SELECT * FROM runs ORDER BY task, model, seed, run_id", con)
+        metrics = pd.read_sql_query(
+            "SELECT cell_key, metric, value FROM metrics ORDER BY cell_key, metric", con
+        )
+    by_key: dict[str, dict[str, float]] = {}
+    for key, metric, value in metrics.itertuples(index=False):
+        by_key.setdefault(key, {})[metric] = float("nan") if value is None else float(value)
+    runs["config"] = [json.loads(s) for s in runs["config_json"]]
+    runs["env"] = [json.loads(s) for s in runs["env_json"]]
+    runs["extra"] = [json.loads(s) for s in runs["extra_json"]]
+    runs["metrics"] = [by_key.get(k, {}) for k in runs["cell_key"]]
+    runs["higher_is_better"] = pd.Series([_bool_or_none(v) for v in runs["higher_is_better"]], dtype=object)
+    for col in (
+        "primary_value",
+        "steps_per_sec",
+        "tokens_per_sec",
+        "wall_time_s",
+        "peak_memory_mb",
+        "best_val",
+    ):
+        runs[col] = pd.to_numeric(runs[col], errors="coerce").astype(float)
+    return runs[list(RUN_COLUMNS + EXTRA_RUN_COLUMNS)].reset_index(drop=True)
+
+
+def _fill_task_direction(df: pd.DataFrame) -> pd.DataFrame:
+    """A run that failed before its task was built has no primary metric: take it from its task's other runs."""
+    for col in ("primary_metric", "higher_is_better"):
+        known = df.dropna(subset=[col]).groupby("task")[col].first()
+        missing = df[col].isna()
+        if missing.any():
+            df.loc[missing, col] = df.loc[missing, "task"].map(known)
+    return df
+
+
+def read_tidy(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Long format, one row per run x final metric, columns :data:`TIDY_COLUMNS`.
+
+    A run that did not complete (diverged/failed) appears once, with ``metric = primary_metric`` and ``value``
+    NaN, so that missing cells are visible to the statistics rather than silently absent.
+    """
+    runs = _fill_task_direction(read_runs(path))
+    rows: list[dict[str, Any]] = []
+    for r in runs.itertuples(index=False):
+        base = {
+            "task": r.task,
+            "model": r.model,
+            "ffn": r.ffn,
+            "mixer": r.mixer,
+            "seed": int(r.seed),
+            "status": r.status,
+            "primary_metric": r.primary_metric,
+            "higher_is_better": r.higher_is_better,
+            "run_id": r.run_id,
+        }
+        if r.status == "completed" and r.metrics:
+            rows.extend({**base, "metric": m, "value": float(v)} for m, v in r.metrics.items())
+        else:
+            rows.append({**base, "metric": r.primary_metric, "value": float("nan")})
+    df = pd.DataFrame(rows, columns=list(TIDY_COLUMNS))
+    df["value"] = df["value"].astype(float)
+    df["seed"] = df["seed"].astype("int64")
+    return df
+
+
+def read_curves(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Learning curves, one row per (run, step, split, metric), columns :data:`CURVE_COLUMNS`."""
+    with _reader(path) as con:
+        df = pd.read_sql_query(
+            "SELECT r.run_id, r.task, r.model, r.ffn, r.mixer, r.seed, c.step, c.split, c.metric, c.value "
+            "FROM curves c JOIN runs r ON r.cell_key = c.cell_key "
+            "ORDER BY r.task, r.model, r.seed, c.split, c.metric, c.step",
+            con,
+        )
+    df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
+    return df[list(CURVE_COLUMNS)]

@@ -1,0 +1,105 @@
+"""What a run records about the machine it ran on (results are only comparable on the same machine and versions),
+and peak-memory measurement."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import resource
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import mamba_kan
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_name()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """Commit of the project checkout this package runs from, read from ``.git`` without running git
+    (None when installed from a wheel or the checkout is unreadable)."""
+    here = Path(mamba_kan.__file__).resolve()
+    for parent in here.parents:
+        git = parent / ".git"
+        if git.is_file():  # worktree / submodule: "gitdir: <path>"
+            text = git.read_text().strip()
+            if text.startswith("gitdir:"):
+                git = (parent / text.split(":", 1)[1].strip()).resolve()
+        if git.is_dir():
+            return _read_head(git)
+    return None
+
+
+def _read_head(git: Path) -> str | None:
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref:"):
+            return head
+        ref = head.split(":", 1)[1].strip()
+        common = git
+        if (git / "commondir").is_file():  # linked worktrees keep refs in the common dir
+            common = (git / (git / "commondir").read_text().strip()).resolve()
+        for base in (git, common):
+            if (base / ref).is_file():
+                return (base / ref).read_text().strip()
+            packed = base / "packed-refs"
+            if packed.is_file():
+                for line in packed.read_text().splitlines():
+                    if line.endswith(" " + ref):
+                        return line.split(" ", 1)[0]
+    except OSError:
+        return None
+    return None
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Versions, device, threads, commit and host of this process."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "mamba_kan": mamba_kan.__version__,
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "cuda": torch.version.cuda,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "git_commit": git_commit(),
+        "hostname": socket.gethostname(),
+    }
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Max allocated CUDA memory since :func:`reset_peak_memory` on GPUs; on CPU the peak resident set size of the
+    process (a process-lifetime maximum: in a process that runs several experiments it is an upper bound)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
