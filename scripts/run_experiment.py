@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train one variant on one task for one or more seeds (same flags as `mamba-kan train`).
 
-    python scripts/run_experiment.py --model mlp_transformer --task symbolic --seeds 1 --max-steps 100 --no-wandb
+python scripts/run_experiment.py --model mlp_transformer --task symbolic --seeds 1 --max-steps 100 --no-wandb
 """
 
 from __future__ import annotations

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread: the models in tests are tiny, and OpenMP spin-waiting on a loaded 2-core machine is slow.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

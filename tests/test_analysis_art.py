@@ -17,7 +17,9 @@ FFN = ["mlp", "bspline", "kan"]
 MIXER = ["transformer", "mamba"]
 
 
-def simulate(rng: np.random.Generator, n_seeds: int, ffn_eff, mixer_eff, inter: float = 0.0, noise=None) -> pd.DataFrame:
+def simulate(
+    rng: np.random.Generator, n_seeds: int, ffn_eff, mixer_eff, inter: float = 0.0, noise=None
+) -> pd.DataFrame:
     """A 3 x 2 design with a seed block; ``inter`` is added to the kan_mamba cell only."""
     seed_eff = rng.normal(0, 0.5, n_seeds)
     rows = []
@@ -85,8 +87,13 @@ def test_art_agrees_with_anova_on_balanced_normal_data():
     n_sim = 150
     agree = {"ffn": 0, "mixer": 0, "ffn x mixer": 0}
     for _ in range(n_sim):
-        df = simulate(rng, 6, [0.0, 0.4, 0.8], [0.0, 0.5], inter=0.8)  # moderate effects: neither test is at 0 or 1
-        a = {r["effect"]: r["p_value"] for r in two_way_anova(df["value"], df["ffn"], df["mixer"], df["seed"])["table"]}
+        df = simulate(
+            rng, 6, [0.0, 0.4, 0.8], [0.0, 0.5], inter=0.8
+        )  # moderate effects: neither test is at 0 or 1
+        a = {
+            r["effect"]: r["p_value"]
+            for r in two_way_anova(df["value"], df["ffn"], df["mixer"], df["seed"])["table"]
+        }
         r = _art_p(df)
         for effect in agree:
             agree[effect] += (a[effect] < 0.05) == (r[effect] < 0.05)

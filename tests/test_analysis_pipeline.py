@@ -23,7 +23,14 @@ from mamba_kan.analysis import (
 )
 from mamba_kan.errors import UserError
 
-VARIANTS = ["mlp_transformer", "bspline_transformer", "kan_transformer", "mlp_mamba", "bspline_mamba", "kan_mamba"]
+VARIANTS = [
+    "mlp_transformer",
+    "bspline_transformer",
+    "kan_transformer",
+    "mlp_mamba",
+    "bspline_mamba",
+    "kan_mamba",
+]
 FAST = {"n_bootstrap": 499}
 
 
@@ -47,7 +54,14 @@ def make_frame(
             ffn, mixer = model.split("_")
             for s in range(n_seeds):
                 value = 10.0 + level.get(ffn, 0.0) + seed_eff[s] + rng.normal(0, sd)
-                base = {"task": task, "model": model, "ffn": ffn, "mixer": mixer, "seed": s, "status": "completed"}
+                base = {
+                    "task": task,
+                    "model": model,
+                    "ffn": ffn,
+                    "mixer": mixer,
+                    "seed": s,
+                    "status": "completed",
+                }
                 base |= {"primary_metric": metric, "higher_is_better": higher_is_better}
                 rows.append(base | {"metric": metric, "value": value})
                 rows.append(base | {"metric": "wall_time_s", "value": 1.0})
@@ -82,7 +96,10 @@ def test_dict_with_unparsed_names_gets_rank_tests_but_no_factorial_part():
 @pytest.mark.parametrize(
     "level,expected",
     [
-        ({"bspline": -3.0, "kan": -3.0}, "activation"),  # mse: the spline activation lowers it, topology adds nothing
+        (
+            {"bspline": -3.0, "kan": -3.0},
+            "activation",
+        ),  # mse: the spline activation lowers it, topology adds nothing
         ({"kan": -3.0}, "topology"),
         ({"bspline": -3.0, "kan": -6.0}, "both"),
         ({"bspline": 3.0, "kan": 6.0}, "neither"),  # both steps make mse significantly worse
@@ -110,7 +127,9 @@ def test_lower_is_better_is_used_for_ranks_statements_and_verdict():
     ranks = mse["friedman"]["average_ranks"]
     assert max(ranks["mlp_transformer"], ranks["mlp_mamba"]) > min(ranks["bspline_mamba"], ranks["kan_mamba"])
     # the same numbers read as accuracy: the activation now hurts
-    acc = make_frame(8, {"bspline": -3.0, "kan": -3.0}).assign(primary_metric="accuracy", higher_is_better=True)
+    acc = make_frame(8, {"bspline": -3.0, "kan": -3.0}).assign(
+        primary_metric="accuracy", higher_is_better=True
+    )
     acc["metric"] = acc["metric"].replace("mse", "accuracy")
     t = analyze_frame(acc, **FAST).tasks["symbolic/exp_sin"]
     d1 = next(c for c in t["contrasts"] if c["name"] == "D1" and c["scope"] == "pooled")
@@ -123,7 +142,9 @@ def test_missing_runs_are_reported_and_each_test_counts_its_pairs():
     bad = (df["model"] == "kan_mamba") & (df["seed"] == 2)
     df = df[~(bad & (df["metric"] == "wall_time_s"))]
     df.loc[bad, ["status", "value"]] = ["diverged", np.nan]
-    df = df[~((df["model"] == "mlp_transformer") & (df["seed"] == 4))]  # a run that never reached the database
+    df = df[
+        ~((df["model"] == "mlp_transformer") & (df["seed"] == 4))
+    ]  # a run that never reached the database
     analysis = analyze_frame(df, **FAST)
     d = analysis.to_dict()
     missing = {(m["model"], m["seed"], m["status"]) for m in d["missing_runs"]}
@@ -198,7 +219,7 @@ def test_mixed_model_contrasts_equal_cell_means_of_the_standardised_scores():
     assert "error" not in mm, mm.get("error")
     # balanced design: the GLS estimate of a contrast is the contrast of the raw cell means of z
     z = []
-    for task, g in df[df["metric"] == df["primary_metric"]].groupby("task"):
+    for _task, g in df[df["metric"] == df["primary_metric"]].groupby("task"):
         sign = 1.0 if g["higher_is_better"].iloc[0] else -1.0
         y = sign * g["value"]
         z.append(g.assign(z=(y - y.mean()) / y.std(ddof=1)))
@@ -244,12 +265,15 @@ def _json_numbers(obj, out):
 
 def test_json_holds_every_number_the_summary_shows():
     df = _two_direction_frame()
-    df.loc[(df["model"] == "kan_mamba") & (df["seed"] == 1) & (df["task"] == "a"), ["status", "value"]] = ["failed", np.nan]
+    df.loc[(df["model"] == "kan_mamba") & (df["seed"] == 1) & (df["task"] == "a"), ["status", "value"]] = [
+        "failed",
+        np.nan,
+    ]
     analysis = analyze_frame(df, **FAST)
     text = format_summary(analysis)
     doc = json.loads(analysis.to_json())
     numbers = np.array(sorted(set(_json_numbers(doc, []))))
-    tokens = _NUMBER.findall(text)
+    tokens = _NUMBER.findall(re.sub(r"et al\. \d{4}", "", text))  # citation years are not results
     assert len(tokens) > 300
     for tok in tokens:
         value = float(tok)
@@ -277,3 +301,39 @@ def test_markdown_and_latex_tables():
     buf = io.StringIO()
     print_analysis_summary(analysis, file=buf)
     assert "VERDICT across tasks" in buf.getvalue()
+
+
+def test_cd_diagram_draws_every_variant_and_each_group():
+    from matplotlib.lines import Line2D
+
+    from mamba_kan.analysis import plot_cd_diagram
+
+    cd = analyze_frame(_two_direction_frame(), **FAST).to_dict()["across"]["cd_diagram"]
+    for groups in ("nemenyi", "wilcoxon"):
+        fig = plot_cd_diagram(cd, groups=groups)
+        ax = fig.axes[0]
+        texts = [t.get_text() for t in ax.texts]
+        for model, rank in cd["average_ranks"].items():
+            assert f"{model} ({rank:.2f})" in texts
+        thick = [c for c in ax.collections if max(c.get_linewidths(), default=0) == 3]
+        assert len(thick) == len(cd[f"cliques_{groups}"])
+        assert any(t.startswith("CD = ") for t in texts) == (groups == "nemenyi")
+        assert sum(isinstance(a, Line2D) for a in ax.lines) == len(cd["average_ranks"])
+        fig.savefig(io.BytesIO(), format="png")
+    with pytest.raises(UserError, match="valid choices: nemenyi, wilcoxon"):
+        plot_cd_diagram(cd, groups="bonferroni")
+
+
+def test_nested_dict_is_one_task_per_key_and_none_marks_a_missing_run():
+    rng = np.random.default_rng(5)
+    data = {
+        task: {v: [float(x) for x in 1.0 + rng.normal(0, 0.1, 4)] for v in VARIANTS}
+        for task in ("t1", "t2", "t3")
+    }
+    data["t2"]["kan_mamba"][1] = None
+    d = run_full_analysis(data, higher_is_better=False, n_bootstrap=499).to_dict()
+    assert d["input"]["tasks"] == ["t1", "t2", "t3"] and d["across"]["friedman"]["n_blocks"] == 3
+    assert d["missing_runs"] == [
+        {"task": "t2", "model": "kan_mamba", "seed": 1, "status": "missing", "reason": "run missing"}
+    ]
+    assert all(t["higher_is_better"] is False for t in d["tasks"].values())

@@ -30,7 +30,14 @@ from mamba_kan.analysis.ranks import (
     rank_blocks,
 )
 
-VARIANTS = ["mlp_transformer", "bspline_transformer", "kan_transformer", "mlp_mamba", "bspline_mamba", "kan_mamba"]
+VARIANTS = [
+    "mlp_transformer",
+    "bspline_transformer",
+    "kan_transformer",
+    "mlp_mamba",
+    "bspline_mamba",
+    "kan_mamba",
+]
 
 
 # --- Demšar (2006) worked example and critical values ------------------------------------------------------------
@@ -201,15 +208,24 @@ def test_type3_anova_equals_statsmodels_anova_lm(blocked, drop):
     res = two_way_anova(df["value"], df["ffn"], df["mixer"], df["seed"] if blocked else None)
     formula = "value ~ C(ffn, Sum) * C(mixer, Sum)" + (" + C(seed, Sum)" if blocked else "")
     ref = anova_lm(smf.ols(formula, data=df).fit(), typ=3)
-    names = {"ffn": "C(ffn, Sum)", "mixer": "C(mixer, Sum)", "ffn x mixer": "C(ffn, Sum):C(mixer, Sum)", "seed": "C(seed, Sum)"}
-    assert {r["effect"] for r in res["table"]} == ({"ffn", "mixer", "ffn x mixer"} | ({"seed"} if blocked else set()))
+    names = {
+        "ffn": "C(ffn, Sum)",
+        "mixer": "C(mixer, Sum)",
+        "ffn x mixer": "C(ffn, Sum):C(mixer, Sum)",
+        "seed": "C(seed, Sum)",
+    }
+    assert {r["effect"] for r in res["table"]} == (
+        {"ffn", "mixer", "ffn x mixer"} | ({"seed"} if blocked else set())
+    )
     for r in res["table"]:
         row = ref.loc[names[r["effect"]]]
         assert r["ss"] == pytest.approx(row["sum_sq"], rel=1e-9)
         assert r["df"] == row["df"]
         assert r["F"] == pytest.approx(row["F"], rel=1e-9)
         assert r["p_value"] == pytest.approx(row["PR(>F)"], rel=1e-8)
-        assert r["partial_eta_sq"] == pytest.approx(row["sum_sq"] / (row["sum_sq"] + ref.loc["Residual", "sum_sq"]))
+        assert r["partial_eta_sq"] == pytest.approx(
+            row["sum_sq"] / (row["sum_sq"] + ref.loc["Residual", "sum_sq"])
+        )
     assert res["df_resid"] == ref.loc["Residual", "df"]
 
 
@@ -220,6 +236,9 @@ def test_assumption_checks_equal_scipy():
     out = assumption_checks(resid, groups, 0.05)
     assert out["shapiro"]["p_value"] == pytest.approx(stats.shapiro(resid).pvalue)
     assert out["levene"]["p_value"] == pytest.approx(stats.levene(*groups, center="median").pvalue)
+    # two replicates per cell: both deviations from the median are equal and Levene's F is undefined, not huge
+    two = assumption_checks(resid, [rng.normal(size=2) for _ in range(6)], 0.05)
+    assert two["levene"]["p_value"] is None and "3 or more" in two["levene"]["note"]
 
 
 # --- contrasts ----------------------------------------------------------------------------------------------------
@@ -231,14 +250,22 @@ def test_contrasts_equal_hand_built_cell_mean_differences():
     recs = planned_contrasts(wide, factors, higher_is_better=True, alpha=0.05, confidence=0.95)
     cm = wide.mean()  # cell means
     expected = {
-        ("D1", "pooled", None): ((cm["bspline_transformer"] - cm["mlp_transformer"]) + (cm["bspline_mamba"] - cm["mlp_mamba"])) / 2,
-        ("D2", "pooled", None): ((cm["kan_transformer"] - cm["bspline_transformer"]) + (cm["kan_mamba"] - cm["bspline_mamba"])) / 2,
+        ("D1", "pooled", None): (
+            (cm["bspline_transformer"] - cm["mlp_transformer"]) + (cm["bspline_mamba"] - cm["mlp_mamba"])
+        )
+        / 2,
+        ("D2", "pooled", None): (
+            (cm["kan_transformer"] - cm["bspline_transformer"]) + (cm["kan_mamba"] - cm["bspline_mamba"])
+        )
+        / 2,
         ("D1", "within", "transformer"): cm["bspline_transformer"] - cm["mlp_transformer"],
         ("D1", "within", "mamba"): cm["bspline_mamba"] - cm["mlp_mamba"],
         ("D2", "within", "transformer"): cm["kan_transformer"] - cm["bspline_transformer"],
         ("D2", "within", "mamba"): cm["kan_mamba"] - cm["bspline_mamba"],
-        ("D1", "interaction", "transformer - mamba"): (cm["bspline_transformer"] - cm["mlp_transformer"]) - (cm["bspline_mamba"] - cm["mlp_mamba"]),
-        ("D2", "interaction", "transformer - mamba"): (cm["kan_transformer"] - cm["bspline_transformer"]) - (cm["kan_mamba"] - cm["bspline_mamba"]),
+        ("D1", "interaction", "transformer - mamba"): (cm["bspline_transformer"] - cm["mlp_transformer"])
+        - (cm["bspline_mamba"] - cm["mlp_mamba"]),
+        ("D2", "interaction", "transformer - mamba"): (cm["kan_transformer"] - cm["bspline_transformer"])
+        - (cm["kan_mamba"] - cm["bspline_mamba"]),
     }
     assert {(r["name"], r["scope"], r["mixer"]) for r in recs} == set(expected)
     for r in recs:
@@ -253,11 +280,21 @@ def test_contrasts_equal_hand_built_cell_mean_differences():
 
 
 def test_contrast_direction_uses_the_metric_direction():
-    wide = pd.DataFrame({"mlp_transformer": [1.0, 1.1, 0.9], "bspline_transformer": [0.5, 0.7, 0.4], "kan_transformer": [0.5, 0.6, 0.5]})
+    wide = pd.DataFrame(
+        {
+            "mlp_transformer": [1.0, 1.1, 0.9],
+            "bspline_transformer": [0.5, 0.7, 0.4],
+            "kan_transformer": [0.5, 0.6, 0.5],
+        }
+    )
     factors = {m: parse_variant(m) for m in wide.columns}
     lower = {r["name"]: r for r in planned_contrasts(wide, factors, False, 0.05, 0.95)}
     higher = {r["name"]: r for r in planned_contrasts(wide, factors, True, 0.05, 0.95)}
-    assert lower["D1"]["estimate"] < 0 and lower["D1"]["favourable"] and lower["D1"]["statement"] == "bspline better than mlp"
+    assert (
+        lower["D1"]["estimate"] < 0
+        and lower["D1"]["favourable"]
+        and lower["D1"]["statement"] == "bspline better than mlp"
+    )
     assert not higher["D1"]["favourable"] and higher["D1"]["statement"] == "mlp better than bspline"
 
 
@@ -285,5 +322,9 @@ def test_bca_interval_is_scipys_and_degenerate_inputs_are_explicit():
     assert method == "BCa"
     assert (lo, hi) == (ref.confidence_interval.low, ref.confidence_interval.high)
     assert lo < x.mean() < hi
-    assert bootstrap_mean_ci(np.array([0.3, 0.3, 0.3]), 0.95, 500, np.random.default_rng(0)) == (0.3, 0.3, "degenerate (all values equal)")
+    assert bootstrap_mean_ci(np.array([0.3, 0.3, 0.3]), 0.95, 500, np.random.default_rng(0)) == (
+        0.3,
+        0.3,
+        "degenerate (all values equal)",
+    )
     assert bootstrap_mean_ci(np.array([0.3]), 0.95, 500, np.random.default_rng(0))[:2] == (None, None)

@@ -92,3 +92,19 @@ def test_gradient_wrt_x_matches_scipy_derivative():
     (grad,) = torch.autograd.grad(y.sum(), x)
     spline = BSpline(knots, coef, k)
     np.testing.assert_allclose(grad.numpy(), spline.derivative()(x.detach().numpy()), atol=1e-10)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_fast_paths_hand_written_backward_gradcheck(order):
+    from mamba_kan.ops.bspline import bspline_basis_fast, spline_activation
+
+    g = torch.Generator().manual_seed(order)
+    # points both inside and outside the per-feature grids (clamped region has zero spline derivative)
+    x = (torch.rand(6, 3, generator=g, dtype=torch.float64) * 7 - 3.5).requires_grad_()
+    low = torch.tensor([-2.0, -1.0, -3.0], dtype=torch.float64)
+    h = torch.tensor([0.8, 0.5, 1.2], dtype=torch.float64)
+    coef = torch.randn(3, 4 + order, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: bspline_basis_fast(x, low, h, 4, order), (x,))
+    assert torch.autograd.gradcheck(lambda x, c: spline_activation(x, c, low, h, 4, order), (x, coef))
+    # and the values equal the plain basis
+    torch.testing.assert_close(bspline_basis_fast(x, low, h, 4, order), uniform_bspline_basis(x, low, h, 4, order))

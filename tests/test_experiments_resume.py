@@ -38,6 +38,8 @@ def compare(out: Path, **kwargs) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group: killpg reaches the driver and every worker
+        # pinned so that the cells stay the same cells while the source tree is edited during the test
+        env={**os.environ, "MAMBA_KAN_CODE_VERSION": "kill-and-resume-test"},
         **kwargs,
     )
 
@@ -72,39 +74,46 @@ def snapshot(db: Path) -> dict[str, dict]:
     return rows
 
 
+def start_until_training(out: Path) -> subprocess.Popen:
+    """Start the sweep and return once training has begun (a first checkpoint file exists)."""
+    proc = compare(out)
+    deadline = time.monotonic() + 120
+    while not any((out / "runs").glob("*/ckpt_step*.pt")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return proc
+
+
 def test_sigkill_at_a_random_moment_then_rerun_completes_the_grid_exactly(tmp_path):
-    # the reference: the same command, never interrupted
+    # the reference: the same command, never interrupted; also times its training phase
+    proc = start_until_training(tmp_path / "reference")
     t0 = time.monotonic()
-    finish(compare(tmp_path / "reference"))
-    reference_s = time.monotonic() - t0
+    finish(proc)
+    training_s = time.monotonic() - t0
     reference = snapshot(tmp_path / "reference" / "results.db")
     assert len(reference) == N_CELLS
 
+    # kill driver and workers at a uniformly random moment of the training phase
     out = tmp_path / "killed"
-    rng = random.Random()
-    seed = rng.randrange(2**32)
-    rng.seed(seed)
-    proc = compare(out)
-    # wait until training has started (a first checkpoint exists), then kill at a random moment of the rest
-    deadline = time.monotonic() + 120
-    while not any((out / "runs").glob("*/ckpt_step*.pt")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    delay = rng.uniform(0.0, 0.6 * reference_s)
+    seed = random.randrange(2**32)
+    delay = random.Random(seed).uniform(0.0, training_s)
+    proc = start_until_training(out)
     time.sleep(delay)
-    print(f"random seed {seed}: SIGKILL {delay:.2f} s after the first checkpoint (reference run {reference_s:.1f} s)")
+    alive = proc.poll() is None
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed_state = {}
-    if (out / "results.db").exists():
-        killed_state = snapshot(out / "results.db")
+    killed_state = snapshot(out / "results.db") if (out / "results.db").exists() else {}
     mid_run = {
         d.name
         for d in (out / "runs").iterdir()
         if any(d.glob("ckpt_step*.pt")) and not (d / "result.json").exists()
     }
+    print(
+        f"random seed {seed}: SIGKILL {delay:.2f} s into training (reference {training_s:.1f} s; "
+        f"{'alive' if alive else 'already finished'}); recorded before: {len(killed_state)}, mid-run: {len(mid_run)}"
+    )
 
     output = finish(compare(out))
-    assert f"{len(killed_state)} skipped as already recorded" in output
+    assert f"{len(killed_state)} skipped as already recorded" in output, output
     resumed = snapshot(out / "results.db")
     # every cell exactly once (the primary key makes a duplicate row impossible; the count checks none is missing)
     assert resumed.keys() == reference.keys()

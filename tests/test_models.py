@@ -163,6 +163,15 @@ def test_bad_config_is_a_clear_error(kwargs, match):
         ModelConfig(**kwargs)
 
 
+def test_ffn_only_variants_read_the_whole_input_vector():
+    """With no token mixing, a regression output must still depend on every input variable."""
+    m = build_model("kan_ffn", ModelConfig(d_model=32, n_layers=1), *CONT)
+    x = torch.randn(4, 12)
+    x2 = x.clone()
+    x2[:, 0] += 1.0
+    assert not torch.allclose(m(x), m(x2))
+
+
 def test_mismatched_input_shapes_are_clear_errors():
     m = build_model("mlp_transformer", ModelConfig(d_model=32, n_heads=2, n_layers=1), *CONT)
     with pytest.raises(UserError, match="exceeds the model's max_len"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -225,3 +226,11 @@ def test_int_list_option_parsing():
     assert as_int_list("eval_lengths", 8) == (8,)
     with pytest.raises(UserError, match="eval_lengths must be positive"):
         as_int_list("eval_lengths", [0])
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_describe_is_json_ready_and_names_the_task(family):
+    task = small(family, 7)
+    info = json.loads(json.dumps(task.describe()))
+    assert info["name"] == task.name and info["seed"] == 7
+    assert task.name.startswith(family + "/") and task.tokens_per_sample >= 1

@@ -173,3 +173,19 @@ def test_batches_at_4096_are_generated_on_demand_in_milliseconds():
         assert elapsed < 0.25, f"{config}: {elapsed * 1e3:.0f} ms"  # measured ~5-20 ms on the 2-core CI box
         # evaluation is generated chunk by chunk: nothing like the whole test set exists up front
         assert not any(isinstance(v, torch.Tensor) and v.numel() >= 8 * 4096 for v in vars(task).values())
+
+
+@pytest.mark.parametrize("config", ["mqar", "selective_copying", "induction_heads"])
+def test_train_val_test_share_no_sequence(config):
+    task = make_task(f"long_context/{config}", 0, seq_len=64, vocab_size=128, n_pairs=4, n_val=64, n_test=64)
+    rows = {
+        "train": {tuple(r) for s in range(16) for r in task.train_batch(s, 8).inputs.tolist()},
+        "val": {tuple(r) for b in task.eval_batches("val", 16) for r in b.inputs.tolist()},
+        "test": {tuple(r) for b in task.eval_batches("test", 16) for r in b.inputs.tolist()},
+    }
+    assert len(rows["val"]) == 64 and len(rows["test"]) == 64
+    assert (
+        not rows["train"] & rows["val"]
+        and not rows["train"] & rows["test"]
+        and not rows["val"] & rows["test"]
+    )

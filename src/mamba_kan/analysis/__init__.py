@@ -5,7 +5,8 @@ advantage due to the B-spline activation (D1 = bspline - mlp) or to the KAN topo
 Methods follow Demšar (2006), Benavoli et al. (2016) and Wobbrock et al. (2011); see the module docstrings:
 ``data`` (inputs, missing runs), ``descriptive`` (BCa intervals), ``anova`` (type III ANOVA, ART),
 ``contrasts`` (D1/D2 and the verdict rule), ``pairwise`` (Wilcoxon-Holm, effect sizes), ``ranks`` (Friedman,
-Iman-Davenport, Nemenyi), ``mixed`` (across-task mixed model), ``power``, ``render`` (text, Markdown, LaTeX).
+Iman-Davenport, Nemenyi), ``mixed`` (across-task mixed model), ``power``, ``render`` (text, Markdown, LaTeX),
+``cd_diagram`` (the critical-difference figure from a ``cd_diagram`` record).
 
 Usage::
 
@@ -68,6 +69,7 @@ Verdicts are one of "activation", "topology", "both", "neither", "inconclusive a
 
 from __future__ import annotations
 
+from mamba_kan.analysis.cd_diagram import plot_cd_diagram
 from mamba_kan.analysis.pipeline import (
     Analysis,
     Settings,
@@ -83,6 +85,7 @@ __all__ = [
     "analyze_directory",
     "analyze_frame",
     "format_summary",
+    "plot_cd_diagram",
     "print_analysis_summary",
     "run_full_analysis",
     "to_latex",

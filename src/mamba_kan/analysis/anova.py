@@ -194,7 +194,8 @@ def assumption_checks(residuals: np.ndarray, groups: Sequence[np.ndarray], alpha
             "ok": None,
             "note": "too few or constant residuals",
         }
-    usable = [np.asarray(g, dtype=float) for g in groups if len(g) >= 2]
+    # with 2 values per cell both absolute deviations from the median are equal, so Levene's F degenerates
+    usable = [np.asarray(g, dtype=float) for g in groups if len(g) >= 3]
     if len(usable) >= 2 and any(np.ptp(g) > 0 for g in usable):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -206,6 +207,6 @@ def assumption_checks(residuals: np.ndarray, groups: Sequence[np.ndarray], alpha
             "p_value": None,
             "groups": len(usable),
             "ok": None,
-            "note": "too few replicates per cell",
+            "note": "needs 3 or more replicates per cell",
         }
     return out

@@ -11,7 +11,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,6 @@ class Analysis:
     across: dict[str, Any] | None
     schema: str = SCHEMA
     version: str = __version__
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready nested dict: only str/int/float/bool/None/list/dict, non-finite floats as None."""
@@ -337,7 +336,8 @@ def analyze_across(
         }
     else:
         pooled = {c["name"]: c for c in mm["contrasts"] if c["scope"] == "pooled"}
-        mde = out["power"]["mde_dz_family"]["contrasts"]
+        # the mixed model's replicates are its tasks, which may differ from the rank tests' complete tasks
+        mde = min_detectable_dz(mm["n_tasks"], alpha / max(1, n_mm), settings.power)
         out["verdict"] = decide(pooled.get("D1"), pooled.get("D2"), mde, settings.sesoi_dz, alpha)
         out["verdict"]["mde_dz_family"] = mde
         out["verdict"]["basis"] = (

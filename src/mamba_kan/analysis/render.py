@@ -257,6 +257,11 @@ def _across_summary(a: Record) -> list[str]:
     return out
 
 
+def _reading(c: Record) -> str:
+    """A contrast's direction with its significance, for tables read without the surrounding text."""
+    return c["statement"] + ("" if c["significant"] else " (n.s.)")
+
+
 def _groups(cliques: list[list[str]]) -> str:
     return "; ".join("{" + ", ".join(c) + "}" for c in cliques) if cliques else "none (every pair differs)"
 
@@ -292,7 +297,7 @@ def _tables(d: Record) -> list[tuple[str, list[str], list[list[str]]]]:
                         _f(c["estimate"]),
                         _ci(c["ci_low"], c["ci_high"]),
                         _p(c["p_holm"]),
-                        c["statement"],
+                        _reading(c),
                     ]
                 )
         if t.get("verdict"):
@@ -342,7 +347,7 @@ def _tables(d: Record) -> list[tuple[str, list[str], list[list[str]]]]:
         tables.append((cap, ["variant", "average rank"], rows))
     if a and "contrasts" in a["mixed_model"]:
         rows = [
-            [c["label"], _f(c["estimate"]), _ci(c["ci_low"], c["ci_high"]), _p(c["p_holm"]), c["statement"]]
+            [c["label"], _f(c["estimate"]), _ci(c["ci_low"], c["ci_high"]), _p(c["p_holm"]), _reading(c)]
             for c in a["mixed_model"]["contrasts"]
         ]
         tables.append(

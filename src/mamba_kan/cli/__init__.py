@@ -18,7 +18,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "models": ("mamba_kan.cli.models", "list the six variants with parameters and FLOPs (parameter-matched)"),
     "tasks": ("mamba_kan.cli.tasks", "list the benchmark tasks and their configurations"),
     "train": ("mamba_kan.cli.train", "train one variant on one task for one or more seeds"),
-    "compare": ("mamba_kan.cli.compare", "run the factorial grid (variants x tasks x seeds) into a results database"),
+    "compare": (
+        "mamba_kan.cli.compare",
+        "run the factorial grid (variants x tasks x seeds) into a results database",
+    ),
     "export": ("mamba_kan.cli.export", "export a results database as tidy csv/parquet/json"),
     "analyze": ("mamba_kan.cli.analyze", "statistical analysis of a comparison directory"),
     "report": ("mamba_kan.cli.report", "figures, GIF and offline dashboard for a comparison directory"),
@@ -31,7 +34,10 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(prog="mamba-kan", description="mamba-kan: MLP vs B-spline MLP vs KAN under Transformer and Mamba, compared fairly.")
+    parser = _ArgumentParser(
+        prog="mamba-kan",
+        description="mamba-kan: MLP vs B-spline MLP vs KAN under Transformer and Mamba, compared fairly.",
+    )
     parser.add_argument("--version", action="version", version=f"mamba-kan {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -51,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.5,
         help="smallest effect of interest (d_z) for the 'neither' vs 'inconclusive' verdict (default 0.5)",
     )
+    parser.add_argument(
+        "--target-dz",
+        type=float,
+        default=0.5,
+        help="effect size (d_z) for which the seeds needed are reported",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         n_bootstrap=args.n_bootstrap,
         random_state=args.seed,
         sesoi_dz=args.sesoi,
+        target_dz=args.target_dz,
     )
     if args.json:
         sys.stdout.write(analysis.to_json() + "\n")

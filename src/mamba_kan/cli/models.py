@@ -19,7 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spline-order", type=int, default=ModelConfig.spline_order)
     p.add_argument("--d-state", type=int, default=ModelConfig.d_state)
     p.add_argument("--match", choices=("params", "flops"), default="params")
-    p.add_argument("--vocab-size", type=int, default=256, help="token end used for counting (byte-level: 256)")
+    p.add_argument(
+        "--vocab-size", type=int, default=256, help="token end used for counting (byte-level: 256)"
+    )
     p.add_argument("--seq-len", type=int, default=256, help="sequence length for FLOPs/token")
     p.add_argument("--all", action="store_true", help="also list the feedforward-only (*_ffn) variants")
     p.add_argument("--json", action="store_true", help="print a JSON list")
@@ -39,7 +41,9 @@ def rows(args: argparse.Namespace) -> list[dict]:
     out = []
     for name in ALL_VARIANTS if args.all else VARIANTS:
         ffn, mixer = parse_variant(name)
-        r = solve_ffn_hidden(name, cfg, TokenInput(args.vocab_size), NextTokenOutput(args.vocab_size), args.seq_len)
+        r = solve_ffn_hidden(
+            name, cfg, TokenInput(args.vocab_size), NextTokenOutput(args.vocab_size), args.seq_len
+        )
         out.append(
             {
                 "name": name,
@@ -63,7 +67,16 @@ def run(args: argparse.Namespace) -> int:
     print_table(
         f"variants (d_model={args.d_model}, n_layers={args.n_layers}, matched by {args.match}; "
         "deviations in % of mlp_transformer)",
-        ["name", "ffn", "mixer", "params", "param_deviation", "flops_per_token", "flops_deviation", "ffn_hidden"],
+        [
+            "name",
+            "ffn",
+            "mixer",
+            "params",
+            "param_deviation",
+            "flops_per_token",
+            "flops_deviation",
+            "ffn_hidden",
+        ],
         table,
     )
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="variant, e.g. mlp_transformer, kan_mamba (`mamba-kan models`)")
     p.add_argument("--task", help="task family or family/config (`mamba-kan tasks`)")
     seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seeds", type=int, metavar="N", help="train seeds 0..N-1 (default: the config's seed, 0)")
+    seeds.add_argument(
+        "--seeds", type=int, metavar="N", help="train seeds 0..N-1 (default: the config's seed, 0)"
+    )
     seeds.add_argument("--seed-list", metavar="S1,S2", help="explicit seeds, e.g. 3,7")
     p.add_argument("--max-steps", type=int, help="optimizer steps")
     p.add_argument("--batch-size", type=int)
@@ -36,7 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument(
-        "--config", action="append", default=[], metavar="FILE.yaml", help="YAML settings (repeatable; later wins)"
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE.yaml",
+        help="YAML settings (repeatable; later wins)",
     )
     p.add_argument(
         "--set",
@@ -46,9 +53,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override any setting, dotted for nested ones: --set lr=1e-3 model_cfg.d_model=128",
     )
-    p.add_argument("--output-dir", type=Path, help="write each run (checkpoints, result.json) under DIR; resumes")
+    p.add_argument(
+        "--output-dir", type=Path, help="write each run (checkpoints, result.json) under DIR; resumes"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object per run on stdout")
-    p.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=None, help="Weights & Biases logging")
+    p.add_argument(
+        "--wandb", action=argparse.BooleanOptionalAction, default=None, help="Weights & Biases logging"
+    )
     p.add_argument("--tensorboard", action="store_true", default=None, help="write TensorBoard event files")
 
 
@@ -91,19 +102,24 @@ def run(args: argparse.Namespace) -> int:
 
     configs = build_configs(args)
     results = []
-    show_bar = sys.stderr.isatty()
+    # under torchrun every rank runs this command; only rank 0 talks to the console
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    show_bar = is_main and sys.stderr.isatty()
     for cfg in configs:
         run_dir = run_dir_for(args.output_dir, cfg)
         label = f"{cfg.model} {cfg.task} seed {cfg.seed}"
         if show_bar:
             result = _run_with_bar(run_experiment, cfg, run_dir, label)
         else:
-            log.info("training %s (%d steps)%s", label, cfg.max_steps, f" in {run_dir}" if run_dir else "")
+            if is_main:
+                log.info(
+                    "training %s (%d steps)%s", label, cfg.max_steps, f" in {run_dir}" if run_dir else ""
+                )
             result = run_experiment(cfg, run_dir)
         results.append(result)
-        if args.json:
+        if args.json and is_main:
             print(json.dumps(result, allow_nan=False), flush=True)
-    if not args.json:
+    if not args.json and is_main:
         _print_summary(results)
     return 1 if any(r["status"] == "failed" for r in results) else 0
 
@@ -171,7 +187,9 @@ def _print_summary(results: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Stand-alone entry point (``scripts/run_experiment.py``): same flags, same exit codes as ``mamba-kan train``."""
-    parser = argparse.ArgumentParser(prog=prog, description="Train one variant on one task for one or more seeds.")
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Train one variant on one task for one or more seeds."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     add_arguments(parser)
     args = parser.parse_args(argv)

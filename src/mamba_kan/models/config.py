@@ -69,7 +69,10 @@ class ModelConfig:
             raise UserError(f"unknown match mode {self.match!r}; valid choices: {', '.join(MATCH_MODES)}")
         require(self.ref_hidden is None or self.ref_hidden >= 1, "ref_hidden must be >= 1")
         require(self.ffn_hidden is None or self.ffn_hidden >= 1, "ffn_hidden must be >= 1")
-        require(self.d_state >= 1 and self.d_conv >= 1 and self.expand >= 1, "d_state, d_conv, expand must be >= 1")
+        require(
+            self.d_state >= 1 and self.d_conv >= 1 and self.expand >= 1,
+            "d_state, d_conv, expand must be >= 1",
+        )
         require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
 
     @property
@@ -90,5 +93,7 @@ class ModelConfig:
         valid = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - valid)
         if unknown:
-            raise UserError(f"unknown model setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+            raise UserError(
+                f"unknown model setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
+            )
         return cls(**values)

@@ -28,7 +28,9 @@ def make_ffn(ffn_type: str, d_model: int, hidden: int, cfg: ModelConfig) -> nn.M
     if ffn_type == "mlp":
         return MLP(d_model, hidden)
     if ffn_type == "bspline":
-        return BSplineMLP(d_model, hidden, cfg.grid_size, cfg.spline_order, cfg.grid_range, base=cfg.spline_base)
+        return BSplineMLP(
+            d_model, hidden, cfg.grid_size, cfg.spline_order, cfg.grid_range, base=cfg.spline_base
+        )
     if ffn_type == "kan":
         return KANFFN(d_model, hidden, cfg.grid_size, cfg.spline_order, cfg.grid_range)
     raise ValueError(ffn_type)
@@ -70,10 +72,15 @@ class MambaKanModel(nn.Module):
         self.ffn_hidden = ffn_hidden
         self.seq_len = seq_len
         d = cfg.d_model
-        self.embed = make_input_end(input_spec, d)
+        self.embed = make_input_end(input_spec, d, token_mixing=self.mixer_type != "none")
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
-            Block(d, make_mixer(self.mixer_type, cfg, i), make_ffn(self.ffn_type, d, ffn_hidden, cfg), cfg.norm_eps)
+            Block(
+                d,
+                make_mixer(self.mixer_type, cfg, i),
+                make_ffn(self.ffn_type, d, ffn_hidden, cfg),
+                cfg.norm_eps,
+            )
             for i in range(cfg.n_layers)
         )
         self.norm_f = nn.LayerNorm(d, eps=cfg.norm_eps)
@@ -139,7 +146,8 @@ class MambaKanModel(nn.Module):
                 p.dim() < 2
                 or getattr(p, "_no_weight_decay", False)
                 or id(p) in embedding_params
-                or name.endswith(("spline_weight", "base_weight")) and p.dim() < 2
+                or name.endswith(("spline_weight", "base_weight"))
+                and p.dim() < 2
             ):
                 no_decay.append(p)
             else:

@@ -39,7 +39,9 @@ class CausalSelfAttention(nn.Module):
         self.d_model = d_model
         self.n_heads = n_heads
         self.head_dim = d_model // n_heads
-        require(self.head_dim % 2 == 0, f"head dimension d_model/n_heads = {self.head_dim} must be even for RoPE")
+        require(
+            self.head_dim % 2 == 0, f"head dimension d_model/n_heads = {self.head_dim} must be even for RoPE"
+        )
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
         nn.init.zeros_(self.qkv.bias)

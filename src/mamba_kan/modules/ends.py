@@ -32,7 +32,9 @@ class TokenEmbedding(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         if tokens.dim() != 2 or tokens.dtype not in (torch.int32, torch.int64):
-            raise UserError(f"token input must be (batch, L) integer ids, got {tuple(tokens.shape)} {tokens.dtype}")
+            raise UserError(
+                f"token input must be (batch, L) integer ids, got {tuple(tokens.shape)} {tokens.dtype}"
+            )
         return self.embedding(tokens)
 
 
@@ -48,12 +50,34 @@ class ContinuousEmbedding(nn.Module):
 
     def forward(self, values: Tensor) -> Tensor:
         if values.dim() != 2 or not values.is_floating_point():
-            raise UserError(f"continuous input must be (batch, L) floats, got {tuple(values.shape)} {values.dtype}")
+            raise UserError(
+                f"continuous input must be (batch, L) floats, got {tuple(values.shape)} {values.dtype}"
+            )
         length = values.shape[1]
         if length > self.max_len:
             raise UserError(f"input length {length} exceeds the model's max_len {self.max_len}")
         pos = self.position(torch.arange(length, device=values.device))
         return self.value(values.unsqueeze(-1).to(self.value.weight.dtype)) + pos
+
+
+class VectorEmbedding(nn.Module):
+    """(batch, n) real values -> (batch, 1, d_model): the whole input vector as ONE token.
+
+    Used with the ``none`` mixer: with no token mixing, per-scalar tokens could never be combined, so the
+    feedforward-only variants read the input like a standalone MLP/KAN network does (KAN paper).
+    """
+
+    def __init__(self, n_features: int, d_model: int) -> None:
+        super().__init__()
+        self.n_features = n_features
+        self.proj = nn.Linear(n_features, d_model)
+
+    def forward(self, values: Tensor) -> Tensor:
+        if values.dim() != 2 or not values.is_floating_point() or values.shape[1] != self.n_features:
+            raise UserError(
+                f"continuous input must be (batch, {self.n_features}) floats, got {tuple(values.shape)} {values.dtype}"
+            )
+        return self.proj(values.to(self.proj.weight.dtype)).unsqueeze(1)
 
 
 class LastPositionHead(nn.Module):
@@ -77,9 +101,11 @@ class NextTokenHead(nn.Module):
         return self.proj(h)
 
 
-def make_input_end(spec: InputSpec, d_model: int) -> nn.Module:
+def make_input_end(spec: InputSpec, d_model: int, token_mixing: bool = True) -> nn.Module:
     if isinstance(spec, TokenInput):
         return TokenEmbedding(spec.vocab_size, d_model)
+    if isinstance(spec, ContinuousInput) and not token_mixing:
+        return VectorEmbedding(spec.max_len, d_model)
     if isinstance(spec, ContinuousInput):
         return ContinuousEmbedding(spec.max_len, d_model)
     raise UserError(f"unknown input end {spec!r}; valid: TokenInput, ContinuousInput")

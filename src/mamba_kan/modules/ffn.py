@@ -117,7 +117,9 @@ class KANFFN(nn.Module):
         total = 0
         for layer in (self.kan_in, self.kan_out):
             s = spline_eval_flops(layer.grid_size, layer.spline_order)
-            total += layer.in_features * (s + 5) + 2 * layer.in_features * (layer.n_basis + 1) * layer.out_features
+            total += (
+                layer.in_features * (s + 5) + 2 * layer.in_features * (layer.n_basis + 1) * layer.out_features
+            )
         return total
 
     def regularization_loss(self, weight_l1: float = 1.0, weight_entropy: float = 1.0) -> Tensor:

@@ -159,5 +159,7 @@ class Mamba(nn.Module):
         matmuls = 2 * self.d_model * 2 * di + 2 * di * (r + 2 * n) + 2 * r * di + 2 * di * self.d_model
         conv = 2 * di * self.d_conv + di  # taps + bias
         scan = SCAN_FLOPS_PER_STATE * di * n
-        elementwise = di * (SILU_FLOPS + 1 + SOFTPLUS_FLOPS + 2 + SILU_FLOPS + 1)  # silu, dt bias, softplus, D, gate
+        elementwise = di * (
+            SILU_FLOPS + 1 + SOFTPLUS_FLOPS + 2 + SILU_FLOPS + 1
+        )  # silu, dt bias, softplus, D, gate
         return matmuls + conv + scan + elementwise

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mamba_kan.errors import require
-from mamba_kan.ops.bspline import uniform_bspline_basis, uniform_bspline_local
+from mamba_kan.ops.bspline import bspline_basis_fast, spline_activation, uniform_bspline_basis
 
 # E[silu(x)^2] for x ~ N(0, 1); used to give KAN layers unit-variance outputs at init.
 _SILU_SECOND_MOMENT = 0.3557
@@ -63,8 +63,8 @@ class _UniformGridMixin(nn.Module):
         return self.grid_size + self.spline_order
 
     def basis(self, x: Tensor) -> Tensor:
-        """Dense bases (..., F, G + k) in float32."""
-        return uniform_bspline_basis(x, self.grid_low, self.grid_h, self.grid_size, self.spline_order)
+        """Dense bases (..., F, G + k) in float32 (hand-written backward)."""
+        return bspline_basis_fast(x, self.grid_low, self.grid_h, self.grid_size, self.spline_order)
 
     def grid_bounds(self) -> tuple[Tensor, Tensor]:
         return self.grid_low, self.grid_low + self.grid_h * self.grid_size
@@ -121,19 +121,16 @@ class BSplineActivation(_UniformGridMixin):
             self.coef.copy_(_ridge_lstsq(basis, target).squeeze(-1))
 
     def forward(self, x: Tensor) -> Tensor:
-        vals, idx = uniform_bspline_local(x, self.grid_low, self.grid_h, self.grid_size, self.spline_order)
-        coef = (self.coef * self.spline_weight.unsqueeze(-1)).float()  # (F, M)
-        # gather the k+1 active coefficients of every element: flat index feature * M + basis
-        offset = torch.arange(self.n_features, device=x.device).unsqueeze(-1) * self.n_basis
-        active = coef.reshape(-1)[idx + offset]  # (..., F, k+1)
-        y = (vals * active).sum(-1)
+        coef = self.coef * self.spline_weight.unsqueeze(-1)  # (F, M): w_s folded into the coefficients
+        y = spline_activation(x, coef, self.grid_low, self.grid_h, self.grid_size, self.spline_order)
         if self.base_weight is not None:
             y = y + self.base_weight * F.silu(x.float())
         return y.to(x.dtype)
 
     def reference_forward(self, x: Tensor) -> Tensor:
         """The formula written out with dense bases (for tests and plots)."""
-        y = torch.einsum("...fm,fm->...f", self.basis(x), self.coef) * self.spline_weight
+        basis = uniform_bspline_basis(x, self.grid_low, self.grid_h, self.grid_size, self.spline_order)
+        y = torch.einsum("...fm,fm->...f", basis, self.coef) * self.spline_weight
         if self.base_weight is not None:
             y = y + self.base_weight * F.silu(x)
         return y
@@ -241,7 +238,10 @@ class KANLinear(_UniformGridMixin):
         x = xs.reshape(-1, 1).expand(-1, self.in_features)
         basis = self.basis(x)  # (S, in, M)
         spline = torch.einsum("sim,oim->ois", basis, self.coef)
-        phi = self.base_weight.unsqueeze(-1) * F.silu(x).t().unsqueeze(0) + self.spline_weight.unsqueeze(-1) * spline
+        phi = (
+            self.base_weight.unsqueeze(-1) * F.silu(x).t().unsqueeze(0)
+            + self.spline_weight.unsqueeze(-1) * spline
+        )
         return phi.reshape(-1, xs.numel())[:max_edges]
 
     def extra_repr(self) -> str:

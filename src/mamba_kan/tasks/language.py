@@ -8,7 +8,9 @@ Configurations
   every state, so the entropy rate is exactly H = -sum_r p_r log p_r nats whatever the stationary distribution.
   That is the best achievable cross-entropy (``floor``); positions with fewer than ``order`` symbols of context
   are left out of the loss and metrics (``Batch.mask``) so the floor is exact. The source is fixed by
-  ``source_seed`` (the same task for every run seed); the run seed draws the sequences.
+  ``source_seed`` (the same task for every run seed); the run seed draws the sequences. Defaults (order 2,
+  16 symbols, 4 successors, Zipf 1: H = 1.2425 nats/byte) are learnable in a few hundred steps by a d_model-64
+  model on CPU; order 3 with 16 symbols (4096 contexts) sits at the unigram plateau (ln 16 nats) for longer.
 - ``text``: any UTF-8 text file (``data_path``; ``--data PATH`` on the command line), split 90/5/5 by byte position.
 - ``hf``: a Hugging Face ``datasets`` dataset available locally (the optional package; never downloads):
   ``hf_dataset`` is a name in the local cache or a ``save_to_disk`` directory; the ``hf_text_field`` column of
@@ -56,7 +58,7 @@ SYNTHETIC_BURN_IN = 64  # steps run before the first emitted symbol so the start
 OPTIONS: dict[str, Any] = {
     "context": 256,
     "eval_sequences": 64,
-    "order": 3,
+    "order": 2,
     "alphabet": 16,
     "branching": 4,
     "zipf": 1.0,
@@ -406,7 +408,8 @@ INFO = register_family(
         options=dict(OPTIONS),
         option_help=dict(OPTION_HELP),
         config_help={
-            "synthetic": "sparse random order-3 Markov source, Zipf successors; exact entropy rate as floor",
+            "synthetic": "sparse random order-2 Markov source over 16 byte values, 4 Zipf successors per "
+            "context; exact entropy rate (1.24 nats) as floor",
             "text": "a UTF-8 text file (data_path / --data PATH), split 90/5/5 by position",
             "hf": "a locally available Hugging Face dataset (optional 'datasets' package), split 90/5/5",
         },

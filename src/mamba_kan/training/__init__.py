@@ -1,7 +1,7 @@
 """Training one (variant, task, seed) cell: config, loop, checkpoints, data-parallel support.
 
-    from mamba_kan.training import TrainConfig, run_experiment
-    result = run_experiment(TrainConfig(model="mlp_transformer", task="symbolic", seed=0, max_steps=100), run_dir)
+from mamba_kan.training import TrainConfig, run_experiment
+result = run_experiment(TrainConfig(model="mlp_transformer", task="symbolic", seed=0, max_steps=100), run_dir)
 """
 
 from mamba_kan.training.config import (

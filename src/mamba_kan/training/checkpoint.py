@@ -103,7 +103,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = safe_load(path)
     except Exception as exc:  # UnpicklingError for unsafe content, RuntimeError for a broken archive
-        raise ValueError(f"cannot be loaded safely: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise ValueError(
+            f"cannot be loaded safely: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
     if not isinstance(state, dict) or "step" not in state:
         raise ValueError("not a mamba-kan checkpoint")
     return state

@@ -95,7 +95,9 @@ class TrainConfig:
         )
         require(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         require(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
-        require(self.eval_every is None or self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
+        require(
+            self.eval_every is None or self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"
+        )
         require(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
         require(
             self.early_stopping_patience is None or self.early_stopping_patience >= 1,

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from torch import Tensor, nn
@@ -109,12 +108,12 @@ def _is_better(value: float, best: float | None, higher_is_better: bool) -> bool
 
 
 def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
+    """Global RNG states (dropout draws from torch's). numpy's global RNG is not used: tasks draw from their own
+    seeded Generators (mamba_kan.tasks.common)."""
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "python": random.getstate(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
     }
 
 
@@ -124,8 +123,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, keys.numpy(), *rest))
 
 
 @contextlib.contextmanager
@@ -135,7 +132,11 @@ def _session(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
     prev_threads = torch.get_num_threads()
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()]
+        if device.type == "cuda"
+        else []
+    )
     with torch.random.fork_rng(devices=devices):
         try:
             if cfg.threads is not None:
@@ -154,8 +155,6 @@ def read_cached_result(run_dir: Path, chash: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        import json
-
         result = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         log.warning("ignoring unreadable %s: %s", path, exc)
@@ -206,7 +205,11 @@ class _Run:
         self.seq_len = int(first.inputs.shape[-1]) if first.inputs.dim() > 1 else 1
         torch.manual_seed(cfg.seed)
         self.model: nn.Module = build_model(
-            cfg.model, ModelConfig.from_dict(cfg.model_cfg), self.task.input_spec, self.task.output_spec, self.seq_len
+            cfg.model,
+            ModelConfig.from_dict(cfg.model_cfg),
+            self.task.input_spec,
+            self.task.output_spec,
+            self.seq_len,
         ).to(device)
         self.optimizer = build_optimizer(self.model, cfg, device)
         self.scheduler = build_scheduler(self.optimizer, cfg)
@@ -316,15 +319,18 @@ class _Run:
         if _is_better(value, s.best_val, task.higher_is_better):
             s.best_val, s.best_val_step, s.evals_since_best = value, s.step, 0
             if self.cfg.early_stopping_patience is not None:
-                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+                self.best_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
+                }
         else:
             s.evals_since_best += 1
         self.tracker.log(s.step, {f"val/{k}": v for k, v in metrics.items()})
         self._emit({"event": "eval", "step": s.step, "metrics": metrics})
-        log.info(
-            "step %d/%d  val %s %.6g  (best %s at step %s)",
-            s.step, self.cfg.max_steps, task.primary_metric, value, s.best_val, s.best_val_step,
-        )  # fmt: skip
+        if self.info.is_main:
+            log.info(
+                "step %d/%d  val %s %.6g  (best %s at step %s)",
+                s.step, self.cfg.max_steps, task.primary_metric, value, s.best_val, s.best_val_step,
+            )  # fmt: skip
         self._save_splines()
         patience = self.cfg.early_stopping_patience
         return patience is not None and s.evals_since_best >= patience
@@ -374,7 +380,11 @@ class _Run:
         with _autocast(self.device, self.precision):
             out = self.train_model(batch.inputs)
         loss = self.task.loss(out, batch) if weight > 0 else out.float().sum() * 0.0
-        total = loss + self.model.regularization_loss(cfg.kan_reg_l1, cfg.kan_reg_entropy) if self.use_reg else loss
+        total = (
+            loss + self.model.regularization_loss(cfg.kan_reg_l1, cfg.kan_reg_entropy)
+            if self.use_reg
+            else loss
+        )
         (total * weight if weight != 1.0 else total).backward()
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
@@ -403,7 +413,9 @@ class _Run:
         s = self.state
         if self.write:
             assert self.run_dir is not None
-            ckpt.atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            ckpt.atomic_write_text(
+                self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+            )
             ckpt.atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
         if self.info.is_main:
             self.tracker = make_tracker(
@@ -503,6 +515,7 @@ class _Run:
             "ffn_hidden": getattr(self.model, "ffn_hidden", None),
             "seq_len": self.seq_len,
             "steps_per_sec": steps_per_sec,
+            "train_time_s": s.train_time_s,
             "samples_per_sec": samples,
             "tokens_per_sec": None if samples is None else samples * task.tokens_per_sample,
             "wall_time_s": s.wall_time_s + (time.perf_counter() - self.t_start),
@@ -537,14 +550,16 @@ class _Run:
         )
 
 
-def _setup_failure(cfg: TrainConfig, chash: str, device: torch.device, error: str, wall: float) -> dict[str, Any]:
+def _setup_failure(
+    cfg: TrainConfig, chash: str, device: torch.device, error: str, wall: float
+) -> dict[str, Any]:
     """The record of a run that failed before its first step (same keys as a normal record)."""
     from mamba_kan.models import parse_variant
 
     ffn, mixer = parse_variant(cfg.model)
     keys_none = (
         "diverged_step primary_metric primary_value higher_is_better floor best_val best_val_step params "
-        "flops_per_token ffn_hidden seq_len steps_per_sec samples_per_sec tokens_per_sec resumed_from"
+        "flops_per_token ffn_hidden seq_len steps_per_sec train_time_s samples_per_sec tokens_per_sec resumed_from"
     ).split()
     result: dict[str, Any] = dict.fromkeys(keys_none)
     result.update(

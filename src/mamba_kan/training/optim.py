@@ -42,7 +42,12 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
     # fused AdamW is one kernel per step on CUDA; on CPU the default (foreach) path is deterministic and fast
     extra = {"fused": True} if device.type == "cuda" else {}
     return torch.optim.AdamW(
-        groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, weight_decay=cfg.weight_decay, **extra
+        groups,
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        eps=cfg.adam_eps,
+        weight_decay=cfg.weight_decay,
+        **extra,
     )
 
 

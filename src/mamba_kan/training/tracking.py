@@ -37,7 +37,9 @@ class TensorBoardBackend:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise UserError("--tensorboard needs the 'tensorboard' package: pip install tensorboard") from None
+            raise UserError(
+                "--tensorboard needs the 'tensorboard' package: pip install tensorboard"
+            ) from None
         self.writer = SummaryWriter(log_dir=None if log_dir is None else str(log_dir))
 
     def log(self, step: int, values: dict[str, float]) -> None:
@@ -56,7 +58,9 @@ class WandbBackend:
         try:
             import wandb
         except ImportError:
-            raise UserError("--wandb needs the 'wandb' package: pip install wandb (or the [tracking] extra)") from None
+            raise UserError(
+                "--wandb needs the 'wandb' package: pip install wandb (or the [tracking] extra)"
+            ) from None
         mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
         self.run = wandb.init(
             project=project,

@@ -1,0 +1,280 @@
+"""The headline tables (accuracy per task, training speed, grid status), key findings and provenance, as data and
+as Markdown. The dashboard renders the same rows as HTML, so the README and the dashboard never disagree.
+
+Formatting: four significant digits; "mean ± sd" uses the sample sd (ddof=1) over the completed seeds; a cell with
+fewer completed runs than the task's seeds says so, e.g. ``0.512 ± 0.02 (2/3)``; no completed run: "—".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from mamba_kan.reporting.data import (
+    SPEED_REFERENCE,
+    ReportData,
+    best_models,
+    cell_stats,
+    describe_values,
+    grid_status,
+    provenance,
+    speed_overall,
+    speed_summary,
+)
+
+MISSING = "—"
+
+
+def g(x: Any, digits: int = 4) -> str:
+    """A number with ``digits`` significant digits; None/NaN -> 'n/a'."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    if isinstance(x, int | np.integer):
+        return str(int(x))
+    return f"{float(x):.{digits}g}"
+
+
+def si(x: Any) -> str:
+    """12930 -> '12.9k', 4.2e6 -> '4.2M' (parameters, FLOPs)."""
+    if x is None or not math.isfinite(float(x)):
+        return "n/a"
+    v = float(x)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{unit}"
+    return f"{v:.3g}"
+
+
+def mean_sd(mean: float, sd: float, n: int, expected: int) -> str:
+    if n == 0 or not math.isfinite(mean):
+        return MISSING
+    text = g(mean) if not math.isfinite(sd) else f"{g(mean)} ± {g(sd, 2)}"
+    return text if n >= expected else f"{text} ({n}/{expected})"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# rows (shared by Markdown and HTML)
+# --------------------------------------------------------------------------------------------------------------
+def accuracy_rows(data: ReportData) -> list[dict[str, Any]]:
+    """One row per variant: {"model", task: {"text", "best", "n", "expected", "mean", "sd"}}."""
+    cs = cell_stats(data)
+    best = best_models(data, cs)
+    rows = []
+    for m in data.models:
+        row: dict[str, Any] = {"model": m}
+        for t in data.tasks:
+            c = cs[(cs["task"] == t) & (cs["model"] == m)].iloc[0]
+            row[t] = {
+                "text": mean_sd(c["mean"], c["sd"], int(c["n"]), int(c["expected"])),
+                "best": best.get(t) == m,
+                "n": int(c["n"]),
+                "expected": int(c["expected"]),
+                "mean": float(c["mean"]),
+                "sd": float(c["sd"]),
+            }
+        rows.append(row)
+    return rows
+
+
+def speed_rows(data: ReportData) -> list[dict[str, Any]]:
+    """One row per variant: params, FLOPs/token (median over tasks), steps/s and slowdown (geometric means over
+    tasks), peak memory, and the per-task steps/s."""
+    per_task = speed_summary(data)
+    overall = speed_overall(data, per_task)
+    rows = []
+    for _, r in overall.iterrows():
+        pt = per_task[per_task["model"] == r["model"]].set_index("task")
+        rows.append(
+            {
+                "model": r["model"],
+                "params": r["params"],
+                "flops_per_token": r["flops_per_token"],
+                "steps_per_sec": r["steps_per_sec"],
+                "slowdown": r["slowdown"],
+                "peak_memory_mb": r["peak_memory_mb"],
+                "n_tasks": int(r["n_tasks"]),
+                "per_task": {t: float(pt.loc[t, "steps_per_sec"]) if t in pt.index else math.nan for t in data.tasks},
+            }
+        )
+    return rows
+
+
+def grid_rows(data: ReportData) -> list[dict[str, Any]]:
+    """One row per variant: per task {"text", "complete", "missing"}: completed/expected with failures spelled out."""
+    gs = grid_status(data)
+    rows = []
+    for m in data.models:
+        row: dict[str, Any] = {"model": m}
+        for t in data.tasks:
+            c = gs[(gs["task"] == t) & (gs["model"] == m)].iloc[0]
+            parts = []
+            if c["diverged"]:
+                parts.append(f"{c['diverged']} diverged")
+            if c["failed"]:
+                parts.append(f"{c['failed']} failed")
+            if c["missing_seeds"]:
+                parts.append(f"{len(c['missing_seeds'])} not run")
+            text = f"{c['completed']}/{c['expected']}" + (f" ({', '.join(parts)})" if parts else "")
+            row[t] = {"text": text, "complete": c["completed"] == c["expected"], "missing": c["completed"] == 0}
+        rows.append(row)
+    return rows
+
+
+def findings(data: ReportData) -> list[str]:
+    """Key findings as plain sentences (escape before putting them into HTML)."""
+    out: list[str] = []
+    cs = cell_stats(data)
+    best = best_models(data, cs)
+    for t in data.tasks:
+        rec = data.task_analysis(t) or {}
+        text = f"{t} ({data.metric_label(t)}): "
+        b = best.get(t)
+        if b is None:
+            text += "no completed runs. "
+        else:
+            c = cs[(cs["task"] == t) & (cs["model"] == b)].iloc[0]
+            text += f"best mean {b} ({mean_sd(c['mean'], c['sd'], int(c['n']), int(c['expected']))}). "
+        verdict = rec.get("verdict")
+        if verdict:
+            text += f"Activation vs topology: {verdict['verdict']} ({verdict.get('detail', '')})."
+            dependent = verdict.get("mixer_dependent") or []
+            if dependent:
+                text += f" Depends on the mixer: {', '.join(dependent)}."
+        elif data.analysis is not None:
+            text += "Activation vs topology: not estimable (needs mlp, bspline and kan variants with paired seeds)."
+        out.append(text.strip())
+    across = (data.analysis or {}).get("across")
+    if across:
+        v = across.get("verdict") or {}
+        text = f"Across {len(across.get('tasks') or [])} tasks: activation vs topology {v.get('verdict', 'n/a')}"
+        text += f" ({v['detail']})." if v.get("detail") else "."
+        fr = across.get("friedman")
+        if fr:
+            ranks = fr.get("average_ranks") or {}
+            if ranks:
+                top = min(ranks, key=ranks.get)
+                text += f" Best average rank: {top} ({g(ranks[top], 3)}); Friedman p = {g(fr.get('p_value'), 3)}."
+        out.append(text)
+    sp = [r for r in speed_rows(data) if math.isfinite(r["slowdown"])]
+    if len(sp) > 1:
+        slow = max(sp, key=lambda r: r["slowdown"])
+        fast = min(sp, key=lambda r: r["slowdown"])
+        out.append(
+            f"Speed: {fast['model']} is the fastest ({g(fast['slowdown'], 3)}x the time per step of "
+            f"{SPEED_REFERENCE}), {slow['model']} the slowest ({g(slow['slowdown'], 3)}x); geometric means over tasks."
+        )
+    gs = grid_status(data)
+    empty = gs[gs["completed"] == 0]
+    incomplete = gs[gs["completed"] < gs["expected"]]
+    if len(incomplete):
+        text = f"Incomplete grid: {len(incomplete)} of {len(gs)} (task, variant) cells lack some completed runs"
+        if len(empty):
+            text += f"; without any: {', '.join(f'{r.model} on {r.task}' for r in empty.itertuples())}"
+        out.append(text + ".")
+    if data.analysis_note:
+        out.append(data.analysis_note[0].upper() + data.analysis_note[1:] + ".")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Markdown
+# --------------------------------------------------------------------------------------------------------------
+def md_cell(text: Any) -> str:
+    """Table-safe Markdown: pipes escaped, angle brackets as entities (a label never becomes markup)."""
+    return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def accuracy_markdown(data: ReportData) -> list[str]:
+    header = ["variant"] + [f"{t} ({data.metric.get(t) or '?'}, {data.direction(t)})" for t in data.tasks]
+    rows = []
+    for r in accuracy_rows(data):
+        cells = [md_cell(r["model"])]
+        for t in data.tasks:
+            c = r[t]
+            cells.append(f"**{md_cell(c['text'])}**" if c["best"] else md_cell(c["text"]))
+        rows.append(cells)
+    return _md_table(header, rows)
+
+
+def speed_markdown(data: ReportData) -> list[str]:
+    header = ["variant", "params", "FLOPs/token", "steps/s", f"slowdown vs {SPEED_REFERENCE}", "peak memory (MB)"]
+    rows = [
+        [md_cell(r["model"]), si(r["params"]), si(r["flops_per_token"]), g(r["steps_per_sec"], 3),
+         f"{g(r['slowdown'], 3)}x" if math.isfinite(r["slowdown"]) else "n/a", g(r["peak_memory_mb"], 4)]
+        for r in speed_rows(data)
+    ]  # fmt: skip
+    return _md_table(header, rows)
+
+
+def grid_markdown(data: ReportData) -> list[str]:
+    header = ["variant"] + list(data.tasks)
+    rows = [[md_cell(r["model"])] + [md_cell(r[t]["text"]) for t in data.tasks] for r in grid_rows(data)]
+    return _md_table(header, rows)
+
+
+def provenance_lines(data: ReportData) -> list[str]:
+    """Hardware, settings and dates, stated as recorded by the runs."""
+    p = provenance(data)
+    env, st, mc = p["env"], p["settings"], p["model"]
+    device = describe_values(env["device_name"]) + f" ({describe_values(env['device'])}"
+    device += f", {describe_values(env['cpu_count'])} CPU cores, {describe_values(env['threads'])} torch thread(s) per run)"
+    cuda = [c for c in env["cuda"] if c]
+    lines = [
+        f"- Hardware: {device}" + (f"; CUDA {describe_values(cuda)}" if cuda else ""),
+        f"- Software: torch {describe_values(env['torch'])}, Python {describe_values(env['python'])}, "
+        f"{describe_values(env['platform'])}; mamba-kan code {describe_values(p['code_versions'])}, "
+        f"git {describe_values([str(c)[:10] for c in env['git_commit']])}",
+        f"- Grid: preset {p['preset'] or 'none recorded'}; {len(data.models)} variants x {len(data.tasks)} tasks x "
+        f"seeds {', '.join(str(s) for s in p['seeds'])}; {p['n_runs']} runs ("
+        + ", ".join(f"{v} {k}" for k, v in sorted(p["status_counts"].items()))
+        + ")",
+        f"- Training: max_steps {describe_values(st['max_steps'])}, batch size {describe_values(st['batch_size'])}, "
+        f"lr {describe_values(st['lr'])}, eval every {describe_values(st['eval_every'])} steps; model d_model "
+        f"{describe_values(mc['d_model'])}, n_layers {describe_values(mc['n_layers'])}, grid G="
+        f"{describe_values(mc['grid_size'])}, k={describe_values(mc['spline_order'])}, matched by "
+        f"{describe_values(mc['match'])}",
+        f"- Runs recorded {p['first_run'] or 'n/a'} to {p['last_run'] or 'n/a'}; report generated {p['generated_at']}",
+    ]
+    return [md_cell(line).replace("\\|", "|") for line in lines]
+
+
+def results_markdown(data: ReportData, figures: list[tuple[str, str]] | None = None) -> str:
+    """The README's results section: provenance, accuracy, speed, key findings, grid status, optional figures
+    (``(relative path, caption)``)."""
+    out = ["## Results", "", *provenance_lines(data), ""]
+    out += [
+        "### Accuracy comparison",
+        "",
+        "Primary test metric per task, mean ± sd over seeds (completed runs; best mean in bold).",
+        "",
+        *accuracy_markdown(data),
+        "",
+        "### Training speed comparison",
+        "",
+        "Measured during the grid (timed training steps only). params and FLOPs/token: median over tasks (the input "
+        "and output ends differ per task); steps/s and slowdown: geometric mean over tasks.",
+        "",
+        *speed_markdown(data),
+        "",
+        "### Key findings",
+        "",
+        *[f"- {md_cell(f)}" for f in findings(data)],
+        "",
+        "### Grid status",
+        "",
+        "Completed runs / seeds of the task.",
+        "",
+        *grid_markdown(data),
+        "",
+    ]
+    for path, caption in figures or []:
+        out += [f"![{md_cell(caption)}]({path})", "", f"*{md_cell(caption)}*", ""]
+    return "\n".join(out)

@@ -1,0 +1,273 @@
+"""The selective scan against a float64 loop of the paper's equations (Gu & Dao 2023, eq. 2a-2b, 4).
+
+The reference below is written independently of mamba_kan: one time step at a time, one (batch, channel) at a
+time, exactly as the recurrence reads. Its gradients come from autograd over that loop, so the hand-written
+backward of the chunked kernel is checked against a different derivation.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mamba_kan.errors import UserError
+from mamba_kan.ops.selective_scan import auto_chunk, selective_scan, selective_scan_ref
+
+ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def loop_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t; y_t = C_t . h_t + D u_t; y *= silu(z). Float64, per element."""
+    u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))
+    bsz, d, L = u.shape
+    n = A.shape[1]
+    rows = []
+    for b in range(bsz):
+        chans = []
+        for c in range(d):
+            h = torch.zeros(n, dtype=torch.float64)
+            ys = []
+            for t in range(L):
+                dt = delta[b, c, t]
+                if delta_bias is not None:
+                    dt = dt + delta_bias[c].double()
+                if delta_softplus:
+                    dt = torch.log1p(torch.exp(dt))
+                h = torch.exp(dt * A[c]) * h + dt * B[b, :, t] * u[b, c, t]
+                y = torch.dot(h, C[b, :, t])
+                if D is not None:
+                    y = y + D[c].double() * u[b, c, t]
+                if z is not None:
+                    zz = z[b, c, t].double()
+                    y = y * zz / (1 + torch.exp(-zz))
+                ys.append(y)
+            chans.append(torch.stack(ys) if ys else torch.zeros(0, dtype=torch.float64))
+        rows.append(torch.stack(chans))
+    return torch.stack(rows)
+
+
+def make_inputs(bsz, d, n, L, dtype=torch.float64, seed=0, delta_scale=0.5, a_max=2.0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    return {
+        "u": r(bsz, d, L),
+        "delta": r(bsz, d, L) * delta_scale,
+        "A": -torch.rand(d, n, generator=g, dtype=torch.float64) * a_max - 0.05,
+        "B": r(bsz, n, L),
+        "C": r(bsz, n, L),
+        "D": r(d),
+        "z": r(bsz, d, L),
+        "delta_bias": r(d) * 0.3,
+    }
+
+
+def leaf(inputs, dtype, keep):
+    return {k: v.to(dtype).requires_grad_() if k in keep else None for k, v in inputs.items()}
+
+
+OPTION_SETS = {
+    "bare": dict(use=("u", "delta", "A", "B", "C"), softplus=False),
+    "all": dict(use=ARGS, softplus=True),
+    "D_only": dict(use=("u", "delta", "A", "B", "C", "D"), softplus=False),
+    "z_bias": dict(use=("u", "delta", "A", "B", "C", "z", "delta_bias"), softplus=False),
+    "softplus_D": dict(use=("u", "delta", "A", "B", "C", "D"), softplus=True),
+}
+
+
+def outputs_and_grads(fn, x, softplus, weight):
+    y = fn(**x, delta_softplus=softplus)
+    used = [v for v in x.values() if v is not None]
+    grads = torch.autograd.grad((y * weight.to(y.dtype)).sum(), used)
+    return y, dict(zip([k for k, v in x.items() if v is not None], grads))
+
+
+@pytest.mark.parametrize("L", [1, 7, 33, 100])
+@pytest.mark.parametrize("options", list(OPTION_SETS))
+def test_float64_matches_loop_outputs_and_every_gradient(L, options):
+    opt = OPTION_SETS[options]
+    raw = make_inputs(2, 3, 4, L, seed=L)
+    weight = torch.randn(2, 3, L, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ref_y, ref_g = outputs_and_grads(loop_scan, leaf(raw, torch.float64, opt["use"]), opt["softplus"], weight)
+    # chunk 8: L = 33 and 100 span several chunks with a ragged last one; L = 1 and 7 fit in one
+    for chunk in (8, None):
+        fast = functools.partial(selective_scan, chunk=chunk)
+        y, g = outputs_and_grads(fast, leaf(raw, torch.float64, opt["use"]), opt["softplus"], weight)
+        assert y.dtype == torch.float64 and y.shape == (2, 3, L)
+        torch.testing.assert_close(y, ref_y, rtol=1e-10, atol=1e-12)
+        assert set(g) == set(opt["use"])
+        for name in opt["use"]:
+            torch.testing.assert_close(g[name], ref_g[name], rtol=1e-9, atol=1e-11, msg=f"grad of {name}")
+
+
+@pytest.mark.parametrize("L", [7, 100])
+def test_float32_agrees_with_float64_loop(L):
+    raw = make_inputs(2, 5, 16, L, seed=3)
+    weight = torch.randn(2, 5, L, dtype=torch.float64)
+    ref_y, ref_g = outputs_and_grads(loop_scan, leaf(raw, torch.float64, ARGS), True, weight)
+    y, g = outputs_and_grads(selective_scan, leaf(raw, torch.float32, ARGS), True, weight)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y.double(), ref_y, rtol=1e-4, atol=1e-5)
+    for name in ARGS:
+        scale = ref_g[name].abs().max().item()
+        torch.testing.assert_close(g[name].double(), ref_g[name], rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+def test_reference_implementation_matches_loop():
+    raw = make_inputs(2, 3, 4, 9, seed=5)
+    weight = torch.randn(2, 3, 9, dtype=torch.float64)
+    ref_y, ref_g = outputs_and_grads(loop_scan, leaf(raw, torch.float64, ARGS), True, weight)
+    y, g = outputs_and_grads(selective_scan_ref, leaf(raw, torch.float64, ARGS), True, weight)
+    torch.testing.assert_close(y, ref_y, rtol=1e-12, atol=1e-12)
+    for name in ARGS:
+        torch.testing.assert_close(g[name], ref_g[name], rtol=1e-10, atol=1e-12)
+
+
+def test_gradcheck_tiny_double():
+    raw = make_inputs(2, 3, 2, 6, seed=7)
+    tensors = tuple(raw[k].clone().requires_grad_() for k in ARGS)
+
+    def fn(*xs):
+        return selective_scan(*xs, delta_softplus=True, chunk=4)
+
+    assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-7)
+
+
+def test_chunk_length_does_not_change_result():
+    raw = make_inputs(2, 3, 4, 45, seed=11)
+    weight = torch.randn(2, 3, 45, dtype=torch.float64)
+    results = []
+    for chunk in (1, 3, 16, 64):
+        fast = functools.partial(selective_scan, chunk=chunk)
+        results.append(outputs_and_grads(fast, leaf(raw, torch.float64, ARGS), True, weight))
+    y0, g0 = results[0]
+    for y, g in results[1:]:
+        torch.testing.assert_close(y, y0, rtol=1e-12, atol=1e-13)
+        for name in ARGS:
+            torch.testing.assert_close(g[name], g0[name], rtol=1e-11, atol=1e-13)
+
+
+def test_large_steps_over_long_sequence_stay_finite_and_correct():
+    """sum(delta * |A|) over a chunk far beyond 88: an exp(-cumsum) chunk scan would overflow in float32 here."""
+    L, n = 300, 16
+    raw = make_inputs(1, 2, n, L, seed=13, delta_scale=1.0)
+    raw["delta"] = raw["delta"].abs() + 2.0  # softplus(>=2) ~ 2.1..5
+    raw["A"] = -torch.arange(1, n + 1, dtype=torch.float64).repeat(2, 1)
+    weight = torch.randn(1, 2, L, dtype=torch.float64)
+    ref_y, ref_g = outputs_and_grads(loop_scan, leaf(raw, torch.float64, ARGS), True, weight)
+    y, g = outputs_and_grads(
+        lambda **kw: selective_scan(**kw, chunk=64), leaf(raw, torch.float32, ARGS), True, weight
+    )
+    assert torch.isfinite(y).all() and all(torch.isfinite(v).all() for v in g.values())
+    torch.testing.assert_close(y.double(), ref_y, rtol=1e-4, atol=1e-5)
+    for name in ARGS:
+        scale = ref_g[name].abs().max().item()
+        torch.testing.assert_close(g[name].double(), ref_g[name], rtol=1e-3, atol=1e-5 * scale, msg=name)
+
+
+def test_time_major_layout_matches_batch_major():
+    raw = make_inputs(2, 3, 4, 21, seed=17)
+    y_bm = selective_scan(**raw, delta_softplus=True, chunk=5)
+    tm = {k: (v.permute(2, 0, 1) if v.dim() == 3 else v) for k, v in raw.items()}
+    y_tm = selective_scan(**tm, delta_softplus=True, chunk=5, time_major=True)
+    assert y_tm.shape == (21, 2, 3)
+    torch.testing.assert_close(y_tm.permute(1, 2, 0), y_bm, rtol=1e-13, atol=1e-14)
+
+
+def test_low_precision_inputs_compute_in_float32_and_return_input_dtype():
+    raw = make_inputs(2, 4, 8, 50, seed=19)
+    ref = loop_scan(**raw, delta_softplus=True)
+    x = {k: v.to(torch.bfloat16) for k, v in raw.items()}
+    y = selective_scan(**x, delta_softplus=True)
+    assert y.dtype == torch.bfloat16
+    # inputs are rounded to bf16 (rel. 4e-3); an all-bf16 recurrence would drift far more over 50 steps
+    exact_on_rounded = loop_scan(**{k: v.double() for k, v in x.items()}, delta_softplus=True)
+    torch.testing.assert_close(y.double(), exact_on_rounded, rtol=1e-2, atol=1e-2)
+    assert (y.double() - ref).abs().max() < 0.1 * ref.abs().max()
+
+
+def find_node(grad_fn, name):
+    stack = [grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None:
+            continue
+        if type(node).__name__ == name:
+            return node
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    raise AssertionError(f"{name} not in the autograd graph")
+
+
+def test_backward_keeps_only_chunk_boundary_states():
+    """Saved for backward: inputs plus L / chunk states, not the (batch, L, d, N) states of every step."""
+    bsz, d, n, L, chunk = 2, 32, 16, 256, 32
+    raw = make_inputs(bsz, d, n, L, dtype=torch.float32, seed=23)
+    x = {k: v.float().requires_grad_() for k, v in raw.items()}
+    y = selective_scan(**x, delta_softplus=True, chunk=chunk)
+    node = find_node(y.grad_fn, "_ChunkedScanBackward")
+    saved = sum(t.numel() for t in node.saved_tensors)
+    inputs = sum(x[k].numel() for k in ("u", "delta", "A", "B", "C"))
+    assert saved <= inputs + (L // chunk) * bsz * d * n
+    assert saved < bsz * L * d * n / 4
+
+
+def test_auto_chunk_targets_cache_sized_buffers():
+    assert auto_chunk(4, 256, 16) == 32  # the measured optimum at the benchmark size
+    assert auto_chunk(64, 1024, 16) == 8  # clamped below
+    assert auto_chunk(1, 16, 4) == 64  # clamped above
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"A": torch.zeros(5, 4)},
+        {"B": torch.zeros(2, 4, 9)},
+        {"delta": torch.zeros(2, 3, 7)},
+        {"D": torch.zeros(4)},
+        {"u": torch.zeros(2, 3)},
+    ],
+)
+def test_bad_shapes_raise_user_error(change):
+    x = {k: v.float() for k, v in make_inputs(2, 3, 4, 8).items()}
+    x.update(change)
+    with pytest.raises(UserError, match="selective_scan"):
+        selective_scan(**x)
+
+
+def test_bad_chunk_raises_user_error():
+    x = {k: v.float() for k, v in make_inputs(1, 2, 2, 4).items()}
+    with pytest.raises(UserError, match="chunk"):
+        selective_scan(**x, chunk=0)
+
+
+def test_cpu_never_dispatches_to_mamba_ssm(monkeypatch):
+    """Even when mamba_ssm is importable, CPU tensors go to the project's kernel (mamba-ssm needs CUDA)."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("mamba_ssm kernel called for CPU tensors")
+
+    fake = types.ModuleType("mamba_ssm.ops.selective_scan_interface")
+    fake.selective_scan_fn = fail
+    for name in ("mamba_ssm", "mamba_ssm.ops"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "mamba_ssm.ops.selective_scan_interface", fake)
+    raw = make_inputs(1, 2, 3, 5, seed=29)
+    torch.testing.assert_close(selective_scan(**raw), loop_scan(**raw), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_loop():
+    raw = make_inputs(2, 4, 8, 40, seed=31)
+    ref = loop_scan(**raw, delta_softplus=True)
+    y = selective_scan(**{k: v.float().cuda() for k, v in raw.items()}, delta_softplus=True)
+    torch.testing.assert_close(y.double().cpu(), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_softplus_matches_torch():
+    """The loop's log1p(exp(x)) is torch's softplus for the moderate values used here (guards the reference)."""
+    x = torch.linspace(-5, 5, 11, dtype=torch.float64)
+    torch.testing.assert_close(torch.log1p(torch.exp(x)), F.softplus(x))
