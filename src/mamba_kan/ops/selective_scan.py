@@ -191,58 +191,79 @@ def _chunk_states(
 
 
 class _ChunkedScan(torch.autograd.Function):
-    """y_t = <h_t, C_t> with h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t, time-major, chunked (module docstring).
+    """The whole selective scan (module docstring), time-major and chunked, with a hand-written backward.
 
-    Inputs (one dtype, contiguous): u, delta: (L, batch, d_inner); A: (d_inner, N); B, C: (L, batch, N); chunk: T.
-    Output y: (L, batch, d_inner). delta is the final step size (bias / softplus already applied).
+    Inputs (one dtype): u, delta, z: (L, batch, d_inner); A: (d_inner, N); B, C: (L, batch, N), contiguous;
+    D, delta_bias: (d_inner,); D, z, delta_bias may be None. Output: (L, batch, d_inner).
+
+    The bias, softplus, D skip and silu(z) gate are applied chunk by chunk inside the loop (as mamba-ssm's kernel
+    fuses them), so the only (L, batch, d_inner) tensor the op allocates is its output: no full-length temporaries
+    for softplus(delta), y or y + D u and their gradients (at L=4096 each is 16 MB, and fresh large allocations cost
+    page faults on every step).
     """
 
     @staticmethod
-    def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int) -> Tensor:
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus: bool, chunk: int):  # type: ignore[override]
         L, bsz, d = u.shape
         n = A.shape[1]
         At = A.t().contiguous()  # (N, d_inner)
+        At2 = At * _LOG2E
         n_chunks = -(-L // chunk)
-        du = delta * u  # (L, batch, d_inner)
-        y = u.new_empty(L, bsz, d)
+        out = u.new_empty(L, bsz, d)
         # h_start[c] = state entering chunk c: the only per-step state kept for backward
         h_start = u.new_zeros(n_chunks, bsz, n, d)
         bufs = _Buffers(min(chunk, L), bsz, n, d, u)
         for c in range(n_chunks):
             t0, t1 = c * chunk, min(L, (c + 1) * chunk)
             T = t1 - t0
-            _, h = _chunk_states(delta[t0:t1], du[t0:t1], At * _LOG2E, B[t0:t1], h_start[c], bufs)
-            # y_t[d] = sum_n C_t[n] h_t[n, d]
-            torch.bmm(C[t0:t1].view(T * bsz, 1, n), h.view(T * bsz, n, d), out=y[t0:t1].view(T * bsz, 1, d))
+            uc = u[t0:t1]
+            dl = _step_size(delta[t0:t1], delta_bias, softplus)  # (T, batch, d)
+            _, h = _chunk_states(dl, dl * uc, At2, B[t0:t1], h_start[c], bufs)
             if c + 1 < n_chunks:
                 h_start[c + 1].copy_(h[-1])
-        ctx.chunk = chunk
-        ctx.save_for_backward(u, delta, At, B, C, h_start)
-        return y
+            y = _readout(h, C[t0:t1], uc, D)  # (T, batch, d) = <h_t, C_t> + D u_t
+            if z is not None:
+                y.mul_(F.silu(z[t0:t1]))
+            out[t0:t1] = y
+        ctx.chunk, ctx.softplus = chunk, softplus
+        ctx.save_for_backward(u, delta, At, B, C, D, z, delta_bias, h_start)
+        return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, gy: Tensor):  # type: ignore[override]
-        u, delta, At, B, C, h_start = ctx.saved_tensors
-        chunk = ctx.chunk
+    def backward(ctx, g_out: Tensor):  # type: ignore[override]
+        u, delta, At, B, C, D, z, delta_bias, h_start = ctx.saved_tensors
+        chunk, softplus = ctx.chunk, ctx.softplus
         L, bsz, d = u.shape
         n = At.shape[0]
-        gy = gy.contiguous()
-        du = delta * u
         At2 = At * _LOG2E
         g_u, g_delta = torch.empty_like(u), torch.empty_like(delta)
         g_B, g_C = torch.empty_like(B), torch.empty_like(C)
         g_At = torch.zeros_like(At)
+        g_D = None if D is None else torch.zeros_like(D)
+        g_z = None if z is None else torch.empty_like(z)
         bufs = _Buffers(min(chunk, L), bsz, n, d, u)
         carry = u.new_zeros(bsz, n, d)  # dA_{t1} * dh_{t1}: the adjoint flowing in from the next chunk
         for c in reversed(range(h_start.shape[0])):
             t0, t1 = c * chunk, min(L, (c + 1) * chunk)
             T = t1 - t0
-            dl, g, Bc, Cc = delta[t0:t1], gy[t0:t1], B[t0:t1], C[t0:t1]
-            a, h = _chunk_states(dl, du[t0:t1], At2, Bc, h_start[c], bufs)  # (T, batch, N, d) each
-            # dC_t[n] = sum_d h_t[n, d] dy_t[d]  (bufs.g as scratch before it holds the adjoint)
+            uc, Bc, Cc = u[t0:t1], B[t0:t1], C[t0:t1]
+            pre = delta[t0:t1] if delta_bias is None else delta[t0:t1] + delta_bias
+            dl = F.softplus(pre) if softplus else pre
+            du = dl * uc
+            a, h = _chunk_states(dl, du, At2, Bc, h_start[c], bufs)  # (T, batch, N, d) each
+            g = g_out[t0:t1]
+            if z is not None:  # out = y * silu(z): d silu / dz = s (1 + z (1 - s)), s = sigmoid(z)
+                zc = z[t0:t1]
+                s = torch.sigmoid(zc)
+                y = _readout(h, Cc, uc, D)
+                g_z[t0:t1] = g * y * s * (1 + zc * (1 - s))
+                g = g * zc * s
+            if D is not None:
+                g_D.add_((g * uc).sum((0, 1)))
+            # dC_t[n] = sum_d h_t[n, d] g_t[d]  (bufs.g as scratch before it holds the adjoint)
             torch.sum(torch.mul(h, g[:, :, None, :], out=bufs.g[:T]), -1, out=g_C[t0:t1])
-            # adjoint dh_t = C_t dy_t + dA_{t+1} dh_{t+1}, in place in bufs.g
+            # adjoint dh_t = C_t g_t + dA_{t+1} dh_{t+1}, in place in bufs.g
             dh = torch.mul(Cc[:, :, :, None], g[:, :, None, :], out=bufs.g[:T])
             dhs, as_ = dh.unbind(0), a.unbind(0)
             dhs[T - 1].add_(carry)
@@ -254,14 +275,33 @@ class _ChunkedScan(torch.autograd.Function):
             w[1:].mul_(h[:-1])
             w[0].mul_(h_start[c])
             scratch = bufs.h[:T]  # the states are no longer needed
-            g_delta[t0:t1] = torch.sum(torch.mul(w, At, out=scratch), -2)
+            gdl = torch.sum(torch.mul(w, At, out=scratch), -2)  # (T, batch, d): d loss / d delta_t
             g_At.add_(torch.sum(torch.mul(w, dl[:, :, None, :], out=scratch).view(T * bsz, n, d), 0))
             # through dBu_t = delta_t u_t B_t
-            torch.sum(torch.mul(dh, du[t0:t1, :, None, :], out=scratch), -1, out=g_B[t0:t1])
+            torch.sum(torch.mul(dh, du[:, :, None, :], out=scratch), -1, out=g_B[t0:t1])
             q = torch.bmm(Bc.view(T * bsz, 1, n), dh.view(T * bsz, n, d)).view(T, bsz, d)  # sum_n B_t dh_t
-            torch.mul(q, dl, out=g_u[t0:t1])
-            g_delta[t0:t1].addcmul_(q, u[t0:t1])
-        return g_u, g_delta, g_At.t(), g_B, g_C, None
+            gu = torch.mul(q, dl, out=g_u[t0:t1])
+            if D is not None:
+                gu.addcmul_(g, D)
+            gdl.addcmul_(q, uc)
+            if softplus:
+                gdl.mul_(torch.sigmoid(pre))
+            g_delta[t0:t1] = gdl
+        g_bias = None if delta_bias is None else g_delta.sum((0, 1))
+        return g_u, g_delta, g_At.t(), g_B, g_C, g_D, g_z, g_bias, None, None
+
+
+def _step_size(delta: Tensor, delta_bias: Tensor | None, softplus: bool) -> Tensor:
+    """softplus(delta + delta_bias) (each part optional) for one chunk, (T, batch, d_inner)."""
+    pre = delta if delta_bias is None else delta + delta_bias
+    return F.softplus(pre) if softplus else pre
+
+
+def _readout(h: Tensor, C: Tensor, u: Tensor, D: Tensor | None) -> Tensor:
+    """y_t[d] = sum_n C_t[n] h_t[n, d] + D[d] u_t[d] as one batched mat-vec. h: (T, batch, N, d) -> (T, batch, d)."""
+    T, bsz, n, d = h.shape
+    y = torch.bmm(C.view(T * bsz, 1, n), h.view(T * bsz, n, d)).view(T, bsz, d)
+    return y if D is None else y.addcmul_(u, D)
 
 
 def _mamba_ssm_scan():
@@ -330,28 +370,18 @@ def _scan_project_kernel(
     time_major: bool,
     chunk: int | None,
 ) -> Tensor:
-    """Bias, softplus, D skip and gate around :class:`_ChunkedScan` (autograd handles these (L, batch, d) ops)."""
+    """Cast to the compute dtype, bring to time-major layout, run :class:`_ChunkedScan`, and back."""
     dtype_in = u.dtype
     ct = _compute_dtype(u)
     u, delta, A, B, C = (t.to(ct) for t in (u, delta, A, B, C))
     D, z, delta_bias = _cast(D, ct), _cast(z, ct), _cast(delta_bias, ct)
-    if (
-        not time_major
-    ):  # (batch, d, L) -> (L, batch, d): a time step becomes one contiguous slice in the kernel
+    if not time_major:  # (batch, d, L) -> (L, batch, d): a time step becomes one contiguous slice in the kernel
         u, delta, B, C = (t.permute(2, 0, 1) for t in (u, delta, B, C))
         z = None if z is None else z.permute(2, 0, 1)
-    if delta_bias is not None:
-        delta = delta + delta_bias
-    if delta_softplus:
-        delta = F.softplus(delta)
     L, bsz, d = u.shape
     T = auto_chunk(bsz, d, A.shape[1]) if chunk is None else chunk
-    u_c, delta_c, B_c, C_c = (t.contiguous() for t in (u, delta, B, C))
-    y = _ChunkedScan.apply(u_c, delta_c, A.contiguous(), B_c, C_c, T)  # (L, batch, d_inner)
-    if D is not None:
-        y = torch.addcmul(y, u_c, D)
-    if z is not None:
-        y = y * F.silu(z)
+    u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
+    y = _ChunkedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, T)  # (L, batch, d_inner)
     if not time_major:
         y = y.permute(1, 2, 0)
     return y.to(dtype_in)
