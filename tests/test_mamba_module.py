@@ -151,3 +151,16 @@ def test_flops_per_token_covers_counted_matmuls_plus_scan():
     assert flops == layer.flops_per_token(4 * L)  # linear in length: per-token cost is constant
     remainder = flops - linear  # conv, the scan and the elementwise ops
     assert 2 * cfg.d_conv * di + 9 * di * n <= remainder <= 2 * cfg.d_conv * di + 9 * di * n + 30 * di
+
+
+def test_bfloat16_autocast_stays_close_to_float32():
+    """Under CPU autocast the projections run in bf16 but the scan is computed in fp32 (as mamba_simple)."""
+    torch.manual_seed(4)
+    layer = Mamba(32, ModelConfig(d_model=32))
+    x = torch.randn(2, 30, 32)
+    with torch.no_grad():
+        ref = layer(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(x)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), ref, rtol=0.05, atol=0.05 * ref.abs().max().item())

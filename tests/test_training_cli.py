@@ -24,7 +24,9 @@ TINY = ["--set", "model_cfg.d_model=16", "model_cfg.n_layers=1", "model_cfg.n_he
 @pytest.mark.timeout(240)
 def test_readme_quick_command_works_as_written():
     cmd = "scripts/run_experiment.py --model mlp_transformer --task symbolic --seeds 1 --max-steps 100 --no-wandb"
-    proc = subprocess.run([sys.executable, *cmd.split()], cwd=REPO, capture_output=True, text=True, timeout=230)
+    proc = subprocess.run(
+        [sys.executable, *cmd.split()], cwd=REPO, capture_output=True, text=True, timeout=230
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "mlp_transformer  symbolic/" in out and "completed" in out
@@ -54,7 +56,9 @@ def test_seeds_n_means_zero_to_n_minus_one(capsys):
 
 def test_config_file_flags_and_set_compose_and_the_run_is_saved(tmp_path: Path, capsys):
     cfg_file = tmp_path / "exp.yaml"
-    cfg_file.write_text("task: symbolic/xy\nlr: 0.002\nmax_steps: 50\nmodel_cfg:\n  d_model: 16\n  n_heads: 2\n")
+    cfg_file.write_text(
+        "task: symbolic/xy\nlr: 0.002\nmax_steps: 50\nmodel_cfg:\n  d_model: 16\n  n_heads: 2\n"
+    )
     argv = ["--config", str(cfg_file), "--max-steps", "6", "--output-dir", str(tmp_path / "out"), "--json"]
     assert main([*argv, "--set", "model_cfg.n_layers=1", "threads=1"]) == 0
     r = json.loads(capsys.readouterr().out)
@@ -69,6 +73,8 @@ def test_progress_bar_path_returns_the_same_record():
     from mamba_kan.cli.train import _run_with_bar
     from mamba_kan.training import TrainConfig, run_experiment
 
-    cfg = TrainConfig(task="symbolic/xy", max_steps=6, threads=1, model_cfg={"d_model": 16, "n_layers": 1, "n_heads": 2})
+    cfg = TrainConfig(
+        task="symbolic/xy", max_steps=6, threads=1, model_cfg={"d_model": 16, "n_layers": 1, "n_heads": 2}
+    )
     with_bar = _run_with_bar(run_experiment, cfg, None, "label")
     assert with_bar["metrics"] == run_experiment(cfg)["metrics"]

@@ -171,3 +171,16 @@ def test_cli_subprocess_exit_status_and_no_traceback():
     )
     assert proc.returncode == 2
     assert "d_modle" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_packaged_configs_resolve_and_are_found_by_name():
+    from mamba_kan.training.config import packaged_configs
+
+    names = packaged_configs()
+    assert "quick" in names
+    for name, path in names.items():
+        by_name = compose_config([name])
+        assert by_name == compose_config([path])
+        by_name.resolved()  # every name inside is valid
+    with pytest.raises(UserError, match="packaged configs: .*quick"):
+        compose_config(["no_such_config"])

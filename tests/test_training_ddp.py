@@ -36,7 +36,11 @@ def _cfg() -> TrainConfig:
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
     )
     result = run_experiment(_cfg())
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
@@ -93,7 +97,8 @@ def test_rank_weights_make_the_average_of_masked_means_the_global_mean():
     torch.testing.assert_close(total / world, expected, rtol=1e-6, atol=0)
     unweighted = sum(
         F.cross_entropy(
-            logits[2 * r : 2 * r + 2][mask[2 * r : 2 * r + 2]], targets[2 * r : 2 * r + 2][mask[2 * r : 2 * r + 2]]
+            logits[2 * r : 2 * r + 2][mask[2 * r : 2 * r + 2]],
+            targets[2 * r : 2 * r + 2][mask[2 * r : 2 * r + 2]],
         )
         for r in range(world)
     )

@@ -50,7 +50,12 @@ class Wrapped:
 
     def __init__(self, task, *, nan_from=None, raise_at=None, val_metric=None, eval_sleep=0.0):
         self._task = task
-        self.nan_from, self.raise_at, self.val_metric, self.eval_sleep = nan_from, raise_at, val_metric, eval_sleep
+        self.nan_from, self.raise_at, self.val_metric, self.eval_sleep = (
+            nan_from,
+            raise_at,
+            val_metric,
+            eval_sleep,
+        )
         self.step = -1
         self.val_calls = 0
         self.checksums: list[tuple[str, float]] = []
@@ -122,7 +127,13 @@ def test_record_has_every_documented_field_and_is_strict_json():
     for key in RUN_API_KEYS:
         assert key in r, key
     json.dumps(r, allow_nan=False)
-    assert (r["model"], r["ffn"], r["mixer"], r["seed"], r["steps"]) == ("mlp_transformer", "mlp", "transformer", 0, 30)
+    assert (r["model"], r["ffn"], r["mixer"], r["seed"], r["steps"]) == (
+        "mlp_transformer",
+        "mlp",
+        "transformer",
+        0,
+        30,
+    )
     assert r["task"] == "symbolic/exp_sin" and r["error"] is None
     assert r["primary_metric"] == "mse" and r["higher_is_better"] is False
     assert r["primary_value"] == r["metrics"]["mse"]

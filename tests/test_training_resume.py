@@ -31,7 +31,9 @@ def _command(out: Path) -> list[str]:
 @pytest.mark.timeout(300)
 def test_sigkill_then_same_command_resumes_to_the_uninterrupted_result(tmp_path: Path):
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_command(out), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _command(out), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 240
     digest = None
     while time.monotonic() < deadline and proc.poll() is None:

@@ -133,9 +133,15 @@ def _run_with_bar(run_experiment: Any, cfg: Any, run_dir: Path | None, label: st
     loop_log = logging.getLogger("mamba_kan.training")
     old_level = loop_log.level
     loop_log.setLevel(logging.WARNING)  # the bar shows what the per-eval log lines would
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=30),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
     with Progress(*columns, console=console(stderr=True), transient=False) as bar:
-        tid = bar.add_task(label, total=cfg.max_steps)
+        tid = bar.add_task(label, total=cfg.max_steps, info="")
         info: dict[str, str] = {}
 
         def on_event(ev: dict[str, Any]) -> None:
@@ -144,7 +150,7 @@ def _run_with_bar(run_experiment: Any, cfg: Any, run_dir: Path | None, label: st
             elif ev["event"] == "eval":
                 metrics = ev["metrics"]
                 info["val"] = ", ".join(f"{k} {v:.4g}" for k, v in list(metrics.items())[:2])
-            bar.update(tid, completed=ev["step"], description=f"{label}  " + "  ".join(info.values()))
+            bar.update(tid, completed=ev["step"], info="  ".join(info.values()))
 
         try:
             return run_experiment(cfg, run_dir, progress=on_event)

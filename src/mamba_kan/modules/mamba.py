@@ -23,9 +23,8 @@ from torch.autograd.function import once_differentiable
 from mamba_kan.models.config import ModelConfig
 from mamba_kan.ops.selective_scan import selective_scan
 
-# Forward FLOPs per (token, channel, state) of the scan: delta*A, exp, delta*u*B (2), h update (2), <h, C> (2),
-# counted as 9 with the exp as one op, the count VMamba's flops_selective_scan_ref and the Mamba FLOP
-# estimates in the literature use.
+# Forward FLOPs per (token, channel, state) of the scan: 9, the count in VMamba's flops_selective_scan_fn (after
+# state-spaces/mamba issue #110): delta*A, exp, delta*B, *u, the h update (mul, add), <h, C> (mul, add), ~1 spare.
 SCAN_FLOPS_PER_STATE = 9
 # Elementwise nonlinearities, FLOPs per element (Yu et al. 2024's accounting, REFERENCE.md §2: silu 5);
 # softplus (exp, log1p, add) is counted like silu.
@@ -127,22 +126,28 @@ class Mamba(nn.Module):
         Runs time-major, (L, batch, .), inside: the scan kernel works on contiguous time steps, and the linear
         layers do not care, so the only layout changes are the two (batch, L, d_model) transposes at the ends.
         """
-        xz = self.in_proj(hidden.transpose(0, 1))  # (L, batch, 2 * d_inner)
-        x, z = xz.chunk(2, dim=-1)  # (L, batch, d_inner) each
+        h = hidden.transpose(0, 1)  # (L, batch, d_model)
+        # in_proj as two matmuls on the halves of its weight: same maths, but x and z come out contiguous, and no
+        # (L, batch, 2 * d_inner) tensor is allocated (at L=4096, batch 4 it would be 32 MiB, glibc's largest
+        # reusable block, so every step would pay fresh page faults for it and its gradient: 21 ms, measured)
+        w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
+        x, z = F.linear(h, w_x), F.linear(h, w_z)  # (L, batch, d_inner) each
         x = F.silu(causal_depthwise_conv(x, self.conv1d.weight[:, 0, :], self.conv1d.bias))
         x_dbl = self.x_proj(x)  # (L, batch, dt_rank + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)  # (L, batch, d_inner); bias and softplus inside the scan
-        A = -torch.exp(self.A_log.float())  # (d_inner, N)
+        # A, D and the dt bias enter the scan in fp32 (as mamba_simple), or fp64 for a float64 model
+        ct = torch.float64 if x.dtype == torch.float64 else torch.float32
+        A = -torch.exp(self.A_log.to(ct))  # (d_inner, N)
         y = selective_scan(
             x,
             dt,
             A,
             B,  # (L, batch, N)
             C,
-            D=self.D.float(),
+            D=self.D.to(ct),
             z=z,
-            delta_bias=self.dt_proj.bias.float(),
+            delta_bias=self.dt_proj.bias.to(ct),
             delta_softplus=True,
             time_major=True,
         )  # (L, batch, d_inner)
@@ -151,15 +156,15 @@ class Mamba(nn.Module):
     def flops_per_token(self, seq_len: int) -> int:
         """Forward FLOPs per token (independent of ``seq_len``: the scan is linear in length).
 
-        Matmuls 2 * in * out; depthwise conv 2 * d_inner * d_conv; scan 9 * d_inner * N; elementwise: conv silu,
-        softplus of dt, D skip (2), gate silu(z) and product (per d_inner channel). Bias adds are counted.
+        Matmuls 2 * in * out (in_proj, x_proj, dt_proj, out_proj); depthwise conv 2 * d_inner * d_conv + bias;
+        scan 9 * d_inner * N; elementwise per d_inner channel: conv silu 5, dt bias 1, softplus 5, D skip 2,
+        gate silu 5 + product 1. d_model=128 (d_inner 256, N 16, dt_rank 8): 221,184 + 2,304 + 36,864 + 4,864.
         """
         del seq_len  # kept for a uniform mixer interface (attention's cost grows with it)
         di, n, r = self.d_inner, self.d_state, self.dt_rank
         matmuls = 2 * self.d_model * 2 * di + 2 * di * (r + 2 * n) + 2 * r * di + 2 * di * self.d_model
         conv = 2 * di * self.d_conv + di  # taps + bias
         scan = SCAN_FLOPS_PER_STATE * di * n
-        elementwise = di * (
-            SILU_FLOPS + 1 + SOFTPLUS_FLOPS + 2 + SILU_FLOPS + 1
-        )  # silu, dt bias, softplus, D, gate
+        # per channel: conv silu, dt bias, softplus, D skip (mul, add), gate silu(z) and the product
+        elementwise = di * (SILU_FLOPS + 1 + SOFTPLUS_FLOPS + 2 + SILU_FLOPS + 1)
         return matmuls + conv + scan + elementwise

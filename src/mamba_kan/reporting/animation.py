@@ -83,7 +83,9 @@ def _pick_spline_runs(data: ReportData) -> tuple[str, list[list[SplineSet]]]:
             if match:
                 chosen.append(match[0])
         return task, chosen or series[:2]
-    raise SkipFigure("no spline snapshots in any run directory (spline variants save them at each validation)")
+    raise SkipFigure(
+        "no spline snapshots in any run directory (spline variants save them at each validation)"
+    )
 
 
 def spline_evolution_gif(data: ReportData, path: Path, max_frames: int = MAX_FRAMES) -> Animation:
@@ -107,7 +109,7 @@ def spline_evolution_gif(data: ReportData, path: Path, max_frames: int = MAX_FRA
     for step in steps:
         fig = Figure(figsize=(4.4 * len(runs), 3.6), layout="constrained")
         axes = fig.subplots(1, len(runs), squeeze=False)[0]
-        for ax, r, lookup, module, ylim in zip(axes, runs, by_step, modules, limits):
+        for ax, lookup, module, ylim in zip(axes, by_step, modules, limits):
             s = lookup[step]
             plot_functions(ax, s, module, styles[s.model].colour, ylim)
             ax.set_title(mpl_text(f"{s.model} seed {s.seed}: {module}"), fontsize=9)

@@ -40,7 +40,17 @@ _FAMILY_ORDER = ("symbolic", "special_functions", "timeseries", "language", "lon
 # Settings that say how a grid was run (shown as the "preset" of a report); model sizes come from model_cfg.
 _SETTING_KEYS = ("max_steps", "batch_size", "lr", "eval_every", "early_stopping_patience", "precision")
 _MODEL_KEYS = ("d_model", "n_layers", "n_heads", "grid_size", "spline_order", "match")
-_ENV_KEYS = ("device", "device_name", "cuda", "cpu_count", "threads", "torch", "python", "platform", "git_commit")
+_ENV_KEYS = (
+    "device",
+    "device_name",
+    "cuda",
+    "cpu_count",
+    "threads",
+    "torch",
+    "python",
+    "platform",
+    "git_commit",
+)
 
 
 @dataclass
@@ -131,12 +141,16 @@ def load_report_data(results_dir: str | os.PathLike[str], analysis: Any = None) 
 
     root = Path(results_dir).expanduser()
     if not root.is_dir() and not db_path(root).is_file():
-        raise UserError(f"{root} is not a comparison directory (no results.db); run `mamba-kan compare` first")
+        raise UserError(
+            f"{root} is not a comparison directory (no results.db); run `mamba-kan compare` first"
+        )
     if root.suffix == ".db":  # the .db file itself was given: artefacts live next to it
         root = root.parent
     runs = read_runs(root)
     if runs.empty:
-        raise UserError(f"{db_path(root)} holds no runs yet; run `mamba-kan compare --output-dir {root}` first")
+        raise UserError(
+            f"{db_path(root)} holds no runs yet; run `mamba-kan compare --output-dir {root}` first"
+        )
     curves = read_curves(root)
     curves = curves[curves["run_id"].isin(runs.loc[runs["status"] == "completed", "run_id"])]
 
@@ -191,9 +205,14 @@ def _analysis(root: Path, analysis: Any) -> tuple[dict[str, Any] | None, str | N
     except UserError as exc:  # too few variants/seeds for any test: the report shows the descriptive part
         log.warning("statistics skipped: %s", exc)
         return None, f"statistics skipped: {exc}"
-    except Exception as exc:  # a bug in the statistics must not cost the user the figures; it is logged in full
+    except (
+        Exception
+    ) as exc:  # a bug in the statistics must not cost the user the figures; it is logged in full
         log.exception("the statistical analysis failed")
-        return None, f"statistics failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        return (
+            None,
+            f"statistics failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -292,9 +311,9 @@ def curve_summary(
     out["high"] = out["mean"] + half
     out = out.drop(columns="sd")
     order = {m: i for i, m in enumerate(data.models)}
-    return out.sort_values(["model", "step"], key=lambda s: s.map(order) if s.name == "model" else s).reset_index(
-        drop=True
-    )
+    return out.sort_values(
+        ["model", "step"], key=lambda s: s.map(order) if s.name == "model" else s
+    ).reset_index(drop=True)
 
 
 def speed_summary(data: ReportData) -> pd.DataFrame:
@@ -351,7 +370,9 @@ def speed_overall(data: ReportData, per_task: pd.DataFrame | None = None) -> pd.
                 "flops_per_token": _nanmedian(x["flops_per_token"]),
                 "steps_per_sec": float(stats.gmean(sps)) if sps.size else math.nan,
                 "slowdown": float(stats.gmean(slow)) if slow.size else math.nan,
-                "peak_memory_mb": float(np.nanmax(x["peak_memory_mb"])) if x["peak_memory_mb"].notna().any() else math.nan,
+                "peak_memory_mb": float(np.nanmax(x["peak_memory_mb"]))
+                if x["peak_memory_mb"].notna().any()
+                else math.nan,
             }
         )
     return pd.DataFrame(rows)

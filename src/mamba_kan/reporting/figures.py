@@ -39,6 +39,7 @@ from mamba_kan.reporting.style import (
     mpl_text,
     variant_styles,
 )
+from mamba_kan.reporting.tables import si
 
 FORMATS = ("png", "svg", "pdf")
 # reproducible files: no timestamps in the vector formats
@@ -90,16 +91,24 @@ def _panels(n: int, ncols: int = 3, panel: tuple[float, float] = _PANEL) -> tupl
     return fig, axes[:n]
 
 
-def _legend(fig: Figure, models: Sequence[str], styles: dict[str, VariantStyle], markers: bool = True) -> None:
+def _legend(
+    fig: Figure, models: Sequence[str], styles: dict[str, VariantStyle], markers: bool = True
+) -> None:
     handles = [
         Line2D(
-            [], [], color=styles[m].colour, linestyle=styles[m].mpl_dash, marker=styles[m].mpl_marker if markers else None,
+            [],
+            [],
+            color=styles[m].colour,
+            linestyle=styles[m].mpl_dash,
+            marker=styles[m].mpl_marker if markers else None,
             label=mpl_text(m),
         )  # fmt: skip
         for m in models
     ]
     if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(6, len(handles)), frameon=False, fontsize=8)
+        fig.legend(
+            handles=handles, loc="outside lower center", ncols=min(6, len(handles)), frameon=False, fontsize=8
+        )
 
 
 def _log_scale_ok(values: np.ndarray, lower_is_better: bool) -> bool:
@@ -112,7 +121,9 @@ def _title(ax: Axes, text: str) -> None:
     ax.set_title(mpl_text(text), fontsize=9)
 
 
-def save_figure(fig: Figure, directory: Path, stem: str, formats: Sequence[str], dpi: int = 150) -> list[Path]:
+def save_figure(
+    fig: Figure, directory: Path, stem: str, formats: Sequence[str], dpi: int = 150
+) -> list[Path]:
     """Write ``fig`` as ``directory/stem.<fmt>`` for each format; returns the paths."""
     directory.mkdir(parents=True, exist_ok=True)
     out = []
@@ -140,7 +151,7 @@ def learning_curves(data: ReportData, task: str) -> Figure:
     fig, axes = _panels(len(summaries), ncols=2)
     shown: list[str] = []
     lower = data.higher_is_better.get(task) is False
-    for ax, (split, m, label, s) in zip(axes, summaries):
+    for ax, (_, m, label, s) in zip(axes, summaries):
         for model in data.models:
             c = s[s["model"] == model]
             if c.empty:
@@ -184,8 +195,12 @@ def final_metric(data: ReportData) -> Figure:
             yerr = None
             if np.isfinite(lo) and np.isfinite(hi):
                 yerr = [[max(0.0, row["mean"] - lo)], [max(0.0, hi - row["mean"])]]
-            ax.errorbar([i + 0.3], [row["mean"]], yerr=yerr, fmt="_", ms=12, color=st.colour, capsize=3, lw=1.4)
-        ax.set_xticks(range(len(data.models)), [mpl_text(m) for m in data.models], rotation=35, ha="right", fontsize=7)
+            ax.errorbar(
+                [i + 0.3], [row["mean"]], yerr=yerr, fmt="_", ms=12, color=st.colour, capsize=3, lw=1.4
+            )
+        ax.set_xticks(
+            range(len(data.models)), [mpl_text(m) for m in data.models], rotation=35, ha="right", fontsize=7
+        )
         ax.set_ylabel(mpl_text(data.metric_label(task)), fontsize=8)
         _title(ax, task)
         ax.grid(axis="y", alpha=0.3)
@@ -223,7 +238,9 @@ def interaction(data: ReportData) -> Figure:
             if not xs:
                 continue
             dash = {"transformer": "-", "mamba": "--", "none": ":"}[mixer]
-            ax.errorbar(xs, ys, yerr=[lo, hi], color=MIXER_COLOURS[mixer], linestyle=dash, marker="o", capsize=3)
+            ax.errorbar(
+                xs, ys, yerr=[lo, hi], color=MIXER_COLOURS[mixer], linestyle=dash, marker="o", capsize=3
+            )
             if mixer not in used_mixers:
                 used_mixers.append(mixer)
         ax.set_xticks(range(len(FFN_LEVELS)), FFN_LEVELS)
@@ -232,8 +249,14 @@ def interaction(data: ReportData) -> Figure:
         _title(ax, task)
         ax.grid(alpha=0.3)
     handles = [
-        Line2D([], [], color=MIXER_COLOURS[m], linestyle={"transformer": "-", "mamba": "--", "none": ":"}[m],
-               marker="o", label=m)  # fmt: skip
+        Line2D(
+            [],
+            [],
+            color=MIXER_COLOURS[m],
+            linestyle={"transformer": "-", "mamba": "--", "none": ":"}[m],
+            marker="o",
+            label=m,
+        )  # fmt: skip
         for m in used_mixers
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False, fontsize=8)
@@ -246,8 +269,12 @@ def interaction(data: ReportData) -> Figure:
 # --------------------------------------------------------------------------------------------------------------
 def _bar_style(model: str, st: VariantStyle) -> dict[str, Any]:
     parsed = parse_variant(model)
-    hatch = "///" if parsed is not None and parsed[1] == "mamba" else ("..." if parsed and parsed[1] == "none" else "")
-    return {"color": st.colour, "hatch": hatch, "edgecolor": "white", "linewidth": 0}
+    hatch = (
+        "///"
+        if parsed is not None and parsed[1] == "mamba"
+        else ("..." if parsed and parsed[1] == "none" else "")
+    )
+    return {"facecolor": st.colour, "hatch": hatch, "edgecolor": "white", "linewidth": 0}
 
 
 def speed(data: ReportData) -> Figure:
@@ -287,9 +314,8 @@ def speed(data: ReportData) -> Figure:
         ys = np.arange(len(ov))[::-1]
         for y, (_, r) in zip(ys, ov.iterrows()):
             ax.barh(y, r["slowdown"], **_bar_style(r["model"], styles[r["model"]]))
-            params = EngFormatter(sep="")(r["params"]) if np.isfinite(r["params"]) else "n/a"
-            flops = EngFormatter(sep="")(r["flops_per_token"]) if np.isfinite(r["flops_per_token"]) else "n/a"
-            ax.text(r["slowdown"], y, f" {r['slowdown']:.2f}x  ({params} params, {flops} FLOPs/tok)",
+            ax.text(r["slowdown"], y, f" {r['slowdown']:.2f}x  ({si(r['params'])} params, "
+                    f"{si(r['flops_per_token'])} FLOPs/tok)",
                     va="center", fontsize=7)  # fmt: skip
         ax.set_yticks(ys, [mpl_text(m) for m in ov["model"]], fontsize=7)
         ax.set_xscale("log")
@@ -299,7 +325,9 @@ def speed(data: ReportData) -> Figure:
         ax.set_xlabel(f"slowdown vs {SPEED_REFERENCE} (x, geometric mean over tasks)", fontsize=8)
         ax.set_title("overall", fontsize=9)
     handles = [Patch(**_bar_style(m, styles[m]), label=mpl_text(m)) for m in data.models]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(6, len(handles)), frameon=False, fontsize=8)
+    fig.legend(
+        handles=handles, loc="outside lower center", ncols=min(6, len(handles)), frameon=False, fontsize=8
+    )
     fig.suptitle("Training speed", fontsize=10)
     return fig
 
@@ -321,11 +349,16 @@ def performance_vs(data: ReportData, x: str) -> Figure:
             st = styles[r["model"]]
             lo, hi = r["ci_low"], r["ci_high"]
             yerr = [[r["mean"] - lo], [hi - r["mean"]]] if np.isfinite(lo) and np.isfinite(hi) else None
-            ax.errorbar([r[x]], [r["mean"]], yerr=yerr, color=st.colour, marker=st.mpl_marker, capsize=3, ms=6)
+            ax.errorbar(
+                [r[x]], [r["mean"]], yerr=yerr, color=st.colour, marker=st.mpl_marker, capsize=3, ms=6
+            )
             if r["model"] not in shown:
                 shown.append(r["model"])
         xs = rows[x].to_numpy(float)
-        spread = (xs.max() - xs.min()) / np.median(xs) * 100 if xs.size and np.median(xs) > 0 else 0.0
+        med = float(np.median(xs))
+        spread = (xs.max() - xs.min()) / med * 100 if med > 0 else 0.0
+        if med > 0:  # never zoom into a few-percent spread: matched variants should look matched
+            ax.set_xlim(min(xs.min(), 0.85 * med), max(xs.max(), 1.15 * med))
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         ax.set_xlabel(f"{label} (spread {spread:.1f}% of median)", fontsize=8)
         ax.set_ylabel(mpl_text(data.metric_label(task)), fontsize=8)
@@ -354,7 +387,9 @@ def pairwise_source(data: ReportData, task: str | None) -> tuple[dict[str, Any],
     return rec, bool(rec.get("higher_is_better", True)), f"{task} (seeds as blocks)"
 
 
-def pairwise_matrices(rec: dict[str, Any], higher_is_better: bool) -> tuple[list[str], np.ndarray, np.ndarray]:
+def pairwise_matrices(
+    rec: dict[str, Any], higher_is_better: bool
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(models, Holm p-value matrix, oriented d_z matrix) from an analysis record; NaN where undefined.
 
     ``dz[i, j]`` > 0 means model i is better than model j (d_z of i - j, sign-flipped when lower is better).
@@ -419,7 +454,9 @@ def cd_diagram(data: ReportData, task: str | None) -> Figure:
     cd = rec.get("cd_diagram")
     if not cd:
         raise SkipFigure(f"no rank test ({scope}): the Friedman test needs 2 complete blocks")
-    return plot_cd_diagram(cd, groups="wilcoxon", title=mpl_text(f"Average ranks {scope}; bars: Wilcoxon-Holm n.s."))
+    return plot_cd_diagram(
+        cd, groups="wilcoxon", title=mpl_text(f"Average ranks {scope}; bars: Wilcoxon-Holm n.s.")
+    )
 
 
 def contrast_label(c: dict[str, Any]) -> str:
@@ -436,9 +473,15 @@ def contrasts(data: ReportData) -> Figure:
     """Forest plot of the D1/D2 contrasts (estimate, 95% CI) per task; filled = significant after Holm."""
     if data.analysis is None:
         raise SkipFigure(data.analysis_note or "no statistical analysis")
-    tasks = [t for t in data.tasks if any(c.get("estimate") is not None for c in (data.task_analysis(t) or {}).get("contrasts", []))]
+    tasks = [
+        t
+        for t in data.tasks
+        if any(c.get("estimate") is not None for c in (data.task_analysis(t) or {}).get("contrasts", []))
+    ]
     if not tasks:
-        raise SkipFigure("no estimable D1/D2 contrast (needs mlp, bspline and kan variants with paired seeds)")
+        raise SkipFigure(
+            "no estimable D1/D2 contrast (needs mlp, bspline and kan variants with paired seeds)"
+        )
     n_rows = max(len((data.task_analysis(t) or {})["contrasts"]) for t in tasks)
     fig, axes = _panels(len(tasks), ncols=2, panel=(5.0, 0.32 * n_rows + 1.4))
     colours = {"D1": FFN_COLOURS["bspline"], "D2": FFN_COLOURS["kan"]}
@@ -475,7 +518,9 @@ def _silu(x: np.ndarray) -> np.ndarray:
     return x / (1.0 + np.exp(-x))
 
 
-def plot_functions(ax: Axes, s: SplineSet, module: str, colour: str, ylim: tuple[float, float] | None = None) -> None:
+def plot_functions(
+    ax: Axes, s: SplineSet, module: str, colour: str, ylim: tuple[float, float] | None = None
+) -> None:
     """Up to MAX_CURVES functions of one module of one run, silu dotted for reference."""
     f = s.functions[module][:MAX_CURVES]
     for row in f:
@@ -493,7 +538,7 @@ def learned_functions(sets: Sequence[SplineSet], task: str) -> Figure:
     if not sets:
         raise SkipFigure(f"no spline variant with a final model on {task}")
     ncols = min(MAX_MODULES, max(len(s.functions) for s in sets))
-    fig = Figure(figsize=(3.3 * ncols, 2.6 * len(sets) + 0.6), layout="constrained")
+    fig = Figure(figsize=(3.6 * max(2, ncols), 2.8 * len(sets) + 0.6), layout="constrained")
     axes = fig.subplots(len(sets), ncols, squeeze=False)
     styles = variant_styles([s.model for s in sets])
     for r, s in enumerate(sets):
@@ -505,6 +550,6 @@ def learned_functions(sets: Sequence[SplineSet], task: str) -> Figure:
                 continue
             plot_functions(ax, s, modules[c], styles[s.model].colour)
             n = min(MAX_CURVES, s.functions[modules[c]].shape[0])
-            _title(ax, f"{s.model} seed {s.seed}: {modules[c]} (first {n})")
+            _title(ax, f"{s.model} seed {s.seed}\n{modules[c]} (first {n})")
     fig.suptitle(mpl_text(f"Learned functions after training: {task}"), fontsize=10)
     return fig

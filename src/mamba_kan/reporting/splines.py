@@ -76,7 +76,9 @@ def final_functions(root: Path, run: pd.Series) -> SplineSet:
         raise SplinesUnavailable(f"no final_model.pt for run {run['run_id']}")
     try:
         payload = safe_load(path)
-        task = make_task(str(payload["task"]), seed=int(payload["seed"]), **dict(payload.get("task_options") or {}))
+        task = make_task(
+            str(payload["task"]), seed=int(payload["seed"]), **dict(payload.get("task_options") or {})
+        )
         cfg = ModelConfig.from_dict(dict(payload["model_config"]))
         model = MambaKanModel(
             str(payload["variant"]),

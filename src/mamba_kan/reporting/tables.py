@@ -95,7 +95,9 @@ def speed_rows(data: ReportData) -> list[dict[str, Any]]:
                 "slowdown": r["slowdown"],
                 "peak_memory_mb": r["peak_memory_mb"],
                 "n_tasks": int(r["n_tasks"]),
-                "per_task": {t: float(pt.loc[t, "steps_per_sec"]) if t in pt.index else math.nan for t in data.tasks},
+                "per_task": {
+                    t: float(pt.loc[t, "steps_per_sec"]) if t in pt.index else math.nan for t in data.tasks
+                },
             }
         )
     return rows
@@ -117,7 +119,11 @@ def grid_rows(data: ReportData) -> list[dict[str, Any]]:
             if c["missing_seeds"]:
                 parts.append(f"{len(c['missing_seeds'])} not run")
             text = f"{c['completed']}/{c['expected']}" + (f" ({', '.join(parts)})" if parts else "")
-            row[t] = {"text": text, "complete": c["completed"] == c["expected"], "missing": c["completed"] == 0}
+            row[t] = {
+                "text": text,
+                "complete": c["completed"] == c["expected"],
+                "missing": c["completed"] == 0,
+            }
         rows.append(row)
     return rows
 
@@ -129,7 +135,7 @@ def findings(data: ReportData) -> list[str]:
     best = best_models(data, cs)
     for t in data.tasks:
         rec = data.task_analysis(t) or {}
-        text = f"{t} ({data.metric_label(t)}): "
+        text = f"{t} ({data.metric.get(t) or 'primary metric'}, {data.direction(t)}): "
         b = best.get(t)
         if b is None:
             text += "no completed runs. "
@@ -148,28 +154,42 @@ def findings(data: ReportData) -> list[str]:
     across = (data.analysis or {}).get("across")
     if across:
         v = across.get("verdict") or {}
-        text = f"Across {len(across.get('tasks') or [])} tasks: activation vs topology {v.get('verdict', 'n/a')}"
+        text = (
+            f"Across {len(across.get('tasks') or [])} tasks: activation vs topology {v.get('verdict', 'n/a')}"
+        )
         text += f" ({v['detail']})." if v.get("detail") else "."
         fr = across.get("friedman")
         if fr:
             ranks = fr.get("average_ranks") or {}
             if ranks:
                 top = min(ranks, key=ranks.get)
-                text += f" Best average rank: {top} ({g(ranks[top], 3)}); Friedman p = {g(fr.get('p_value'), 3)}."
+                text += (
+                    f" Best average rank: {top} ({g(ranks[top], 3)}); Friedman p = {g(fr.get('p_value'), 3)}."
+                )
         out.append(text)
     sp = [r for r in speed_rows(data) if math.isfinite(r["slowdown"])]
     if len(sp) > 1:
         slow = max(sp, key=lambda r: r["slowdown"])
         fast = min(sp, key=lambda r: r["slowdown"])
+
+        def rel(r: dict[str, Any]) -> str:
+            return (
+                "the reference"
+                if r["model"] == SPEED_REFERENCE
+                else f"{g(r['slowdown'], 3)}x its time per step"
+            )
+
         out.append(
-            f"Speed: {fast['model']} is the fastest ({g(fast['slowdown'], 3)}x the time per step of "
-            f"{SPEED_REFERENCE}), {slow['model']} the slowest ({g(slow['slowdown'], 3)}x); geometric means over tasks."
+            f"Speed (relative to {SPEED_REFERENCE}, geometric mean over tasks): fastest {fast['model']} "
+            f"({rel(fast)}), slowest {slow['model']} ({rel(slow)})."
         )
     gs = grid_status(data)
     empty = gs[gs["completed"] == 0]
     incomplete = gs[gs["completed"] < gs["expected"]]
     if len(incomplete):
-        text = f"Incomplete grid: {len(incomplete)} of {len(gs)} (task, variant) cells lack some completed runs"
+        text = (
+            f"Incomplete grid: {len(incomplete)} of {len(gs)} (task, variant) cells lack some completed runs"
+        )
         if len(empty):
             text += f"; without any: {', '.join(f'{r.model} on {r.task}' for r in empty.itertuples())}"
         out.append(text + ".")
@@ -205,7 +225,14 @@ def accuracy_markdown(data: ReportData) -> list[str]:
 
 
 def speed_markdown(data: ReportData) -> list[str]:
-    header = ["variant", "params", "FLOPs/token", "steps/s", f"slowdown vs {SPEED_REFERENCE}", "peak memory (MB)"]
+    header = [
+        "variant",
+        "params",
+        "FLOPs/token",
+        "steps/s",
+        f"slowdown vs {SPEED_REFERENCE}",
+        "peak memory (MB)",
+    ]
     rows = [
         [md_cell(r["model"]), si(r["params"]), si(r["flops_per_token"]), g(r["steps_per_sec"], 3),
          f"{g(r['slowdown'], 3)}x" if math.isfinite(r["slowdown"]) else "n/a", g(r["peak_memory_mb"], 4)]
@@ -220,30 +247,34 @@ def grid_markdown(data: ReportData) -> list[str]:
     return _md_table(header, rows)
 
 
-def provenance_lines(data: ReportData) -> list[str]:
-    """Hardware, settings and dates, stated as recorded by the runs."""
+def provenance_items(data: ReportData) -> list[str]:
+    """Hardware, software, grid, training settings and dates, stated as recorded by the runs (plain text)."""
     p = provenance(data)
     env, st, mc = p["env"], p["settings"], p["model"]
     device = describe_values(env["device_name"]) + f" ({describe_values(env['device'])}"
     device += f", {describe_values(env['cpu_count'])} CPU cores, {describe_values(env['threads'])} torch thread(s) per run)"
     cuda = [c for c in env["cuda"] if c]
-    lines = [
-        f"- Hardware: {device}" + (f"; CUDA {describe_values(cuda)}" if cuda else ""),
-        f"- Software: torch {describe_values(env['torch'])}, Python {describe_values(env['python'])}, "
+    return [
+        f"Hardware: {device}" + (f"; CUDA {describe_values(cuda)}" if cuda else ""),
+        f"Software: torch {describe_values(env['torch'])}, Python {describe_values(env['python'])}, "
         f"{describe_values(env['platform'])}; mamba-kan code {describe_values(p['code_versions'])}, "
         f"git {describe_values([str(c)[:10] for c in env['git_commit']])}",
-        f"- Grid: preset {p['preset'] or 'none recorded'}; {len(data.models)} variants x {len(data.tasks)} tasks x "
+        f"Grid: preset {p['preset'] or 'none recorded'}; {len(data.models)} variants x {len(data.tasks)} tasks x "
         f"seeds {', '.join(str(s) for s in p['seeds'])}; {p['n_runs']} runs ("
         + ", ".join(f"{v} {k}" for k, v in sorted(p["status_counts"].items()))
         + ")",
-        f"- Training: max_steps {describe_values(st['max_steps'])}, batch size {describe_values(st['batch_size'])}, "
+        f"Training: max_steps {describe_values(st['max_steps'])}, batch size {describe_values(st['batch_size'])}, "
         f"lr {describe_values(st['lr'])}, eval every {describe_values(st['eval_every'])} steps; model d_model "
         f"{describe_values(mc['d_model'])}, n_layers {describe_values(mc['n_layers'])}, grid G="
         f"{describe_values(mc['grid_size'])}, k={describe_values(mc['spline_order'])}, matched by "
         f"{describe_values(mc['match'])}",
-        f"- Runs recorded {p['first_run'] or 'n/a'} to {p['last_run'] or 'n/a'}; report generated {p['generated_at']}",
+        f"Runs recorded {p['first_run'] or 'n/a'} to {p['last_run'] or 'n/a'}; report generated {p['generated_at']}",
     ]
-    return [md_cell(line).replace("\\|", "|") for line in lines]
+
+
+def provenance_lines(data: ReportData) -> list[str]:
+    """:func:`provenance_items` as Markdown bullets."""
+    return [f"- {md_cell(item)}" for item in provenance_items(data)]
 
 
 def results_markdown(data: ReportData, figures: list[tuple[str, str]] | None = None) -> str:
@@ -276,5 +307,5 @@ def results_markdown(data: ReportData, figures: list[tuple[str, str]] | None = N
         "",
     ]
     for path, caption in figures or []:
-        out += [f"![{md_cell(caption)}]({path})", "", f"*{md_cell(caption)}*", ""]
+        out += [f"![{md_cell(path.rsplit('/', 1)[-1])}]({path})", "", f"*{md_cell(caption)}*", ""]
     return "\n".join(out)

@@ -26,6 +26,7 @@ import yaml
 
 from mamba_kan.errors import UserError, require
 
+PACKAGED_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -191,11 +192,25 @@ def parse_set_overrides(items: Iterable[str]) -> dict[str, Any]:
     return out
 
 
+def packaged_configs() -> dict[str, Path]:
+    """The YAML configs shipped with the package (``mamba_kan/configs/*.yaml``), by name without suffix."""
+    return {p.stem: p for p in sorted(PACKAGED_CONFIG_DIR.glob("*.yaml"))}
+
+
+def find_config_file(name: str | Path) -> Path:
+    """A path to a YAML file, or the name of a packaged config (``--config language_small``)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    packaged = packaged_configs()
+    if str(name) in packaged:
+        return packaged[str(name)]
+    raise UserError(f"config file not found: {p}; packaged configs: {', '.join(packaged) or 'none'}")
+
+
 def load_yaml_config(path: str | Path) -> dict[str, Any]:
     """Read one YAML config file (a mapping of TrainConfig keys). Missing/invalid files are a UserError."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file not found: {p}")
+    p = find_config_file(path)
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
