@@ -198,6 +198,29 @@ def test_learning_curve_band_is_a_student_t_interval_over_seeds(cmp_dir, data):
                                    [np.mean(v), lo, hi], rtol=1e-10)  # fmt: skip
 
 
+def test_pairwise_heatmap_effects_are_oriented_paired_dz(cmp_dir, data):
+    from mamba_kan.reporting.figures import pairwise_matrices, pairwise_source
+
+    task = "symbolic/exp_sin"
+    v: dict[str, dict[int, float]] = defaultdict(dict)
+    for model, seed, value in sql(cmp_dir, "SELECT model, seed, primary_value FROM runs WHERE task = ? AND "
+                                           "status = 'completed'", task):  # fmt: skip
+        v[model][seed] = value
+    rec, hib, _ = pairwise_source(data, task)
+    assert hib is False  # mse: lower is better
+    models, p, dz = pairwise_matrices(rec, hib)
+    assert set(models) == set(SIX)  # the variant without results is left out of the tests
+    for i, a in enumerate(models):
+        for j, b in enumerate(models):
+            if i == j:
+                assert np.isnan(p[i, j]) and np.isnan(dz[i, j])
+                continue
+            diff = np.array([v[a][s] - v[b][s] for s in SEEDS])
+            # d_z of a - b (Cohen 1988), negated because lower is better: positive = the row variant is better
+            np.testing.assert_allclose(dz[i, j], -diff.mean() / diff.std(ddof=1), rtol=1e-9)
+            assert p[i, j] == p[j, i] and 0 < p[i, j] <= 1
+
+
 def _phi_reference(sd: dict[str, Any], prefix: str, kan: bool, x: np.ndarray, k: int, n: int) -> np.ndarray:
     """phi(x) = w_b silu(x) + w_s sum_m c_m B_m(x) (KAN paper eq. 2.10) with scipy's B-splines in float64 on the
     uniform knots grid_low + h * (-k .. G + k); KAN edges row-major (o, i), B-spline activations per feature."""

@@ -313,3 +313,12 @@ def test_wandb_missing_is_a_one_line_user_error():
     with pytest.raises(UserError, match="wandb") as info:
         run_experiment(tiny(wandb=True, max_steps=2, eval_every=2))
     assert "\n" not in str(info.value)
+
+
+def test_cpu_runs_default_to_one_thread_and_restore_the_callers_setting():
+    before = torch.get_num_threads()
+    r = run_experiment(tiny(threads=None, max_steps=3, eval_every=3))
+    assert r["env"]["threads"] == 1 and r["config"]["threads"] is None
+    assert torch.get_num_threads() == before
+    if (torch.get_num_threads() or 1) >= 2:
+        assert run_experiment(tiny(threads=2, max_steps=3, eval_every=3))["env"]["threads"] == 2

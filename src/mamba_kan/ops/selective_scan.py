@@ -49,6 +49,7 @@ T=64 99 ms. Whole-layer numbers against mambapy and attention are in the report 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -304,8 +305,9 @@ def _readout(h: Tensor, C: Tensor, u: Tensor, D: Tensor | None) -> Tensor:
     return y if D is None else y.addcmul_(u, D)
 
 
+@functools.cache
 def _mamba_ssm_scan():
-    """mamba-ssm's fused CUDA scan, or None when the optional package is not installed."""
+    """mamba-ssm's fused CUDA scan, or None when the optional package is not installed (looked up once)."""
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except ImportError:

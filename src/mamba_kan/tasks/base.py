@@ -91,7 +91,7 @@ class Task(ABC):
 
     @property
     def tokens_per_sample(self) -> int:
-        """Tokens one sample feeds the model (for tokens/s); override when not the input length."""
+        """Tokens one sample feeds the model (for tokens/s); every family overrides it (default: 1)."""
         return 1
 
     def describe(self) -> dict[str, Any]:

@@ -64,7 +64,10 @@ class TrainConfig:
     checkpoint_every: int | None = None  # None = same as eval_every; 0 = never (needs a run directory)
     device: str = "auto"
     compile: bool = False
-    threads: int | None = None  # torch intra-op threads; None = leave as is
+    # torch intra-op threads. None = 1 on CPU (this project's models are small: extra threads gain little and
+    # lose a lot when the cores are shared, e.g. 65 vs 2.6 steps/s measured on a busy 2-core machine), and
+    # torch's setting on GPUs. The number used is recorded in the run's env.
+    threads: int | None = None
     precision: str = "auto"  # auto = bf16 autocast on GPUs that support it, else fp32
     # KAN regularisation (KAN paper §2.5: L1 of edge activations + entropy); 0 = off, as in pykan's default
     kan_reg_l1: float = 0.0

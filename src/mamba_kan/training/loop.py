@@ -139,8 +139,9 @@ def _session(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
     )
     with torch.random.fork_rng(devices=devices):
         try:
-            if cfg.threads is not None:
-                torch.set_num_threads(cfg.threads)
+            threads = cfg.threads if cfg.threads is not None else (1 if device.type == "cpu" else None)
+            if threads is not None:
+                torch.set_num_threads(threads)
             if device.type == "cpu":
                 torch.use_deterministic_algorithms(True)
             yield
