@@ -462,6 +462,25 @@ def test_report_of_a_grid_too_small_for_statistics(one_variant_dir, tmp_path, ca
     assert not (tmp_path / "r" / "analysis.json").exists()
 
 
+def test_report_of_a_directory_where_every_run_failed(tmp_path):
+    from mamba_kan.experiments.store import ResultsStore
+    from mamba_kan.reporting import generate_report
+
+    with ResultsStore(tmp_path / "cmp") as store:
+        for seed in (0, 1):
+            result = {"model": "kan_mamba", "task": "symbolic/exp_sin", "seed": seed, "status": "failed",
+                      "error": f"ValueError: {INJECT} $x$", "metrics": {}, "curves": [], "config": {}, "env": {}}  # fmt: skip
+            store.record_run(f"key{seed}", f"run{seed}", result, task="symbolic/exp_sin")
+    out = generate_report(tmp_path / "cmp", formats="png")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["figures"] == [] and len(manifest["skipped"]) >= 10
+    assert all(s["reason"] for s in manifest["skipped"])
+    html_text, page = parse(out / "dashboard.html")
+    text = " ".join(page.text)
+    assert "Runs (2)" in text and "0/2 (2 failed)" in text and f"ValueError: {INJECT} $x$" in text
+    assert INJECT not in html_text
+
+
 def test_report_command_rejects_bad_input(cmp_dir, tmp_path, capsys):
     assert main(["report", str(cmp_dir), "--format", "png,gif"]) == 2
     err = capsys.readouterr().err

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mamba_kan.errors import require
-from mamba_kan.ops.bspline import bspline_basis_fast, spline_activation, uniform_bspline_basis
+from mamba_kan.ops.bspline import bspline_activation, bspline_basis_fast, kan_linear, uniform_bspline_basis
 
 # E[silu(x)^2] for x ~ N(0, 1); used to give KAN layers unit-variance outputs at init.
 _SILU_SECOND_MOMENT = 0.3557
@@ -122,9 +122,10 @@ class BSplineActivation(_UniformGridMixin):
 
     def forward(self, x: Tensor) -> Tensor:
         coef = self.coef * self.spline_weight.unsqueeze(-1)  # (F, M): w_s folded into the coefficients
-        y = spline_activation(x, coef, self.grid_low, self.grid_h, self.grid_size, self.spline_order)
-        if self.base_weight is not None:
-            y = y + self.base_weight * F.silu(x.float())
+        # spline and silu branch in one pass (ops.bspline's fast path); computed in float32
+        y = bspline_activation(
+            x, coef, self.grid_low, self.grid_h, self.grid_size, self.spline_order, self.base_weight
+        )
         return y.to(x.dtype)
 
     def reference_forward(self, x: Tensor) -> Tensor:
@@ -196,12 +197,19 @@ class KANLinear(_UniformGridMixin):
         return w.reshape(self.out_features, -1)
 
     def forward(self, x: Tensor) -> Tensor:
-        shape = x.shape
-        x2 = x.reshape(-1, self.in_features)
-        basis = self.basis(x2)  # (N, in, G+k) float32
-        feats = torch.cat([F.silu(x2.to(basis.dtype)).unsqueeze(-1), basis], dim=-1).reshape(x2.shape[0], -1)
-        y = feats @ self.packed_weight().to(feats.dtype).t()
-        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+        # features [silu(x) | B(x)] times the packed weight as one GEMM (ops.bspline.kan_linear: generated CPU
+        # kernels, features recomputed in backward instead of stored)
+        y = kan_linear(
+            x,
+            self.base_weight,
+            self.spline_weight,
+            self.coef,
+            self.grid_low,
+            self.grid_h,
+            self.grid_size,
+            self.spline_order,
+        )
+        return y.to(x.dtype)
 
     def reference_forward(self, x: Tensor) -> Tensor:
         """Explicit per-edge sum, materialising phi (N, out, in) - for tests only."""

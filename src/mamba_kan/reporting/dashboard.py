@@ -17,7 +17,6 @@ import html
 import io
 import json
 import logging
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,17 +25,19 @@ from typing import Any
 from mamba_kan import __version__
 from mamba_kan.reporting import interactive as ix
 from mamba_kan.reporting.animation import Animation
-from mamba_kan.reporting.data import SPEED_REFERENCE, ReportData, speed_summary
+from mamba_kan.reporting.data import ReportData, speed_summary
 from mamba_kan.reporting.figures import CAPTIONS, SkipFigure, contrast_label
 from mamba_kan.reporting.splines import SplineSet
 from mamba_kan.reporting.tables import (
-    MISSING,
+    SPEED_CAPTION,
     accuracy_rows,
     findings,
     g,
     grid_rows,
     provenance_items,
     si,
+    speed_cells,
+    speed_header,
     speed_rows,
 )
 
@@ -218,46 +219,31 @@ def _accuracy(data: ReportData) -> Markup:
 
 
 def _speed(data: ReportData) -> Markup:
-    rows, attrs = [], []
     sp = speed_rows(data)
-    for r in sp:
-        rows.append(
-            [r["model"], si(r["params"]), si(r["flops_per_token"]), g(r["steps_per_sec"], 3),
-             f"{g(r['slowdown'], 3)}x" if math.isfinite(r["slowdown"]) else "n/a", g(r["peak_memory_mb"], 4)]
-        )  # fmt: skip
-        attrs.append({"data_variant": r["model"]})
-    header = [
-        "variant",
-        "params",
-        "FLOPs/token",
-        "steps/s",
-        f"slowdown vs {SPEED_REFERENCE}",
-        "peak memory (MB)",
-    ]
+    rows = [speed_cells(data, r) for r in sp]
+    attrs = [{"data_variant": r["model"]} for r in sp]
     per_task = [[r["model"], *[g(r["per_task"][t], 3) for t in data.tasks]] for r in sp]
-    detail = speed_summary(data)
+    detail = speed_summary(data).set_index(["model", "task"])
     per_task_params = [
-        [m, *[f"{si(x.iloc[0]['params'])} / {si(x.iloc[0]['flops_per_token'])}" if len(x) else MISSING
-              for x in (detail[(detail['model'] == m) & (detail['task'] == t)] for t in data.tasks)]]
+        [
+            m,
+            *[
+                f"{si(detail.loc[(m, t), 'params'])} / {si(detail.loc[(m, t), 'flops_per_token'])}"
+                for t in data.tasks
+            ],
+        ]
         for m in data.models
-    ]  # fmt: skip
+    ]
     cols = [{}] + [{_TASK_COL: t} for t in data.tasks]
     return join(
         [
             tag("h3", "Training speed comparison"),
-            tag(
-                "p",
-                "Measured during the grid (timed training steps only; runs may share the machine). params and "
-                "FLOPs/token: median over tasks; steps/s and slowdown: geometric mean over tasks.",
-                cls="caption",
-            ),  # fmt: skip
-            table(header, rows, attrs),
+            tag("p", SPEED_CAPTION, cls="caption"),
+            table(speed_header(data), rows, attrs),
             tag("h4", "steps/s per task"),
             table(["variant", *data.tasks], per_task, attrs, cols),
             tag("h4", "parameters / forward FLOPs per token, per task"),
-            table(
-                ["variant", *data.tasks], per_task_params, [{"data_variant": m} for m in data.models], cols
-            ),
+            table(["variant", *data.tasks], per_task_params, attrs, cols),
         ]
     )
 

@@ -346,6 +346,12 @@ def speed_summary(data: ReportData) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def memory_is_per_run(data: ReportData) -> bool:
+    """True when peak memory was measured per run (CUDA max allocated). On CPU the training loop records the worker
+    process' lifetime peak RSS, an upper bound shared by every run of that process, so tables leave it out."""
+    return any(str((e or {}).get("device", "")).startswith("cuda") for e in data.completed["env"])
+
+
 def _median_int(s: pd.Series) -> float:
     v = pd.to_numeric(s, errors="coerce").dropna()
     return float(np.median(v)) if len(v) else math.nan

@@ -149,7 +149,7 @@ def snapshot_series(root: Path, run: pd.Series) -> list[SplineSet]:
 def representative_runs(data: Any, task: str) -> list[pd.Series]:
     """One completed run per spline variant on ``task`` (the lowest seed), in the design's order."""
     r = data.completed
-    r = r[(r["task"] == task) & r["model"].map(is_spline_variant)]
+    r = r[(r["task"] == task).to_numpy(bool) & r["model"].map(is_spline_variant).to_numpy(bool)]
     out = []
     for m in sorted(r["model"].unique(), key=model_sort_key):
         rows = r[r["model"] == m].sort_values("seed")

@@ -19,12 +19,18 @@ from mamba_kan.reporting.data import (
     cell_stats,
     describe_values,
     grid_status,
+    memory_is_per_run,
     provenance,
     speed_overall,
     speed_summary,
 )
 
 MISSING = "—"
+SPEED_CAPTION = (
+    "Measured during the grid (timed training steps only; runs may share the machine). params and FLOPs/token: "
+    "median over tasks (the input and output ends differ per task); steps/s and slowdown: geometric mean over tasks. "
+    "Peak memory is shown for GPU runs only (on CPU the recorded value is a worker process' peak RSS)."
+)
 
 
 def g(x: Any, digits: int = 4) -> str:
@@ -224,21 +230,21 @@ def accuracy_markdown(data: ReportData) -> list[str]:
     return _md_table(header, rows)
 
 
+def speed_header(data: ReportData) -> list[str]:
+    header = ["variant", "params", "FLOPs/token", "steps/s", f"slowdown vs {SPEED_REFERENCE}"]
+    return header + (["peak memory (MB)"] if memory_is_per_run(data) else [])
+
+
+def speed_cells(data: ReportData, r: dict[str, Any]) -> list[str]:
+    """One row of the speed table as plain text."""
+    cells = [r["model"], si(r["params"]), si(r["flops_per_token"]), g(r["steps_per_sec"], 3),
+             f"{g(r['slowdown'], 3)}x" if math.isfinite(r["slowdown"]) else "n/a"]  # fmt: skip
+    return cells + ([g(r["peak_memory_mb"], 4)] if memory_is_per_run(data) else [])
+
+
 def speed_markdown(data: ReportData) -> list[str]:
-    header = [
-        "variant",
-        "params",
-        "FLOPs/token",
-        "steps/s",
-        f"slowdown vs {SPEED_REFERENCE}",
-        "peak memory (MB)",
-    ]
-    rows = [
-        [md_cell(r["model"]), si(r["params"]), si(r["flops_per_token"]), g(r["steps_per_sec"], 3),
-         f"{g(r['slowdown'], 3)}x" if math.isfinite(r["slowdown"]) else "n/a", g(r["peak_memory_mb"], 4)]
-        for r in speed_rows(data)
-    ]  # fmt: skip
-    return _md_table(header, rows)
+    rows = [[md_cell(c) for c in speed_cells(data, r)] for r in speed_rows(data)]
+    return _md_table(speed_header(data), rows)
 
 
 def grid_markdown(data: ReportData) -> list[str]:
@@ -290,8 +296,7 @@ def results_markdown(data: ReportData, figures: list[tuple[str, str]] | None = N
         "",
         "### Training speed comparison",
         "",
-        "Measured during the grid (timed training steps only). params and FLOPs/token: median over tasks (the input "
-        "and output ends differ per task); steps/s and slowdown: geometric mean over tasks.",
+        SPEED_CAPTION,
         "",
         *speed_markdown(data),
         "",

@@ -91,15 +91,43 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
 
 
+def _reset_linux_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter (VmHWM) of this process: writing 5 to /proc/self/clear_refs (Linux >= 4.0,
+    proc(5)). Lets a worker process that runs many cells report each cell's own peak. False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _linux_peak_rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
+    return None
+
+
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    else:
+        _reset_linux_peak_rss()
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Max allocated CUDA memory since :func:`reset_peak_memory` on GPUs; on CPU the peak resident set size of the
-    process (a process-lifetime maximum: in a process that runs several experiments it is an upper bound)."""
+    """Max allocated CUDA memory since :func:`reset_peak_memory` on GPUs. On CPU the peak resident set size of the
+    process since :func:`reset_peak_memory` on Linux (VmHWM after a clear_refs reset), else the process-lifetime
+    maximum (an upper bound in a process that runs several experiments)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = _linux_peak_rss_mb()
+    if peak is not None:
+        return peak
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
