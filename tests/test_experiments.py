@@ -55,12 +55,13 @@ def test_grid_is_the_full_product_with_independent_keys():
 
 
 def test_cell_key_changes_with_results_settings_only():
-    def key(settings, version="v1", task=TaskSpec("symbolic")):
+    def key(settings, version="v1", task=None):
+        task = task or TaskSpec("symbolic")
         return expand_grid(["mlp_mamba"], [task], [0], settings, version=version)[0].cell_key
 
     base = key(TINY)
     assert key({**TINY, "lr": 1e-3}) != base
-    assert key({**TINY, "model_cfg": {**TINY["model_cfg"], "d_model": 32}}) != base
+    assert key({**TINY, "model_cfg": {**TINY["model_cfg"], "d_model": 48}}) != base
     assert key(TINY, task=TaskSpec("symbolic", {"n_train": 128})) != base
     assert key(TINY, version="v2") != base
     # settings that do not change what a run computes keep the cell
@@ -203,13 +204,13 @@ def test_compare_export_and_report_commands(tmp_path, capsys):
     import pandas as pd
 
     out = tmp_path / "cmp"
-    argv = ["compare", "--models", "mlp_mamba", "--tasks", "symbolic/exp_sin", "--seed-list", "0,3",
+    argv = ["compare", "--models", "mlp_mamba", "kan_mamba", "--tasks", "symbolic/exp_sin", "--seed-list", "0,3",
             "--workers", "2", "--output-dir", str(out), "--set", "batch_size=8", "--set", "eval_every=6",
             "--set", "model_cfg.d_model=32", "--set", "model_cfg.n_layers=1", "--set", "task_options.n_train=64",
             "--set", "task_options.n_val=32", "--set", "task_options.n_test=32", "--max-steps", "12"]  # fmt: skip
     assert main([*argv, "--generate-report"]) == 0
     text = capsys.readouterr().out
-    assert "[1/2 |" in text and "[2/2 |" in text and "ETA" in text  # progress lines (not a terminal here)
+    assert "[1/4 |" in text and "[4/4 |" in text and "ETA" in text  # progress lines (not a terminal here)
     assert f"results: {out / RESULTS_DB}" in text
     report_lines = [ln for ln in text.splitlines() if ln.startswith("report:")]
     assert len(report_lines) == 1
@@ -218,17 +219,19 @@ def test_compare_export_and_report_commands(tmp_path, capsys):
         from mamba_kan.reporting import generate_report  # noqa: F401
     except ImportError:
         assert "not available yet" in report_lines[0]
+    else:
+        assert report_lines[0] == f"report:  {out / 'report'}" and (out / "analysis.json").is_file()
     assert main(["export", str(out), "--format", "csv"]) == 0
     runs = pd.read_csv(out / "export" / "runs.csv")
-    assert sorted(runs["seed"]) == [0, 3] and set(runs["status"]) == {"completed"}
+    assert sorted(runs["seed"]) == [0, 0, 3, 3] and set(runs["status"]) == {"completed"}
     assert (runs["config.model_cfg.d_model"] == 32).all()
     # the same command again skips both cells; a changed setting makes two new cells
     assert main(argv) == 0
-    assert "2 skipped as already recorded, 0 run" in capsys.readouterr().out
+    assert "4 skipped as already recorded, 0 run" in capsys.readouterr().out
     assert main([*argv, "--dry-run"]) == 0
-    assert "2 cells, 2 recorded" in capsys.readouterr().out
+    assert "4 cells, 4 recorded" in capsys.readouterr().out
     assert main([*argv, "--set", "lr=1e-3", "--dry-run"]) == 0
-    assert "2 cells, 0 recorded" in capsys.readouterr().out
+    assert "4 cells, 0 recorded" in capsys.readouterr().out
 
 
 def test_run_full_comparison_script_is_a_thin_shell(tmp_path):

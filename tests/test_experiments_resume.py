@@ -23,7 +23,7 @@ GRID = [
     "--tasks", "symbolic/exp_sin",
     "--seeds", "2",
     "--workers", "2", "--threads", "1",
-    "--max-steps", "80",
+    "--max-steps", "120",
     "--set", "eval_every=10", "--set", "batch_size=16", "--set", "log_every=5",
     "--set", "model_cfg.d_model=32", "--set", "model_cfg.n_layers=1",
     "--set", "task_options.n_train=256", "--set", "task_options.n_val=64", "--set", "task_options.n_test=64",
@@ -87,8 +87,10 @@ def test_sigkill_at_a_random_moment_then_rerun_completes_the_grid_exactly(tmp_pa
     # the reference: the same command, never interrupted; also times its training phase
     proc = start_until_training(tmp_path / "reference")
     t0 = time.monotonic()
+    while len(list((tmp_path / "reference" / "runs").glob("*/result.json"))) < N_CELLS and proc.poll() is None:
+        time.sleep(0.01)
+    training_s = time.monotonic() - t0  # from the first checkpoint to the last cell's result
     finish(proc)
-    training_s = time.monotonic() - t0
     reference = snapshot(tmp_path / "reference" / "results.db")
     assert len(reference) == N_CELLS
 

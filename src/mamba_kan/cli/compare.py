@@ -142,7 +142,7 @@ class ConsoleProgress:
     def cell_finished(self, cell: Cell, result: Mapping[str, Any], progress: Progress) -> None:
         line = _cell_line(cell, result)
         if self._bar is not None:
-            self._bar.console.print(line, highlight=False)
+            self._bar.console.print(line, highlight=False, soft_wrap=True)
             self._bar.update(self._task, completed=progress.done, failures=progress.failures)
             if progress.done == progress.total:
                 self._bar.stop()
@@ -193,15 +193,23 @@ def _dry_run(cells: list[Cell], out: Path) -> int:
 
 
 def _generate_report(out: Path) -> Path | None:
-    """Analysis + report when those packages provide them; one line otherwise."""
+    """Analysis (saved as ``DIR/analysis.json`` and ``DIR/analysis.md``) and the report (``DIR/report``), when
+    this build provides them; one line saying so otherwise."""
     try:
-        from mamba_kan.analysis import analyze_directory
+        from mamba_kan.analysis import analyze_directory, to_markdown
         from mamba_kan.reporting import generate_report
     except ImportError:
         print("report: not available yet in this build (needs mamba_kan.analysis and mamba_kan.reporting)")
         return None
-    analyze_directory(out)
-    return Path(generate_report(out))
+    try:
+        analysis = analyze_directory(out)
+        (out / "analysis.json").write_text(analysis.to_json() + "\n")
+        (out / "analysis.md").write_text(to_markdown(analysis))
+        print(f"analysis: {out / 'analysis.json'} and {out / 'analysis.md'} (summary: mamba-kan analyze {out})")
+        return Path(generate_report(out, analysis=analysis))
+    except UserError as exc:  # e.g. too few variants for statistics: the sweep itself still succeeded
+        print(f"report: not generated: {exc}")
+        return None
 
 
 def run(args: argparse.Namespace) -> int:

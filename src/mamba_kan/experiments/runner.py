@@ -189,7 +189,7 @@ def run_sweep(
                 n = sum(done.values())
                 elapsed = time.perf_counter() - start
                 eta = elapsed / n * (len(todo) - n) if n else math.nan
-                log.info("cell %s: %s", cell.run_id, result["status"])
+                log.debug("cell %s: %s", cell.run_id, result["status"])
                 if observer is not None:
                     progress = Progress(n, len(todo), done["failed"] + done["diverged"], elapsed, eta)
                     observer.cell_finished(cell, result, progress)

@@ -42,9 +42,17 @@ Rejected after measuring: a parallel (Blelloch) scan (mambapy): O(log L) full me
 innermost axis of 16 and (d, N) @ (N, 1) bmms were 3-5x slower than sums over the non-innermost N axis);
 ``exp`` (``exp2`` of x * log2 e is ~2.5x faster in torch on AVX-512: 16.8M floats 6.5 vs 15.8 ms).
 
-Measured on this project's 2-core CPU (AMD EPYC Zen 4, torch 2.13, fp32, 1 thread, CPU time so that other jobs on the
-box do not distort it), kernel alone, batch 4, d_inner 256, N 16, L 1024, forward + backward: T=16 84 ms, T=32 80 ms,
-T=64 99 ms. Whole-layer numbers against mambapy and attention are in the report that came with this module.
+Measured on this project's 2-core CPU (AMD EPYC Zen 4, torch 2.13 CPU, fp32), the whole Mamba layer
+(modules/mamba.py: d_model 128, d_inner 256, N 16, batch 4) forward + backward, beside mambapy's MambaBlock (same
+sizes) and one causal SDPA call, each in a fresh process:
+
+    2 threads, wall, L=1024, idle box:  this layer 91 ms   mambapy 723 ms (8.0x)   attention 48 ms (1.9x)
+    1 thread, CPU time, L=1024:         this layer 151 ms  mambapy 1297 ms         attention 85 ms
+    1 thread, CPU time, L=4096:         this layer 558 ms (3.7x L=1024)  mambapy 5002 ms
+    peak RSS growth, L=1024 / 4096:     this layer 80 / 294 MB           mambapy 714 / 2580 MB
+
+The kernel alone (batch 4, d_inner 256, N 16, L 1024, 1 thread): T=16 84 ms, T=32 80 ms, T=64 99 ms; at batch 16,
+d_inner 512 the optimum moves to T=4 (see :func:`auto_chunk`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,250 @@
+"""What the benchmark times: one *item* = one module (or model) and the work of one step on fixed inputs.
+
+An item is rebuilt from a small JSON-able ``spec`` (so a fresh process can rebuild it to measure its peak memory):
+
+* ``{"kind": "ffn", "ffn": "mlp"|"bspline"|"kan"|"pykan", "d_model", "hidden", "tokens"}`` - one feedforward
+  block, forward + backward on (tokens, d_model) inputs. ``pykan`` is two ``kan.KANLayer`` (d -> hidden -> d).
+* ``{"kind": "mixer", "mixer": "attention"|"mamba"|"mambapy", "d_model", "n_heads", "seq_len", "batch"}`` - one
+  sequence mixer, forward + backward on (batch, seq_len, d_model). ``mambapy`` is the PyPI package's
+  ``MambaBlock`` (pure PyTorch, parallel scan) with the same sizes as the project's :class:`Mamba`.
+* ``{"kind": "model", "variant", "task", "task_options", "batch_size", "model_cfg"}`` - one training step of a
+  parameter-matched variant: forward, task loss, backward, gradient clipping, AdamW step (the training loop's
+  optimizer), as in ``mamba_kan.training``.
+
+FLOPs of a step are 3 x the forward FLOPs (backward = 2 x forward for matmuls, the usual 6N convention), with
+the forward FLOPs from each module's ``flops_per_token`` (Yu et al. 2024's accounting for splines). Third-party
+items get the FLOPs of the project module with the same shape, so "achieved GFLOP/s" compares like with like.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mamba_kan.errors import UserError, unknown_choice
+
+FFN_KINDS = ("mlp", "bspline", "kan", "pykan")
+MIXER_KINDS = ("attention", "mamba", "mambapy")
+TRAIN_FLOPS_FACTOR = 3  # forward + backward
+
+
+@dataclass
+class Item:
+    """A benchmark item: ``step()`` does the timed work once (and leaves no gradient behind)."""
+
+    name: str
+    group: str
+    spec: dict[str, Any]
+    step: Callable[[], None]
+    flops: float  # per step
+    params: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name} [{self.group}]"
+
+
+def optional_package(name: str) -> bool:
+    """Whether an optional comparison package (pykan's ``kan``, ``mambapy``) imports."""
+    try:
+        __import__(name)
+    except Exception:  # noqa: BLE001 - any import failure means "not available" (pykan pulls in sklearn etc.)
+        return False
+    return True
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def _fwd_bwd_step(
+    module: nn.Module, x: Tensor, grad_out: Tensor, device: torch.device, precision: str
+) -> Callable[[], None]:
+    """Forward + backward with a fixed upstream gradient (no loss op to time); clears parameter gradients."""
+
+    def step() -> None:
+        module.zero_grad(set_to_none=True)
+        xi = x.detach().requires_grad_(True)
+        with _autocast(device, precision):
+            y = module(xi)
+        y.backward(grad_out.to(y.dtype))
+
+    return step
+
+
+# --- feedforward blocks ---------------------------------------------------------------------------------------
+def ffn_param_count(ffn: str, d_model: int, hidden: int, grid_size: int = 5, spline_order: int = 3) -> int:
+    from mamba_kan.modules.ffn import KANFFN, MLP, BSplineMLP
+
+    if ffn == "mlp":
+        return _count(MLP(d_model, hidden))
+    if ffn == "bspline":
+        return _count(BSplineMLP(d_model, hidden, grid_size, spline_order))
+    if ffn in ("kan", "pykan"):
+        return _count(KANFFN(d_model, hidden, grid_size, spline_order))
+    raise unknown_choice("feedforward", ffn, FFN_KINDS)
+
+
+def matched_ffn_widths(d_model: int, ref_hidden: int | None = None) -> dict[str, int]:
+    """Hidden widths of the mlp / bspline / kan blocks with the parameters of MLP(d_model, ref_hidden).
+
+    Each block's parameter count is affine in its width (P = a h + b; measured at h = 1, 2), so h = (P_ref - b) / a
+    rounded - the same rule as ``mamba_kan.models.solve_ffn_hidden`` applied to the feedforward block alone.
+    """
+    ref = ref_hidden or 4 * d_model
+    target = ffn_param_count("mlp", d_model, ref)
+    out = {"mlp": ref}
+    for ffn in ("bspline", "kan"):
+        p1, p2 = ffn_param_count(ffn, d_model, 1), ffn_param_count(ffn, d_model, 2)
+        out[ffn] = max(1, round((target - (p1 - (p2 - p1))) / (p2 - p1)))
+    return out
+
+
+class _PykanFFN(nn.Module):
+    """pykan's KANLayer twice (d -> hidden -> d); its forward returns (y, preacts, postacts, postspline)."""
+
+    def __init__(self, d_model: int, hidden: int, device: torch.device) -> None:
+        super().__init__()
+        from kan.KANLayer import KANLayer
+
+        self.first = KANLayer(in_dim=d_model, out_dim=hidden, num=5, k=3, device=str(device))
+        self.second = KANLayer(in_dim=hidden, out_dim=d_model, num=5, k=3, device=str(device))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.second(self.first(x)[0])[0]
+
+
+def _build_ffn(spec: dict[str, Any], device: torch.device, precision: str) -> Item:
+    from mamba_kan.modules.ffn import KANFFN, MLP, BSplineMLP
+
+    ffn, d, hidden, tokens = spec["ffn"], int(spec["d_model"]), int(spec["hidden"]), int(spec["tokens"])
+    torch.manual_seed(0)
+    if ffn == "mlp":
+        module: nn.Module = MLP(d, hidden)
+    elif ffn == "bspline":
+        module = BSplineMLP(d, hidden)
+    elif ffn == "kan":
+        module = KANFFN(d, hidden)
+    elif ffn == "pykan":
+        if not optional_package("kan"):
+            raise UserError("the pykan comparison needs the 'pykan' package (pip install pykan)")
+        module = _PykanFFN(d, hidden, device)
+    else:
+        raise unknown_choice("feedforward", ffn, FFN_KINDS)
+    module = module.to(device)
+    flops_module = KANFFN(d, hidden) if ffn == "pykan" else module
+    x = torch.randn(tokens, d, device=device)
+    grad_out = torch.randn(tokens, d, device=device)
+    return Item(
+        name=ffn,
+        group=f"d_model={d}",
+        spec=spec,
+        step=_fwd_bwd_step(module, x, grad_out, device, precision),
+        flops=TRAIN_FLOPS_FACTOR * flops_module.flops_per_token() * tokens,  # type: ignore[operator]
+        params=_count(module),
+        details={"d_model": d, "hidden": hidden, "tokens": tokens},
+    )
+
+
+# --- sequence mixers ------------------------------------------------------------------------------------------
+def _build_mixer(spec: dict[str, Any], device: torch.device, precision: str) -> Item:
+    from mamba_kan.models.config import ModelConfig
+    from mamba_kan.modules.attention import CausalSelfAttention
+    from mamba_kan.modules.mamba import Mamba
+
+    mixer, d, length, batch = spec["mixer"], int(spec["d_model"]), int(spec["seq_len"]), int(spec["batch"])
+    n_heads = int(spec.get("n_heads", 4))
+    cfg = ModelConfig(d_model=d, n_heads=n_heads)
+    torch.manual_seed(0)
+    if mixer == "attention":
+        module: nn.Module = CausalSelfAttention(d, n_heads)
+    elif mixer == "mamba":
+        module = Mamba(d, cfg)
+    elif mixer == "mambapy":
+        if not optional_package("mambapy"):
+            raise UserError("the mambapy comparison needs the 'mambapy' package (pip install mambapy)")
+        from mambapy.mamba import MambaBlock, MambaConfig
+
+        module = MambaBlock(
+            MambaConfig(
+                d_model=d, n_layers=1, d_state=cfg.d_state, expand_factor=cfg.expand, d_conv=cfg.d_conv
+            )
+        )
+    else:
+        raise unknown_choice("mixer", mixer, MIXER_KINDS)
+    module = module.to(device)
+    flops_module = module if mixer != "mambapy" else Mamba(d, cfg)
+    x = torch.randn(batch, length, d, device=device)
+    grad_out = torch.randn(batch, length, d, device=device)
+    fpt = flops_module.flops_per_token(length)  # type: ignore[operator]
+    return Item(
+        name=mixer,
+        group=f"L={length}",
+        spec=spec,
+        step=_fwd_bwd_step(module, x, grad_out, device, precision),
+        flops=TRAIN_FLOPS_FACTOR * fpt * batch * length,
+        params=_count(module),
+        details={"d_model": d, "seq_len": length, "batch": batch},
+    )
+
+
+# --- whole training steps -------------------------------------------------------------------------------------
+def _build_model(spec: dict[str, Any], device: torch.device, precision: str) -> Item:
+    from mamba_kan.models import ModelConfig, build_model
+    from mamba_kan.tasks import make_task
+    from mamba_kan.training.config import TrainConfig
+    from mamba_kan.training.optim import build_optimizer
+
+    variant, batch_size = spec["variant"], int(spec["batch_size"])
+    task = make_task(spec["task"], seed=0, **spec.get("task_options", {}))
+    batch = task.train_batch(0, batch_size).to(device)
+    seq_len = int(batch.inputs.shape[-1]) if batch.inputs.dim() > 1 else 1
+    torch.manual_seed(0)
+    model = build_model(
+        variant, ModelConfig.from_dict(dict(spec["model_cfg"])), task.input_spec, task.output_spec, seq_len
+    ).to(device)
+    cfg = TrainConfig(model=variant, batch_size=batch_size)  # the training loop's optimizer defaults
+    optimizer = build_optimizer(model, cfg, device)
+
+    def step() -> None:
+        with _autocast(device, precision):
+            out = model(batch.inputs)
+        loss = task.loss(out, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    tokens = batch_size * task.tokens_per_sample
+    return Item(
+        name=variant,
+        group="train step",
+        spec=spec,
+        step=step,
+        flops=TRAIN_FLOPS_FACTOR * model.flops_per_token(seq_len) * tokens,
+        params=model.num_params(),
+        details={"ffn_hidden": model.ffn_hidden, "tokens": tokens, "seq_len": seq_len},
+    )
+
+
+_BUILDERS = {"ffn": _build_ffn, "mixer": _build_mixer, "model": _build_model}
+
+
+def build_item(spec: dict[str, Any], device: torch.device, precision: str = "fp32") -> Item:
+    """Build the item described by ``spec`` on ``device`` (precision 'fp32' or 'bf16' autocast)."""
+    kind = spec.get("kind")
+    if kind not in _BUILDERS:
+        raise unknown_choice("benchmark item kind", kind, sorted(_BUILDERS))
+    return _BUILDERS[kind](spec, device, precision)

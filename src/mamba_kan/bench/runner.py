@@ -1,0 +1,290 @@
+"""Run benchmark suites and collect one JSON-serialisable result.
+
+Result layout::
+
+    {"meta": {...environment, threads, device, date, spline kernels, load average...},
+     "matmul_peak": {"n", "dtype", "gflops"},
+     "suites": {"ffn": {"items": [...], "comparisons": [...], "notes": [...]}, ...}}
+
+Each item: name, group, params, details (widths, lengths...), ms / cpu_ms (medians), ms_min, ms_max, rounds,
+gflops (achieved: step FLOPs / median time), peak_fraction (gflops / matmul peak), peak_mb, memory_method.
+Each comparison: label, numerator, denominator, metric, value, op, target, met (None when not judged).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+import os
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mamba_kan.bench.items import Item, build_item
+from mamba_kan.bench.measure import matmul_peak, peak_memory, time_group
+from mamba_kan.bench.suites import FULL, SUITES, TINY, Comparison, Sizes, model_settings, plan
+from mamba_kan.errors import UserError, require, unknown_choice
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+LOOP_OVERHEAD_TARGET = 0.05
+LOOP_OVERHEAD_VARIANT = "mlp_transformer"  # the fastest step: the largest relative overhead
+
+
+@dataclass
+class BenchConfig:
+    suites: tuple[str, ...] = SUITES
+    device: str = "cpu"
+    threads: int = 1
+    repeats: int = 10
+    warmup: int = 2
+    budget_s: float = 60.0  # per comparison group: fewer rounds (>= 3) when a round is slow
+    memory: bool = True
+    tiny: bool = False
+    precision: str = "auto"
+    task: str | None = None  # model suite task (None = language)
+    overhead: bool = True
+
+    def validate(self) -> None:
+        for s in self.suites:
+            if s not in SUITES:
+                raise unknown_choice("suite", s, (*SUITES, "all"))
+        if self.device not in DEVICES:
+            raise unknown_choice("device", self.device, DEVICES)
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise UserError("device 'cuda' requested but CUDA is not available; valid choices here: cpu")
+        if self.precision not in PRECISIONS:
+            raise unknown_choice("precision", self.precision, PRECISIONS)
+        require(self.threads >= 1, f"--threads must be >= 1, got {self.threads}")
+        require(self.repeats >= 1, f"--repeats must be >= 1, got {self.repeats}")
+        require(self.warmup >= 1, f"--warmup must be >= 1, got {self.warmup}")
+        require(self.budget_s > 0, f"--budget must be > 0 seconds, got {self.budget_s}")
+
+    @property
+    def sizes(self) -> Sizes:
+        base = TINY if self.tiny else FULL
+        if self.task is None:
+            return base
+        from dataclasses import replace
+
+        return replace(base, model_task=self.task, model_task_options=None if not self.tiny else {})
+
+    def resolved_precision(self) -> str:
+        if self.precision != "auto":
+            return self.precision
+        return "bf16" if self.device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+@contextlib.contextmanager
+def _torch_settings(threads: int, deterministic: bool) -> Iterator[None]:
+    prev_threads = torch.get_num_threads()
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        yield
+    finally:
+        torch.set_num_threads(prev_threads)
+        torch.use_deterministic_algorithms(prev_det)
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def _spline_backend() -> str:
+    from mamba_kan.ops.bspline import load_kernels
+
+    kernels = load_kernels(5, 3)
+    return f"generated C kernels ({kernels.path.name})" if kernels is not None else "PyTorch ops"
+
+
+def _meta(cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
+    from mamba_kan.training.env import environment
+
+    meta = environment(device)
+    meta.update(
+        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        threads=cfg.threads,
+        precision=cfg.resolved_precision(),
+        tiny=cfg.tiny,
+        spline_backend=_spline_backend(),
+        load_average_start=_loadavg(),
+    )
+    if device.type == "cuda":
+        from mamba_kan.bench.items import optional_package
+
+        meta["mamba_ssm"] = optional_package("mamba_ssm")
+    return meta
+
+
+def _item_record(item: Item, timing: dict[str, float], peak: float) -> dict[str, Any]:
+    gflops = item.flops / (timing["ms"] / 1e3) / 1e9 if timing["ms"] > 0 else None
+    return {
+        "name": item.name,
+        "group": item.group,
+        "key": item.key,
+        "params": item.params,
+        "details": item.details,
+        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in timing.items()},
+        "flops": item.flops,
+        "gflops": gflops,
+        "peak_fraction": gflops / peak if gflops is not None and peak > 0 else None,
+    }
+
+
+def _evaluate(comp: Comparison, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    num, den = records.get(comp.numerator), records.get(comp.denominator)
+    value = None
+    if num is not None and den is not None:
+        a, b = num.get(comp.metric), den.get(comp.metric)
+        if a is not None and b:
+            value = a / b
+    met = None
+    if value is not None and comp.op is not None and comp.target is not None:
+        met = value <= comp.target if comp.op == "<=" else value >= comp.target
+    return {
+        "label": comp.label,
+        "numerator": comp.numerator,
+        "denominator": comp.denominator,
+        "metric": comp.metric,
+        "value": value,
+        "op": comp.op,
+        "target": comp.target,
+        "met": met,
+    }
+
+
+def run_suite(
+    name: str, cfg: BenchConfig, device: torch.device, peak_gflops: float, judge: bool
+) -> dict[str, Any]:
+    """Time (and measure the memory of) every item of suite ``name``; evaluate its comparisons."""
+    precision = cfg.resolved_precision()
+    suite = plan(name, cfg.sizes, judge)
+    records: dict[str, dict[str, Any]] = {}
+    for specs in suite.groups:
+        items = [build_item(spec, device, precision) for spec in specs]
+        log.info("bench %s: timing %s", name, ", ".join(it.key for it in items))
+        timings = time_group(items, device, cfg.warmup, cfg.repeats, cfg.budget_s)
+        for item in items:
+            records[item.key] = _item_record(item, timings[item.key], peak_gflops)
+        del items
+        if cfg.memory:
+            for spec in specs:
+                mem = peak_memory(spec, device, cfg.threads, precision)
+                key = build_key(spec)
+                records[key]["peak_mb"] = mem["peak_mb"]
+                records[key]["memory_method"] = mem["method"]
+    comparisons = [_evaluate(c, records) for c in suite.comparisons]
+    return {"items": list(records.values()), "comparisons": comparisons, "notes": list(suite.notes)}
+
+
+def build_key(spec: dict[str, Any]) -> str:
+    """The item key of a spec without building it (name [group], as :class:`Item`)."""
+    if spec["kind"] == "ffn":
+        return f"{spec['ffn']} [d_model={spec['d_model']}]"
+    if spec["kind"] == "mixer":
+        return f"{spec['mixer']} [L={spec['seq_len']}]"
+    return f"{spec['variant']} [train step]"
+
+
+def loop_overhead(cfg: BenchConfig, device: torch.device, rounds: int = 3) -> dict[str, Any]:
+    """The training loop's own cost per step (data, scheduler, bookkeeping, logging) at the model suite's size.
+
+    ``run_experiment``'s steps/s (it times training steps only, without evaluation) against a bare loop of the
+    same work on one fixed batch (forward, loss, backward, clipping, AdamW step), alternated ``rounds`` times:
+    overhead = median loop step time / median bare step time - 1.
+    """
+    from mamba_kan.training import TrainConfig, run_experiment
+
+    task, options, model_cfg, batch = model_settings(cfg.sizes)
+    steps = cfg.sizes.overhead_steps
+    train_cfg = TrainConfig(
+        model=LOOP_OVERHEAD_VARIANT,
+        task=task,
+        task_options=options,
+        model_cfg=model_cfg,
+        batch_size=batch,
+        max_steps=steps,
+        eval_every=steps,
+        log_every=10,
+        threads=cfg.threads,
+        device=device.type,
+        precision=cfg.resolved_precision(),
+    )
+    spec = {"kind": "model", "variant": LOOP_OVERHEAD_VARIANT, "task": task, "task_options": options,
+            "batch_size": batch, "model_cfg": model_cfg}  # fmt: skip
+    bare_ms, loop_ms = [], []
+    for _ in range(rounds):
+        item = build_item(spec, device, cfg.resolved_precision())
+        item.step()  # first step: allocation, optimizer state (the loop does not time its first step either)
+        t0 = time.perf_counter()
+        for _ in range(steps - 1):
+            item.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        bare_ms.append(1e3 * (time.perf_counter() - t0) / (steps - 1))
+        del item
+        result = run_experiment(train_cfg)
+        if result["status"] != "completed" or not result.get("steps_per_sec"):
+            return {"value": None, "error": result.get("error") or "no steps/s recorded"}
+        loop_ms.append(1e3 / result["steps_per_sec"])
+    bare, loop = statistics.median(bare_ms), statistics.median(loop_ms)
+    return {
+        "variant": LOOP_OVERHEAD_VARIANT,
+        "steps": steps,
+        "bare_ms": bare,
+        "loop_ms": loop,
+        "bare_ms_all": bare_ms,
+        "loop_ms_all": loop_ms,
+        "value": loop / bare - 1.0,
+    }
+
+
+def run_bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Run the configured suites; see the module docstring for the result layout."""
+    cfg.validate()
+    device = torch.device(cfg.device)
+    judge = not cfg.tiny
+    result: dict[str, Any] = {"meta": {}, "matmul_peak": {}, "suites": {}}
+    with _torch_settings(cfg.threads, deterministic=False):
+        result["meta"] = _meta(cfg, device)
+        dtype = torch.bfloat16 if cfg.resolved_precision() == "bf16" else torch.float32
+        n = 256 if cfg.tiny else (8192 if device.type == "cuda" else 2048)
+        result["matmul_peak"] = matmul_peak(device, dtype, n)
+    peak = result["matmul_peak"]["gflops"]
+    for name in cfg.suites:
+        # the model suite runs like training does: deterministic algorithms on CPU (mamba_kan.training.loop)
+        with _torch_settings(cfg.threads, deterministic=name == "model" and device.type == "cpu"):
+            suite = run_suite(name, cfg, device, peak, judge)
+            if name == "model" and cfg.overhead:
+                over = loop_overhead(cfg, device)
+                suite["loop_overhead"] = over
+                met = None
+                if judge and over.get("value") is not None:
+                    met = over["value"] <= LOOP_OVERHEAD_TARGET
+                suite["comparisons"].append(
+                    {
+                        "label": f"training loop overhead ({LOOP_OVERHEAD_VARIANT})",
+                        "numerator": "run_experiment step",
+                        "denominator": "bare step",
+                        "metric": "ms",
+                        "value": over.get("value"),
+                        "op": "<=" if judge else None,
+                        "target": LOOP_OVERHEAD_TARGET if judge else None,
+                        "met": met,
+                    }
+                )
+        result["suites"][name] = suite
+    result["meta"]["load_average_end"] = _loadavg()
+    return result
