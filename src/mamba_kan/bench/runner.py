@@ -268,7 +268,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         with _torch_settings(cfg.threads, deterministic=name == "model" and device.type == "cpu"):
             suite = run_suite(name, cfg, device, peak, judge)
             if name == "model" and cfg.overhead:
-                over = loop_overhead(cfg, device)
+                over = loop_overhead(cfg, device, rounds=1 if cfg.tiny else 3)
                 suite["loop_overhead"] = over
                 met = None
                 if judge and over.get("value") is not None:

@@ -66,7 +66,7 @@ TINY = Sizes(
     mixer_batch=2,
     mixer_lengths=(16, 64),
     model_task_options={"context": 16},
-    model_cfg={"d_model": 16, "n_layers": 1, "n_heads": 2},
+    model_cfg={"d_model": 16, "n_layers": 1, "n_heads": 2, "ref_hidden": 128},
     model_batch=4,
     overhead_steps=6,
 )
@@ -195,7 +195,8 @@ def model_plan(sizes: Sizes, judge: bool) -> SuitePlan:
                 Comparison(f"{ffn}_{mixer} / mlp_{mixer} step time", _key(f"{ffn}_{mixer}", g),
                            _key(f"mlp_{mixer}", g), "ms", *(("<=", target) if judge else ()))
             )  # fmt: skip
-    notes = [f"task {task} {options}, batch {batch}, model {model_cfg} (the quick preset's size)"]
+    size = "the quick preset's size" if judge else "tiny size"
+    notes = [f"task {task} {options}, batch {batch}, model {model_cfg} ({size})"]
     return SuitePlan("model", [specs], comps, notes)
 
 
