@@ -72,7 +72,11 @@ def test_cell_key_changes_with_results_settings_only():
 
 
 def test_option_sweep_gets_distinct_task_labels():
-    specs = [TaskSpec("timeseries", {"context": 32}), TaskSpec("timeseries", {"context": 64}), TaskSpec("symbolic")]
+    specs = [
+        TaskSpec("timeseries", {"context": 32}),
+        TaskSpec("timeseries", {"context": 64}),
+        TaskSpec("symbolic"),
+    ]
     cells = expand_grid(["mlp_mamba"], specs, [0], TINY, version="v1")
     assert [c.task for c in cells] == ["timeseries/lorenz@context=32", "timeseries/lorenz@context=64",
                                        "symbolic/exp_sin"]  # fmt: skip
@@ -104,9 +108,17 @@ def test_parse_seeds():
 
 
 def test_presets_cover_the_design():
-    quick = expand_grid(list(QUICK.models), QUICK.task_specs(), range(QUICK.seeds), QUICK.settings, version="v")
+    quick = expand_grid(
+        list(QUICK.models), QUICK.task_specs(), range(QUICK.seeds), QUICK.settings, version="v"
+    )
     assert len(quick) == 6 * 5 * 3 and sorted({c.model for c in quick}) == sorted(SIX)
-    assert {c.family for c in quick} == {"symbolic", "special_functions", "timeseries", "language", "long_context"}
+    assert {c.family for c in quick} == {
+        "symbolic",
+        "special_functions",
+        "timeseries",
+        "language",
+        "long_context",
+    }
     assert all("@" not in c.task for c in quick)  # one configuration per family: plain family/config labels
     paper_tasks = PAPER.task_specs()
     lengths = sorted(s.options["seq_len"] for s in paper_tasks if s.name.startswith("long_context"))
@@ -146,7 +158,10 @@ def test_output_dir_that_is_a_file_or_unwritable(tmp_path, capsys):
     assert main(["compare", "--output-dir", str(f), "--tasks", "symbolic", "--seeds", "1"]) == 2
     assert "not a directory" in capsys.readouterr().err and f.read_text() == "x"
     # /proc refuses new entries even to root
-    assert main(["compare", "--output-dir", "/proc/mamba-kan-results", "--tasks", "symbolic", "--seeds", "1"]) == 2
+    assert (
+        main(["compare", "--output-dir", "/proc/mamba-kan-results", "--tasks", "symbolic", "--seeds", "1"])
+        == 2
+    )
     assert "not writable" in capsys.readouterr().err
 
 

@@ -78,7 +78,11 @@ def start_until_training(out: Path) -> subprocess.Popen:
     """Start the sweep and return once training has begun (a first checkpoint file exists)."""
     proc = compare(out)
     deadline = time.monotonic() + 120
-    while not any((out / "runs").glob("*/ckpt_step*.pt")) and proc.poll() is None and time.monotonic() < deadline:
+    while (
+        not any((out / "runs").glob("*/ckpt_step*.pt"))
+        and proc.poll() is None
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.01)
     return proc
 
@@ -87,7 +91,9 @@ def test_sigkill_at_a_random_moment_then_rerun_completes_the_grid_exactly(tmp_pa
     # the reference: the same command, never interrupted; also times its training phase
     proc = start_until_training(tmp_path / "reference")
     t0 = time.monotonic()
-    while len(list((tmp_path / "reference" / "runs").glob("*/result.json"))) < N_CELLS and proc.poll() is None:
+    while (
+        len(list((tmp_path / "reference" / "runs").glob("*/result.json"))) < N_CELLS and proc.poll() is None
+    ):
         time.sleep(0.01)
     training_s = time.monotonic() - t0  # from the first checkpoint to the last cell's result
     finish(proc)

@@ -111,9 +111,7 @@ class ConsoleProgress:
         self._task: Any = None
 
     def sweep_started(self, total: int, skipped: int, to_run: int, backend: Backend) -> None:
-        where = (
-            f"{backend.workers} worker(s) x {backend.threads} thread(s)" if backend.name == "local" else "Ray"
-        )
+        where = f"{backend.workers} parallel cell(s) x {backend.threads} thread(s)"
         self._print(f"grid: {total} cells, {skipped} already done, {to_run} to run ({backend.name}: {where})")
         if self.tty and to_run:
             from rich.console import Console
@@ -205,7 +203,9 @@ def _generate_report(out: Path) -> Path | None:
         analysis = analyze_directory(out)
         (out / "analysis.json").write_text(analysis.to_json() + "\n")
         (out / "analysis.md").write_text(to_markdown(analysis))
-        print(f"analysis: {out / 'analysis.json'} and {out / 'analysis.md'} (summary: mamba-kan analyze {out})")
+        print(
+            f"analysis: {out / 'analysis.json'} and {out / 'analysis.md'} (summary: mamba-kan analyze {out})"
+        )
         return Path(generate_report(out, analysis=analysis))
     except UserError as exc:  # e.g. too few variants for statistics: the sweep itself still succeeded
         print(f"report: not generated: {exc}")

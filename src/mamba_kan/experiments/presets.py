@@ -90,7 +90,8 @@ QUICK = Preset(
         # MQAR keeps Zoology's structure (V > L, 4 pairs <= L) at a size the CPU affords: L 128, V 256, 8 pairs
         "long_context": (
             TaskSpec(
-                "long_context/mqar", {"seq_len": 128, "vocab_size": 256, "n_pairs": 8, "n_val": 32, "n_test": 64}
+                "long_context/mqar",
+                {"seq_len": 128, "vocab_size": 256, "n_pairs": 8, "n_val": 32, "n_test": 64},
             ),
         ),
     },
