@@ -61,6 +61,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--wandb", action=argparse.BooleanOptionalAction, default=None, help="Weights & Biases logging"
     )
     p.add_argument("--tensorboard", action="store_true", default=None, help="write TensorBoard event files")
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="a UTF-8 text file for language modelling (selects language/text; split 90/5/5 by position)",
+    )
 
 
 def build_configs(args: argparse.Namespace) -> list[Any]:
@@ -69,11 +74,16 @@ def build_configs(args: argparse.Namespace) -> list[Any]:
     from mamba_kan.training import compose_config
 
     overrides = [item for group in args.set for item in group]
+    task = args.task
+    if getattr(args, "data", None) is not None:
+        if task in (None, "language"):
+            task = "language/text"
+        overrides.append(f"task_options.data_path={args.data}")
     base = compose_config(
         args.config,
         overrides,
         model=args.model,
-        task=args.task,
+        task=task,
         max_steps=args.max_steps,
         batch_size=args.batch_size,
         lr=args.lr,
