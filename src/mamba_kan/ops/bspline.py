@@ -253,6 +253,7 @@ def spline_table(coef: Tensor, grid_size: int, order: int) -> Tensor:
 
 # --- 3. generated C kernels -------------------------------------------------------------------------------------
 _C_EXP = """
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -263,16 +264,16 @@ static inline float mk_exp(float x) {
     x = x > -87.0f ? x : -87.0f;
     x = x < 88.0f ? x : 88.0f;
     float z = x * 1.44269504088896341f;
-    float n = __builtin_floorf(z + 0.5f);
+    float n = floorf(z + 0.5f);
     float f = z - n;
     float p = 1.5252733804059841e-5f;
-    p = p * f + 1.5403530393381609e-4f;
-    p = p * f + 1.3333558146428443e-3f;
-    p = p * f + 9.6181291076284772e-3f;
-    p = p * f + 5.5504108664821580e-2f;
-    p = p * f + 2.4022650695910071e-1f;
-    p = p * f + 6.9314718055994531e-1f;
-    p = p * f + 1.0f;
+    p = fmaf(p, f, 1.5403530393381609e-4f);
+    p = fmaf(p, f, 1.3333558146428443e-3f);
+    p = fmaf(p, f, 9.6181291076284772e-3f);
+    p = fmaf(p, f, 5.5504108664821580e-2f);
+    p = fmaf(p, f, 2.4022650695910071e-1f);
+    p = fmaf(p, f, 6.9314718055994531e-1f);
+    p = fmaf(p, f, 1.0f);
     int32_t e = ((int32_t)n + 127) << 23;
     float s;
     memcpy(&s, &e, 4);
@@ -289,7 +290,7 @@ def _c_horner(coeffs: list[float], var: str) -> str:
     """C expression for sum_p coeffs[p] var^p."""
     expr = _c_float(coeffs[-1])
     for c in reversed(coeffs[:-1]):
-        expr = f"({expr} * {var} + {_c_float(c)})"
+        expr = f"fmaf({expr}, {var}, {_c_float(c)})"
     return expr
 
 
@@ -304,39 +305,64 @@ def _kernel_source(grid_size: int, order: int) -> str:
     mc = cardinal_piece_coefficients(k)
     lines = [f"/* mamba-kan spline kernels, G = {g}, k = {k} */", _C_EXP]
 
-    def select_table(indent: str) -> list[str]:
-        """c0..ck = table row j (0 = left of grid .. G + 1 = right), by selects (no gathers)."""
-        out = [f"{indent}float c{p} = table[{p} * F + f];" for p in range(k1)]
+    ind = " " * 16
+
+    def select_table() -> list[str]:
+        """c0..ck = coefficients of table row j (0 = left of grid .. G + 1 = right), by selects (no gathers)."""
+        out = [f"{ind}float c{p} = tb[{p}][l];" for p in range(k1)]
         for r in range(1, rows_t):
-            out += [f"{indent}float t{r}_{p} = table[{r * k1 + p} * F + f];" for p in range(k1)]
-            out += [f"{indent}c{p} = (j == {r}) ? t{r}_{p} : c{p};" for p in range(k1)]
+            out += [f"{ind}c{p} = (j == {r}) ? tb[{r * k1 + p}][l] : c{p};" for p in range(k1)]
         return out
 
-    def act_head(indent: str) -> list[str]:
-        return [
-            f"{indent}float xv = x[o + f];",
-            f"{indent}float u = xv * scale[f] + shift[f];",
-            f"{indent}float uc = u > -1.0f ? u : -1.0f;",  # NaN -> -1: a valid row; t keeps the NaN
-            f"{indent}uc = uc < {g}.0f ? uc : {g}.0f;",
-            f"{indent}float jf = __builtin_floorf(uc);",
-            f"{indent}float t = (u != u) ? u : uc - jf;",
-            f"{indent}int j = (int)jf + 1;",
-        ]
-
+    head = [
+        f"{ind}float xv = x[o + l];",
+        f"{ind}float u = fmaf(xv, sc[l], sh[l]);",
+        f"{ind}float uc = u > -1.0f ? u : -1.0f;",  # NaN -> -1: a valid row; t keeps the NaN
+        f"{ind}uc = uc < {g}.0f ? uc : {g}.0f;",
+        f"{ind}float jf = floorf(uc);",
+        f"{ind}float t = (u != u) ? u : uc - jf;",
+        f"{ind}int j = (int)jf + 1;",
+    ]
     horner = "c" + str(k)
     for p in range(k - 1, -1, -1):
-        horner = f"({horner} * t + c{p})"
+        horner = f"fmaf({horner}, t, c{p})"
     dhorner = "0.0f"
     if k >= 1:
         dhorner = f"{k}.0f * c{k}"
         for p in range(k - 1, 0, -1):
-            dhorner = f"({dhorner} * t + {p}.0f * c{p})"
+            dhorner = f"fmaf({dhorner}, t, {p}.0f * c{p})"
+    # The backward walks tiles of 32 rows, and in each tile features in blocks of 16 (one AVX-512 vector) with
+    # the rows inside: the block's table slice, grid and sums of g t^p live in small aligned local arrays (L1),
+    # and the tile's rows stay in L1 between neighbouring blocks (rows of F % 16 != 0 floats straddle cache
+    # lines; untiled, that cost ~2.5x). A last, partial block is shifted left to end at F so every block is 16
+    # wide (a scalar remainder was ~3x slower); its first `skip` lanes repeat features of the previous block:
+    # they rewrite the same gx but add no sums twice.
+    block_open = f"""
+    const int64_t W = F < 16 ? F : 16;
+    float tb[{rows_t * k1}][16], sc[16], sh[16], wl[16];
+    for (int64_t n0 = 0; n0 < rows; n0 += 32) {{
+    const int64_t n1 = rows - n0 < 32 ? rows : n0 + 32;
+    for (int64_t b = 0; b < F; b += 16) {{
+        const int64_t f0 = (F - b < 16 && F >= 16) ? F - 16 : b;
+        const int64_t skip = b - f0;
+        for (int64_t l = 0; l < W; ++l) {{
+            for (int q = 0; q < {rows_t * k1}; ++q) tb[q][l] = table[q * F + f0 + l];
+            sc[l] = scale[f0 + l];
+            sh[l] = shift[f0 + l];
+            wl[l] = wb ? wb[f0 + l] : 0.0f;
+        }}
+        (void)wl;"""
     for base in (0, 1):
-        body = act_head("            ") + select_table("            ")
-        body.append(f"            float s = {horner};")
+        # forward: rows outer, features inner (contiguous streams; the table is read in place, it stays in L2)
+        fwd = [ln.replace("[l]", "[f]").replace("[o + l]", "[o + f]") for ln in head]
+        fwd = [ln.replace("sc[f]", "scale[f]").replace("sh[f]", "shift[f]") for ln in fwd]
+        fwd += [f"{ind}float c{p} = table[{p} * F + f];" for p in range(k1)]
+        for r in range(1, rows_t):
+            fwd += [f"{ind}c{p} = (j == {r}) ? table[{r * k1 + p} * F + f] : c{p};" for p in range(k1)]
+        fwd.append(f"{ind}float s = {horner};")
         if base:
-            body.append("            s += wb[f] * (xv / (1.0f + mk_exp(-xv)));")
-        body.append("            y[o + f] = s;")
+            fwd.append(f"{ind}s = fmaf(wb[f], xv / (1.0f + mk_exp(-xv)), s);")
+        fwd.append(f"{ind}y[o + f] = s;")
         lines.append(
             f"""
 void act_fwd{base}(const float* restrict x, float* restrict y, int64_t rows, int64_t F,
@@ -348,47 +374,41 @@ void act_fwd{base}(const float* restrict x, float* restrict y, int64_t rows, int
 #pragma omp simd
         for (int64_t f = 0; f < F; ++f) {{
 """
-            + "\n".join(body)
+            + "\n".join(fwd)
             + """
         }
     }
 }
 """
         )
-        # backward: features in blocks of 16 so the (G + 2) * (k + 1) sums of g t^p per feature stay in L1
-        body = [ln.replace("[o + f]", "[o + l]") for ln in act_head("                ")]
-        body = [ln.replace("scale[f]", "scale[f0 + l]").replace("shift[f]", "shift[f0 + l]") for ln in body]
-        body.append("                float gv = g[o + l];")
-        body += [ln.replace("F + f]", "F + f0 + l]") for ln in select_table("                ")]
-        body.append(f"                float d = ({dhorner}) * scale[f0 + l];")
+        body = head + [f"{ind}float gv = g[o + l];"] + select_table()
+        body.append(f"{ind}float d = ({dhorner}) * sc[l];")
         if base:
             body += [
-                "                float sg = 1.0f / (1.0f + mk_exp(-xv));",
-                "                float sl = xv * sg;",
-                "                d += wb[f0 + l] * (sg + sl * (1.0f - sg));",
-                "                accw[l] += gv * sl;",
+                f"{ind}float sg = 1.0f / (1.0f + mk_exp(-xv));",
+                f"{ind}float sl = xv * sg;",
+                f"{ind}d = fmaf(wl[l], sg + sl * (1.0f - sg), d);",
+                f"{ind}accw[l] = fmaf(gv, sl, accw[l]);",
             ]
-        body.append("                gx[o + l] = gv * d;")
-        body.append("                float q0 = gv;")
-        body += [f"                float q{p} = q{p - 1} * t;" for p in range(1, k1)]
+        body.append(f"{ind}gx[o + l] = gv * d;")
+        body.append(f"{ind}float q0 = gv;")
+        body += [f"{ind}float q{p} = q{p - 1} * t;" for p in range(1, k1)]
+        # sums of g t^p per table row; the select form (not `+= cond ? q : 0`) is what gcc vectorises
         for r in range(rows_t):
             for p in range(k1):
                 a = f"acc[{r * k1 + p}][l]"
-                body.append(f"                {a} = (j == {r}) ? {a} + q{p} : {a};")
+                body.append(f"{ind}{a} = (j == {r}) ? {a} + q{p} : {a};")
         lines.append(
             f"""
 void act_bwd{base}(const float* restrict x, const float* restrict g, float* restrict gx, int64_t rows,
                   int64_t F, const float* restrict scale, const float* restrict shift,
                   const float* restrict table, const float* restrict wb,
-                  float* restrict gtable, float* restrict gwb) {{
-    (void)wb; (void)gwb;
-    for (int64_t f0 = 0; f0 < F; f0 += 16) {{
-        const int64_t W = F - f0 < 16 ? F - f0 : 16;
+                  float* restrict gtable, float* restrict gwb) {{{block_open}
         float acc[{rows_t * k1}][16];
         float accw[16];
         memset(acc, 0, sizeof(acc));
         memset(accw, 0, sizeof(accw));
-        for (int64_t n = 0; n < rows; ++n) {{
+        for (int64_t n = n0; n < n1; ++n) {{
             const int64_t o = n * F + f0;
 #pragma omp simd
             for (int64_t l = 0; l < W; ++l) {{
@@ -398,8 +418,10 @@ void act_bwd{base}(const float* restrict x, const float* restrict g, float* rest
             }}
         }}
         for (int q = 0; q < {rows_t * k1}; ++q)
-            for (int64_t l = 0; l < W; ++l) gtable[q * F + f0 + l] += acc[q][l];
-        for (int64_t l = 0; l < W; ++l) gwb[f0 + l] += accw[l];
+            for (int64_t l = skip; l < W; ++l) gtable[q * F + f0 + l] += acc[q][l];
+        if (gwb)
+            for (int64_t l = skip; l < W; ++l) gwb[f0 + l] += accw[l];
+    }}
     }}
 }}
 """
@@ -408,10 +430,10 @@ void act_bwd{base}(const float* restrict x, const float* restrict g, float* rest
     # KAN features: dense bases on the clamped input, exactly as uniform_bspline_local (interval j <= G - 1)
     head = [
         "            float xv = x[n * F + f];",
-        "            float u = xv * scale[f] + shift[f];",
+        "            float u = fmaf(xv, scale[f], shift[f]);",
         "            float uc = u > 0.0f ? u : 0.0f;",
         f"            uc = uc < {g}.0f ? uc : {g}.0f;",
-        "            float jf = __builtin_floorf(uc);",
+        "            float jf = floorf(uc);",
         f"            jf = jf < {g - 1}.0f ? jf : {g - 1}.0f;",
         "            float t = (u != u) ? u : uc - jf;",
         "            int j = (int)jf;",
@@ -482,6 +504,7 @@ void kan_bwd(const float* restrict x, const float* restrict gfeat, float* restri
 
 
 _C_FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math")
+_C_LIBS = ("-lm",)
 _KERNEL_CACHE: dict[tuple[int, int], _Kernels | None] = {}
 _ENV_SWITCH = "MAMBA_KAN_KERNELS"  # "0" = never use the C kernels
 
@@ -546,7 +569,7 @@ def _compile(source: str, out: Path) -> None:
         so = Path(tmp) / out.name
         errors = ""
         for arch in (["-march=native"], []):  # some compilers (Apple clang on arm64) reject -march=native
-            cmd = [compiler, *_C_FLAGS, *arch, str(src), "-o", str(so)]
+            cmd = [compiler, *_C_FLAGS, *arch, str(src), "-o", str(so), *_C_LIBS]
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             if res.returncode == 0:
                 os.replace(so, out)  # atomic: concurrent processes may build the same file
