@@ -97,18 +97,25 @@ def ffn_param_count(ffn: str, d_model: int, hidden: int, grid_size: int = 5, spl
     raise unknown_choice("feedforward", ffn, FFN_KINDS)
 
 
-def matched_ffn_widths(d_model: int, ref_hidden: int | None = None) -> dict[str, int]:
+def matched_ffn_widths(d_model: int, ref_hidden: int | None = None, multiple: int = 8) -> dict[str, int]:
     """Hidden widths of the mlp / bspline / kan blocks with the parameters of MLP(d_model, ref_hidden).
 
     Each block's parameter count is affine in its width (P = a h + b; measured at h = 1, 2), so h = (P_ref - b) / a
-    rounded - the same rule as ``mamba_kan.models.solve_ffn_hidden`` applied to the feedforward block alone.
+    - the rule of ``mamba_kan.models.solve_ffn_hidden`` applied to the feedforward block alone. The width is then
+    moved to the nearest multiple of ``multiple`` when that keeps the parameters within 1% of the reference, as
+    one would size a layer for the hardware (MKL's fp32 GEMM with an output of 493 columns took 5.2 ms where 496
+    took 2.7 ms on this project's CPU); otherwise the exact solution stays (kan at d_model 128: 51).
     """
     ref = ref_hidden or 4 * d_model
     target = ffn_param_count("mlp", d_model, ref)
     out = {"mlp": ref}
     for ffn in ("bspline", "kan"):
         p1, p2 = ffn_param_count(ffn, d_model, 1), ffn_param_count(ffn, d_model, 2)
-        out[ffn] = max(1, round((target - (p1 - (p2 - p1))) / (p2 - p1)))
+        slope, intercept = p2 - p1, p1 - (p2 - p1)
+        exact = max(1, round((target - intercept) / slope))
+        rounded = max(multiple, multiple * round(exact / multiple))
+        within = abs((slope * rounded + intercept) / target - 1.0) <= 0.01
+        out[ffn] = rounded if within else exact
     return out
 
 

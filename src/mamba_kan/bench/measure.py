@@ -5,6 +5,10 @@ a change in machine load hits all items of a group alike and their ratios stay m
 item reports the median wall-clock time (``ms``) and the median process CPU time (``cpu_ms``, all threads; on a
 loaded machine the better measure of work done) over the rounds. CUDA steps are synchronised before the clock stops.
 
+Efficiency. ``gflops`` is an item's step FLOPs over its median wall time. ``peak_fraction`` compares work per
+CPU-second with the matmul peak per CPU-second measured in the same run (on CUDA: wall-clock for both): on a shared
+machine the wall clock also counts time the process waited for a core, CPU time does not.
+
 Peak memory. On CPU each item is rebuilt in a fresh Python process (``mamba_kan.bench._memory_child``): one warm-up
 step (lazy allocations, optimizer state, kernel loading), then the kernel's peak-RSS counter is reset
 (``/proc/self/clear_refs``, Linux) and one more step runs; ``peak_mb`` is that step's peak resident set size minus
@@ -78,18 +82,27 @@ def time_group(
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, repeats: int = 5) -> dict[str, Any]:
-    """Best GFLOP/s of an (n x n) @ (n x n) matmul in ``dtype`` (2 n^3 FLOPs) - this machine's practical peak."""
+    """This machine's practical peak: the best GFLOP/s of an (n x n) @ (n x n) matmul in ``dtype`` (2 n^3 FLOPs),
+    by wall-clock (``gflops``) and, on CPU, per CPU-second of the process (``gflops_cpu``: all threads' CPU time,
+    so a loaded machine does not lower it)."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b  # warm-up (BLAS thread pool, kernel selection)
     _sync(device)
-    best = float("inf")
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         a @ b
         _sync(device)
         best = min(best, time.perf_counter() - t0)
-    return {"n": n, "dtype": str(dtype).replace("torch.", ""), "gflops": 2 * n**3 / best / 1e9}
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    flops = 2 * n**3
+    return {
+        "n": n,
+        "dtype": str(dtype).replace("torch.", ""),
+        "gflops": flops / best / 1e9,
+        "gflops_cpu": flops / best_cpu / 1e9 if device.type == "cpu" and best_cpu > 0 else None,
+    }
 
 
 def peak_memory(

@@ -72,7 +72,9 @@ def to_markdown(result: dict[str, Any], command: str | None = None) -> str:
         f"spline layers: {meta.get('spline_backend')}",
         f"- load average (1, 5, 15 min) at start {meta.get('load_average_start')}, "
         f"at end {meta.get('load_average_end')}",
-        f"- matmul peak: {_fmt(peak.get('gflops'))} GFLOP/s ({peak.get('dtype')}, {peak.get('n')}^3)",
+        f"- matmul peak: {_fmt(peak.get('gflops'))} GFLOP/s wall-clock, {_fmt(peak.get('gflops_cpu'))} GFLOP/s "
+        f"per CPU-second ({peak.get('dtype')}, {peak.get('n')}^3); `peak_%` = an item's GFLOP per CPU-second "
+        "as % of the latter",
     ]
     if command:
         lines.insert(0, f"- command: `{command}`")

@@ -128,8 +128,13 @@ def _meta(cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
     return meta
 
 
-def _item_record(item: Item, timing: dict[str, float], peak: float) -> dict[str, Any]:
+def _item_record(item: Item, timing: dict[str, float], peak: dict[str, Any]) -> dict[str, Any]:
     gflops = item.flops / (timing["ms"] / 1e3) / 1e9 if timing["ms"] > 0 else None
+    fraction = None
+    if peak.get("gflops_cpu") and timing["cpu_ms"] > 0:  # CPU: work per CPU-second, see measure.py
+        fraction = item.flops / (timing["cpu_ms"] / 1e3) / 1e9 / peak["gflops_cpu"]
+    elif gflops is not None and peak.get("gflops"):
+        fraction = gflops / peak["gflops"]
     return {
         "name": item.name,
         "group": item.group,
@@ -139,7 +144,7 @@ def _item_record(item: Item, timing: dict[str, float], peak: float) -> dict[str,
         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in timing.items()},
         "flops": item.flops,
         "gflops": gflops,
-        "peak_fraction": gflops / peak if gflops is not None and peak > 0 else None,
+        "peak_fraction": fraction,
     }
 
 
@@ -166,7 +171,7 @@ def _evaluate(comp: Comparison, records: dict[str, dict[str, Any]]) -> dict[str,
 
 
 def run_suite(
-    name: str, cfg: BenchConfig, device: torch.device, peak_gflops: float, judge: bool
+    name: str, cfg: BenchConfig, device: torch.device, peak: dict[str, Any], judge: bool
 ) -> dict[str, Any]:
     """Time (and measure the memory of) every item of suite ``name``; evaluate its comparisons."""
     precision = cfg.resolved_precision()
@@ -177,7 +182,7 @@ def run_suite(
         log.info("bench %s: timing %s", name, ", ".join(it.key for it in items))
         timings = time_group(items, device, cfg.warmup, cfg.repeats, cfg.budget_s)
         for item in items:
-            records[item.key] = _item_record(item, timings[item.key], peak_gflops)
+            records[item.key] = _item_record(item, timings[item.key], peak)
         del items
         if cfg.memory:
             for spec in specs:
@@ -262,7 +267,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         dtype = torch.bfloat16 if cfg.resolved_precision() == "bf16" else torch.float32
         n = 256 if cfg.tiny else (8192 if device.type == "cuda" else 2048)
         result["matmul_peak"] = matmul_peak(device, dtype, n)
-    peak = result["matmul_peak"]["gflops"]
+    peak = result["matmul_peak"]
     for name in cfg.suites:
         # the model suite runs like training does: deterministic algorithms on CPU (mamba_kan.training.loop)
         with _torch_settings(cfg.threads, deterministic=name == "model" and device.type == "cpu"):

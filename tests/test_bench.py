@@ -1,0 +1,120 @@
+"""`mamba-kan bench`: it runs end to end on tiny sizes, its arithmetic is right, and bad input is a clear error.
+
+A benchmark, not a timed test: nothing here asserts a speed target (docs/benchmarks.md records those).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from mamba_kan.bench.items import Item, matched_ffn_widths
+from mamba_kan.bench.measure import peak_memory, time_group
+from mamba_kan.bench.runner import _evaluate
+from mamba_kan.bench.suites import Comparison
+from mamba_kan.cli import main
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("d_model", [128, 256])
+def test_ffn_widths_match_parameters_by_the_papers_counts(d_model):
+    """Parameter counts from the formulas (REFERENCE.md §1-2; G=5, k=3): MLP 2dh + h + d, B-spline MLP adds
+    G + k + 2 per hidden unit, KAN 2dh (G + k + 2). The solved widths equal the MLP's count within 1%."""
+    h = matched_ffn_widths(d_model)
+    per_edge = 5 + 3 + 2
+    mlp = 2 * d_model * h["mlp"] + h["mlp"] + d_model
+    bspline = 2 * d_model * h["bspline"] + h["bspline"] + d_model + per_edge * h["bspline"]
+    kan = 2 * d_model * h["kan"] * per_edge
+    assert h["mlp"] == 4 * d_model
+    assert abs(bspline / mlp - 1) <= 0.01 and abs(kan / mlp - 1) <= 0.01
+    if d_model == 128:  # mlp 131,712 params; bspline 496 (a multiple of 8, +0.6%); kan 51 (48 or 56 are > 1% off)
+        assert mlp == 131_712 and h["bspline"] == 496 and h["kan"] == 51
+
+
+def _sleeper(name: str, seconds: float) -> Item:
+    return Item(name, "g", {}, lambda: time.sleep(seconds), flops=1e6, params=0)
+
+
+def test_interleaved_timing_recovers_known_durations():
+    items = [_sleeper("short", 0.01), _sleeper("long", 0.03)]
+    t = time_group(items, CPU, warmup=1, repeats=5, budget_s=10)
+    short, long = t["short [g]"], t["long [g]"]
+    assert 10 <= short["ms"] < 40 and 30 <= long["ms"] < 70  # sleep overshoots a little on a busy machine
+    assert 1.4 < long["ms"] / short["ms"] < 3.5
+    assert short["cpu_ms"] < 5  # sleeping burns no CPU time
+    assert short["rounds"] == long["rounds"] == 5
+
+
+def test_budget_lowers_the_rounds_but_not_below_three():
+    t = time_group([_sleeper("slow", 0.05)], CPU, warmup=1, repeats=20, budget_s=0.01)
+    assert t["slow [g]"]["rounds"] == 3
+
+
+def test_comparisons_divide_the_named_metric_and_judge_the_target():
+    records = {"a [g]": {"ms": 3.0, "peak_mb": 10.0}, "b [g]": {"ms": 2.0, "peak_mb": None}}
+    le = _evaluate(Comparison("a/b", "a [g]", "b [g]", "ms", "<=", 1.5), records)
+    assert le["value"] == pytest.approx(1.5) and le["met"] is True
+    ge = _evaluate(Comparison("a/b", "a [g]", "b [g]", "ms", ">=", 2.0), records)
+    assert ge["met"] is False
+    missing = _evaluate(Comparison("mem", "a [g]", "b [g]", "peak_mb", "<=", 3.0), records)
+    assert missing["value"] is None and missing["met"] is None
+    info = _evaluate(Comparison("a/b", "a [g]", "b [g]", "ms"), records)
+    assert info["met"] is None
+
+
+def test_peak_memory_of_a_step_counts_its_activations():
+    """MLP 64 -> 1024 on 4096 tokens: forward keeps the (4096, 1024) pre-activation and GELU output, backward
+    makes two more of that size: >= 4 x 16 MiB must be live at the peak, and nothing like a GiB."""
+    spec = {"kind": "ffn", "ffn": "mlp", "d_model": 64, "hidden": 1024, "tokens": 4096}
+    mem = peak_memory(spec, CPU, threads=1, precision="fp32")
+    assert mem["peak_mb"] is not None, mem
+    assert 48 <= mem["peak_mb"] < 400, mem
+
+
+def test_cli_bench_tiny_runs_every_suite_and_writes_json(tmp_path, capsys):
+    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
+    argv = ["bench", "--tiny", "--no-memory", "--repeats", "3", "--warmup", "1", "--out", str(out)]
+    assert main([*argv, "--markdown", str(md)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["suites"]) == {"ffn", "mixer", "model"}
+    assert result["matmul_peak"]["gflops"] > 0
+    for suite in result["suites"].values():
+        by_key = {it["key"]: it for it in suite["items"]}
+        for it in suite["items"]:
+            assert it["ms"] > 0 and it["params"] > 0 and it["gflops"] > 0
+        for comp in suite["comparisons"]:
+            assert comp["met"] is None  # tiny sizes are not judged
+            if comp["numerator"] in by_key and comp["metric"] == "ms":
+                expected = by_key[comp["numerator"]]["ms"] / by_key[comp["denominator"]]["ms"]
+                assert comp["value"] == pytest.approx(expected)
+    names = {it["name"] for it in result["suites"]["model"]["items"]}
+    assert names == {"mlp_transformer", "bspline_transformer", "kan_transformer", "mlp_mamba", "bspline_mamba",
+                     "kan_mamba"}  # fmt: skip
+    assert result["suites"]["model"]["loop_overhead"]["value"] is not None
+    assert "### ffn" in md.read_text()
+    assert "ratios measured in this run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--suite", "speed"], "unknown suite 'speed'; valid choices: ffn, mixer, model, all"),
+        (["--threads", "0"], "--threads must be >= 1"),
+        (["--device", "tpu"], "unknown device 'tpu'; valid choices: cpu, cuda"),
+        (["--precision", "fp8"], "unknown precision 'fp8'"),
+    ],
+)
+def test_bad_bench_options_are_one_line_errors(args, message, capsys):
+    assert main(["bench", "--no-save", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")
+def test_cuda_request_without_cuda_is_a_clear_error(capsys):
+    assert main(["bench", "--no-save", "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err

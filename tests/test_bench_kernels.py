@@ -1,0 +1,200 @@
+"""The fast spline paths (generated C kernels and their PyTorch fallback) against float64 references.
+
+References are independent of the fast paths: scipy's B-splines for the cardinal pieces, and float64 autograd
+through the dense Cox-de Boor-free basis ``uniform_bspline_basis`` (itself checked against scipy in
+test_bspline.py) for values and every gradient.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.interpolate import BSpline
+
+import mamba_kan.ops.bspline as B
+from mamba_kan.modules.splines import BSplineActivation, KANLinear
+
+
+@pytest.fixture
+def kernels_on(monkeypatch):
+    """The C kernels (skip where no C compiler can build them, e.g. a bare Windows box)."""
+    monkeypatch.setenv("MAMBA_KAN_KERNELS", "1")
+    if B.load_kernels(5, 3) is None:
+        pytest.skip("no C compiler: the spline kernels cannot be built here")
+
+
+@pytest.mark.parametrize("order", [0, 1, 2, 3])
+def test_cardinal_pieces_equal_scipy_bspline(order):
+    """v_r(t) = M_k(t + r): the polynomial coefficients reproduce scipy's cardinal B-spline on every piece."""
+    mc = np.array(B.cardinal_piece_coefficients(order))  # (r, p)
+    t = np.linspace(0, 1, 101)[:-1]
+    cardinal = BSpline.basis_element(np.arange(order + 2), extrapolate=False)
+    for r in range(order + 1):
+        ours = np.polynomial.polynomial.polyval(t, mc[r])
+        np.testing.assert_allclose(ours, cardinal(t + r), atol=1e-14)
+
+
+def test_cubic_pieces_are_the_reference_closed_form():
+    """REFERENCE.md §1: f^3/6, (-3f^3 + 3f^2 + 3f + 1)/6, (3f^3 - 6f^2 + 4)/6, (1 - f)^3/6."""
+    expected = [
+        [0, 0, 0, 1 / 6],
+        [1 / 6, 3 / 6, 3 / 6, -3 / 6],
+        [4 / 6, 0, -6 / 6, 3 / 6],
+        [1 / 6, -3 / 6, 3 / 6, -1 / 6],
+    ]
+    np.testing.assert_allclose(np.array(B.cardinal_piece_coefficients(3)), expected, atol=1e-15)
+
+
+def _reference_activation(x, coef, low, h, g, k, base_weight):
+    """float64 autograd through the dense basis: y = sum_m c_m B_m(x) + w_b silu(x)."""
+    basis = B.uniform_bspline_basis(x, low, h, g, k)
+    y = (basis * coef).sum(-1)
+    return y + base_weight * F.silu(x) if base_weight is not None else y
+
+
+def _grads(fn, *tensors):
+    out = fn(*tensors)
+    weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
+    return [out, *torch.autograd.grad((out * weight).sum(), [t for t in tensors if t.requires_grad])]
+
+
+def _inputs(n, n_feat, g, k, seed, spread=1.6):
+    gen = torch.Generator().manual_seed(seed)
+    low = -2.0 + torch.rand(n_feat, generator=gen, dtype=torch.float64)
+    h = (0.3 + torch.rand(n_feat, generator=gen, dtype=torch.float64)) * 4.0 / g
+    centre = low + h * g / 2
+    x = centre + spread * (h * g / 2) * (2 * torch.rand(n, n_feat, generator=gen, dtype=torch.float64) - 1)
+    coef = torch.randn(n_feat, g + k, generator=gen, dtype=torch.float64)
+    wb = torch.randn(n_feat, generator=gen, dtype=torch.float64)
+    return x, coef, wb, low, h
+
+
+@pytest.mark.parametrize(("g", "k"), [(5, 3), (3, 2), (1, 1), (4, 3), (8, 3)])
+@pytest.mark.parametrize("base", [True, False])
+def test_spline_activation_kernel_matches_float64_reference(kernels_on, g, k, base):
+    # 37 features: two full blocks of 16 and a shifted partial one; 1.6 x the grid span: inputs on both sides
+    x, coef, wb, low, h = _inputs(300, 37, g, k, seed=g * 10 + k)
+    wb = wb if base else None
+    ref = _grads(
+        lambda x_, c_, *w: _reference_activation(x_, c_, low, h, g, k, w[0] if w else None),
+        x.clone().requires_grad_(),
+        coef.clone().requires_grad_(),
+        *([wb.clone().requires_grad_()] if base else []),
+    )
+    x32, c32 = x.float().requires_grad_(), coef.float().requires_grad_()
+    extra = [wb.float().requires_grad_()] if base else []
+    assert B.kernel_backend(x32, g, k) is not None
+    fast = _grads(
+        lambda x_, c_, *w: B.bspline_activation(x_, c_, low, h, g, k, w[0] if w else None), x32, c32, *extra
+    )
+    for i, (got, want) in enumerate(zip(fast, ref)):
+        # values and d/dx are per element; parameter gradients are float32 sums over 300 rows
+        tol = 2e-5 if i < 2 else 1e-4
+        torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize(("g", "k"), [(5, 3), (3, 2), (2, 1)])
+def test_kan_linear_kernel_matches_float64_reference(kernels_on, g, k):
+    layer = KANLinear(19, 5, grid_size=g, spline_order=k, grid_range=(-1.5, 2.0))
+    with torch.no_grad():
+        layer.coef.normal_()
+        layer.spline_weight.normal_()
+    x = torch.rand(200, 19, dtype=torch.float64) * 5 - 2  # inside and beyond the grid
+    params = [layer.base_weight, layer.spline_weight, layer.coef]
+
+    def reference(x_, wb, ws, c):  # explicit per-edge sum in float64
+        basis = B.uniform_bspline_basis(x_, layer.grid_low.double(), layer.grid_h.double(), g, k)
+        spline = torch.einsum("nim,oim->noi", basis, c)
+        return (wb * F.silu(x_).unsqueeze(1) + ws * spline).sum(-1)
+
+    ref = _grads(
+        reference, x.clone().requires_grad_(), *[p.detach().double().requires_grad_() for p in params]
+    )
+    fast = _grads(
+        lambda x_, wb, ws, c: B.kan_linear(x_, wb, ws, c, layer.grid_low, layer.grid_h, g, k),
+        x.float().requires_grad_(),
+        *[p.detach().clone().requires_grad_() for p in params],
+    )
+    for got, want in zip(fast, ref):
+        torch.testing.assert_close(got.double(), want, atol=5e-5, rtol=5e-5)
+
+
+def test_kernels_and_pytorch_fallback_agree_in_the_modules(kernels_on, monkeypatch):
+    torch.manual_seed(0)
+    act, kan = BSplineActivation(40), KANLinear(24, 7)
+    xa, xk = torch.randn(64, 40) * 2, torch.randn(64, 24) * 2
+    results = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv("MAMBA_KAN_KERNELS", switch)
+        assert (B.kernel_backend(xa, 5, 3) is None) == (switch == "0")
+        for module, x in ((act, xa), (kan, xk)):
+            module.zero_grad()
+            xi = x.clone().requires_grad_()
+            y = module(xi)
+            y.pow(2).sum().backward()
+            results.append([y.detach(), xi.grad] + [p.grad.clone() for p in module.parameters()])
+    for fast, slow in zip(results[:2], results[2:]):
+        for a, b in zip(fast, slow):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_kernels_split_rows_over_threads_without_changing_results(kernels_on):
+    x, coef, wb, low, h = _inputs(4096, 50, 5, 3, seed=3)
+    x32 = x.float().requires_grad_()
+    out = []
+    prev = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            y = B.bspline_activation(x32, coef.float().requires_grad_(), low, h, 5, 3, wb.float())
+            (gx,) = torch.autograd.grad(y.sum(), x32)
+            out.append((y.detach(), gx))
+    finally:
+        torch.set_num_threads(prev)
+    torch.testing.assert_close(out[0][0], out[1][0])
+    torch.testing.assert_close(out[0][1], out[1][1])
+
+
+def test_nan_inputs_give_nan_outputs_not_a_crash(kernels_on):
+    x = torch.tensor([[0.5, float("nan"), -9.0, 9.0]])
+    coef = torch.randn(4, 8)
+    y = B.bspline_activation(x, coef, -3.0, 1.2, 5, 3)
+    assert torch.isnan(y[0, 1]) and torch.isfinite(y[0, [0, 2, 3]]).all()
+    kan = KANLinear(4, 2)
+    assert torch.isnan(kan(x)).all()  # every output sums over the NaN input's edges
+
+
+def test_without_a_compiler_the_pytorch_path_runs(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("MAMBA_KAN_KERNELS", "1")
+    monkeypatch.setenv("MAMBA_KAN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setattr(B, "_KERNEL_CACHE", {})
+    x, coef, wb, low, h = _inputs(50, 6, 5, 3, seed=4)
+    with caplog.at_level("WARNING"):
+        assert B.load_kernels(5, 3) is None
+    assert "PyTorch path" in caplog.text
+    y = B.bspline_activation(x.float(), coef.float(), low, h, 5, 3, wb.float())
+    torch.testing.assert_close(
+        y.double(), _reference_activation(x, coef, low, h, 5, 3, wb), atol=1e-5, rtol=1e-5
+    )
+
+
+def test_pytorch_path_with_base_branch_passes_gradcheck():
+    x, coef, wb, low, h = _inputs(8, 3, 4, 3, seed=5)
+    args = (x.requires_grad_(), coef.requires_grad_(), wb.requires_grad_())
+    assert torch.autograd.gradcheck(lambda x_, c_, w_: B.bspline_activation(x_, c_, low, h, 4, 3, w_), args)
+
+
+def test_non_contiguous_inputs_are_handled(kernels_on):
+    x, coef, wb, low, h = _inputs(40, 24, 5, 3, seed=6)
+    x_t = x.float().t().contiguous().t().requires_grad_()  # same values, feature-major storage
+    assert not x_t.is_contiguous()
+    y = B.bspline_activation(x_t, coef.float(), low, h, 5, 3, wb.float())
+    (gx,) = torch.autograd.grad(y.sum(), x_t)
+    x64 = x.clone().requires_grad_()
+    y64 = _reference_activation(x64, coef, low, h, 5, 3, wb)
+    (gx64,) = torch.autograd.grad(y64.sum(), x64)
+    torch.testing.assert_close(y.double(), y64.detach(), atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(gx.double(), gx64, atol=2e-5, rtol=2e-5)
