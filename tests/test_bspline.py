@@ -61,7 +61,8 @@ def test_cubic_closed_form_of_reference():
     f = torch.rand(1000, dtype=torch.float64) * 0.999
     vals, _ = uniform_bspline_local(f, 0.0, 1.0, 1, 3)  # one interval [0, 1]
     expected = torch.stack(
-        [f**3 / 6, (-3 * f**3 + 3 * f**2 + 3 * f + 1) / 6, (3 * f**3 - 6 * f**2 + 4) / 6, (1 - f) ** 3 / 6], -1
+        [f**3 / 6, (-3 * f**3 + 3 * f**2 + 3 * f + 1) / 6, (3 * f**3 - 6 * f**2 + 4) / 6, (1 - f) ** 3 / 6],
+        -1,
     )
     torch.testing.assert_close(vals, expected, atol=1e-14, rtol=0)
 
@@ -107,4 +108,6 @@ def test_fast_paths_hand_written_backward_gradcheck(order):
     assert torch.autograd.gradcheck(lambda x: bspline_basis_fast(x, low, h, 4, order), (x,))
     assert torch.autograd.gradcheck(lambda x, c: spline_activation(x, c, low, h, 4, order), (x, coef))
     # and the values equal the plain basis
-    torch.testing.assert_close(bspline_basis_fast(x, low, h, 4, order), uniform_bspline_basis(x, low, h, 4, order))
+    torch.testing.assert_close(
+        bspline_basis_fast(x, low, h, 4, order), uniform_bspline_basis(x, low, h, 4, order)
+    )

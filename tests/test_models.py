@@ -190,7 +190,15 @@ def test_models_command_json_default_size_within_5_percent():
     rows = json.loads(out)
     assert [r["name"] for r in rows] == list(VARIANTS)
     for r in rows:
-        assert set(r) >= {"name", "ffn", "mixer", "params", "param_deviation", "flops_per_token", "ffn_hidden"}
+        assert set(r) >= {
+            "name",
+            "ffn",
+            "mixer",
+            "params",
+            "param_deviation",
+            "flops_per_token",
+            "ffn_hidden",
+        }
         assert abs(r["param_deviation"]) < 5.0
 
 

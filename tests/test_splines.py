@@ -72,7 +72,9 @@ def test_bspline_activation_equals_formula(base):
     expected = torch.zeros(20, 6, dtype=torch.float64)
     for j in range(6):
         knots = uniform_knots(4, 3, -3.0, 3.0, torch.float64).numpy()
-        spline = BSpline(knots, act.coef[j].detach().double().numpy(), 3)(np.clip(x[:, j].double().numpy(), -3, 3 - 1e-12))
+        spline = BSpline(knots, act.coef[j].detach().double().numpy(), 3)(
+            np.clip(x[:, j].double().numpy(), -3, 3 - 1e-12)
+        )
         expected[:, j] = act.spline_weight[j].item() * torch.from_numpy(spline)
         if base:
             expected[:, j] += act.base_weight[j].item() * F.silu(x[:, j].double())

@@ -8,7 +8,17 @@ import sys
 
 
 def _train(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "mamba_kan", "train", "--model", "mlp_transformer", "--max-steps", "3", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mamba_kan",
+        "train",
+        "--model",
+        "mlp_transformer",
+        "--max-steps",
+        "3",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 

@@ -20,7 +20,7 @@ from mamba_kan.models.registry import parse_variant
 from mamba_kan.modules.attention import CausalSelfAttention
 from mamba_kan.modules.block import Block
 from mamba_kan.modules.ends import make_input_end, make_output_end
-from mamba_kan.modules.ffn import MLP, BSplineMLP, KANFFN
+from mamba_kan.modules.ffn import KANFFN, MLP, BSplineMLP
 from mamba_kan.modules.splines import BSplineActivation, KANLinear
 
 
