@@ -16,7 +16,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     if isinstance(v, float):
-        return f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:,.0f}"
+        return f"{v:.{digits}g}" if abs(v) < 100 else f"{v:,.0f}"
     return str(v)
 
 
@@ -88,7 +88,9 @@ def to_markdown(result: dict[str, Any], command: str | None = None) -> str:
             lines += [
                 "",
                 f"Training loop: {_fmt(over['loop_ms'])} ms/step in `run_experiment` vs {_fmt(over['bare_ms'])} "
-                f"ms/step bare ({over['variant']}, {over['steps']} steps, median of {len(over['loop_ms_all'])}).",
+                f"ms/step bare ({over['variant']}, {over['clock']}, fastest of {len(over['loop_ms_all'])} "
+                f"alternated runs each); making a batch (task.train_batch) takes {_fmt(over['data_ms'])} ms "
+                f"= {_fmt(100 * over['data_fraction'])}% of a bare step.",
             ]
         for note in suite.get("notes", []):
             lines.append(f"\nNote: {note}")

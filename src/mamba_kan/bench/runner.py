@@ -17,7 +17,6 @@ import contextlib
 import datetime as _dt
 import logging
 import os
-import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -203,55 +202,80 @@ def build_key(spec: dict[str, Any]) -> str:
     return f"{spec['variant']} [train step]"
 
 
+def _clock(device: torch.device) -> float:
+    """CPU seconds of this process on CPU (load on a shared machine does not inflate them); wall seconds on
+    GPUs (after a sync), where the host CPU time is not the cost."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return time.perf_counter()
+    return time.process_time()
+
+
 def loop_overhead(cfg: BenchConfig, device: torch.device, rounds: int = 3) -> dict[str, Any]:
     """The training loop's own cost per step (data, scheduler, bookkeeping, logging) at the model suite's size.
 
-    ``run_experiment``'s steps/s (it times training steps only, without evaluation) against a bare loop of the
-    same work on one fixed batch (forward, loss, backward, clipping, AdamW step), alternated ``rounds`` times:
-    overhead = median loop step time / median bare step time - 1.
+    The loop: ``run_experiment`` for S and 5 S steps (evaluation every run's length, so one validation and one
+    test pass each); the difference of their times over 4 S steps is a step of the loop with setup and
+    evaluation cancelled out. The bare loop: the same work on one fixed batch (forward, loss, backward, clipping,
+    AdamW step), S steps. Both on the process CPU clock (on CPU), alternated ``rounds`` times, fastest of each:
+    overhead = loop step / bare step - 1. ``data_ms`` times ``task.train_batch`` alone, the main expected cost.
     """
+    from mamba_kan.tasks import make_task
     from mamba_kan.training import TrainConfig, run_experiment
 
     task, options, model_cfg, batch = model_settings(cfg.sizes)
     steps = cfg.sizes.overhead_steps
-    train_cfg = TrainConfig(
-        model=LOOP_OVERHEAD_VARIANT,
-        task=task,
-        task_options=options,
-        model_cfg=model_cfg,
-        batch_size=batch,
-        max_steps=steps,
-        eval_every=steps,
-        log_every=10,
-        threads=cfg.threads,
-        device=device.type,
-        precision=cfg.resolved_precision(),
-    )
+
+    def train_cfg(n: int) -> TrainConfig:
+        return TrainConfig(
+            model=LOOP_OVERHEAD_VARIANT,
+            task=task,
+            task_options=options,
+            model_cfg=model_cfg,
+            batch_size=batch,
+            max_steps=n,
+            eval_every=n,
+            log_every=10,
+            threads=cfg.threads,
+            device=device.type,
+            precision=cfg.resolved_precision(),
+        )
+
     spec = {"kind": "model", "variant": LOOP_OVERHEAD_VARIANT, "task": task, "task_options": options,
             "batch_size": batch, "model_cfg": model_cfg}  # fmt: skip
     bare_ms, loop_ms = [], []
     for _ in range(rounds):
         item = build_item(spec, device, cfg.resolved_precision())
-        item.step()  # first step: allocation, optimizer state (the loop does not time its first step either)
-        t0 = time.perf_counter()
-        for _ in range(steps - 1):
+        item.step()  # first step: allocation, optimizer state
+        t0 = _clock(device)
+        for _ in range(steps):
             item.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        bare_ms.append(1e3 * (time.perf_counter() - t0) / (steps - 1))
+        bare_ms.append(1e3 * (_clock(device) - t0) / steps)
         del item
-        result = run_experiment(train_cfg)
-        if result["status"] != "completed" or not result.get("steps_per_sec"):
-            return {"value": None, "error": result.get("error") or "no steps/s recorded"}
-        loop_ms.append(1e3 / result["steps_per_sec"])
-    bare, loop = statistics.median(bare_ms), statistics.median(loop_ms)
+        times = []
+        for n in (steps, 5 * steps):
+            t0 = _clock(device)
+            result = run_experiment(train_cfg(n))
+            times.append(_clock(device) - t0)
+            if result["status"] != "completed":
+                return {"value": None, "error": result.get("error") or result["status"]}
+        loop_ms.append(1e3 * (times[1] - times[0]) / (4 * steps))
+    bare, loop = min(bare_ms), min(loop_ms)
+    task_obj = make_task(task, seed=0, **options)
+    t0 = _clock(device)
+    for step in range(steps):
+        task_obj.train_batch(step, batch)
+    data_ms = 1e3 * (_clock(device) - t0) / steps
     return {
         "variant": LOOP_OVERHEAD_VARIANT,
         "steps": steps,
+        "clock": "wall" if device.type == "cuda" else "process CPU time",
         "bare_ms": bare,
         "loop_ms": loop,
         "bare_ms_all": bare_ms,
         "loop_ms_all": loop_ms,
+        "data_ms": data_ms,
+        "data_fraction": data_ms / bare,
         "value": loop / bare - 1.0,
     }
 
@@ -273,7 +297,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         with _torch_settings(cfg.threads, deterministic=name == "model" and device.type == "cpu"):
             suite = run_suite(name, cfg, device, peak, judge)
             if name == "model" and cfg.overhead:
-                over = loop_overhead(cfg, device, rounds=1 if cfg.tiny else 3)
+                over = loop_overhead(cfg, device, rounds=1 if cfg.tiny else 5)
                 suite["loop_overhead"] = over
                 met = None
                 if judge and over.get("value") is not None:
