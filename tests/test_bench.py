@@ -31,7 +31,9 @@ def test_ffn_widths_match_parameters_by_the_papers_counts(d_model):
     kan = 2 * d_model * h["kan"] * per_edge
     assert h["mlp"] == 4 * d_model
     assert abs(bspline / mlp - 1) <= 0.01 and abs(kan / mlp - 1) <= 0.01
-    if d_model == 128:  # mlp 131,712 params; bspline 496 (a multiple of 8, +0.6%); kan 51 (48 or 56 are > 1% off)
+    if (
+        d_model == 128
+    ):  # mlp 131,712 params; bspline 496 (a multiple of 8, +0.6%); kan 51 (48 or 56 are > 1% off)
         assert mlp == 131_712 and h["bspline"] == 496 and h["kan"] == 51
 
 
@@ -106,6 +108,7 @@ def test_cli_bench_tiny_runs_every_suite_and_writes_json(tmp_path, capsys):
         (["--threads", "0"], "--threads must be >= 1"),
         (["--device", "tpu"], "unknown device 'tpu'; valid choices: cpu, cuda"),
         (["--precision", "fp8"], "unknown precision 'fp8'"),
+        (["--task", "chess"], "unknown task family 'chess'"),
     ],
 )
 def test_bad_bench_options_are_one_line_errors(args, message, capsys):

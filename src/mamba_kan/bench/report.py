@@ -87,10 +87,10 @@ def to_markdown(result: dict[str, Any], command: str | None = None) -> str:
         if over and over.get("value") is not None:
             lines += [
                 "",
-                f"Training loop: {_fmt(over['loop_ms'])} ms/step in `run_experiment` vs {_fmt(over['bare_ms'])} "
-                f"ms/step bare ({over['variant']}, {over['clock']}, fastest of {len(over['loop_ms_all'])} "
-                f"alternated runs each); making a batch (task.train_batch) takes {_fmt(over['data_ms'])} ms "
-                f"= {_fmt(100 * over['data_fraction'])}% of a bare step.",
+                f"Training loop: {_fmt(over['loop_ms'])} ms per step of the loop vs {_fmt(over['bare_ms'])} ms "
+                f"per bare step ({over['variant']}, medians of {over['steps']} alternated steps); making a batch "
+                f"(task.train_batch) takes {_fmt(over['data_ms'])} ms = {_fmt(100 * over['data_fraction'])}% of a "
+                f"bare step; `run_experiment` itself reported {_fmt(over['run_experiment_ms'])} ms/step.",
             ]
         for note in suite.get("notes", []):
             lines.append(f"\nNote: {note}")

@@ -7,7 +7,8 @@ Result layout::
      "suites": {"ffn": {"items": [...], "comparisons": [...], "notes": [...]}, ...}}
 
 Each item: name, group, params, details (widths, lengths...), ms / cpu_ms (medians), ms_min, ms_max, rounds,
-gflops (achieved: step FLOPs / median time), peak_fraction (gflops / matmul peak), peak_mb, memory_method.
+gflops (achieved: step FLOPs / median time), peak_fraction (of the matmul peak, see measure.py), peak_mb,
+memory_method.
 Each comparison: label, numerator, denominator, metric, value, op, target, met (None when not judged).
 """
 
@@ -17,9 +18,10 @@ import contextlib
 import datetime as _dt
 import logging
 import os
+import statistics
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -65,15 +67,17 @@ class BenchConfig:
         require(self.repeats >= 1, f"--repeats must be >= 1, got {self.repeats}")
         require(self.warmup >= 1, f"--warmup must be >= 1, got {self.warmup}")
         require(self.budget_s > 0, f"--budget must be > 0 seconds, got {self.budget_s}")
+        if self.task is not None:  # fail now, not after the other suites ran
+            from mamba_kan.tasks.registry import parse_task_name
+
+            parse_task_name(self.task)
 
     @property
     def sizes(self) -> Sizes:
         base = TINY if self.tiny else FULL
         if self.task is None:
             return base
-        from dataclasses import replace
-
-        return replace(base, model_task=self.task, model_task_options=None if not self.tiny else {})
+        return replace(base, model_task=self.task, model_task_options=None)  # the quick preset's options
 
     def resolved_precision(self) -> str:
         if self.precision != "auto":
@@ -202,80 +206,74 @@ def build_key(spec: dict[str, Any]) -> str:
     return f"{spec['variant']} [train step]"
 
 
-def _clock(device: torch.device) -> float:
-    """CPU seconds of this process on CPU (load on a shared machine does not inflate them); wall seconds on
-    GPUs (after a sync), where the host CPU time is not the cost."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        return time.perf_counter()
-    return time.process_time()
-
-
 def loop_overhead(cfg: BenchConfig, device: torch.device, rounds: int = 3) -> dict[str, Any]:
     """The training loop's own cost per step (data, scheduler, bookkeeping, logging) at the model suite's size.
 
-    The loop: ``run_experiment`` for S and 5 S steps (evaluation every run's length, so one validation and one
-    test pass each); the difference of their times over 4 S steps is a step of the loop with setup and
-    evaluation cancelled out. The bare loop: the same work on one fixed batch (forward, loss, backward, clipping,
-    AdamW step), S steps. Both on the process CPU clock (on CPU), alternated ``rounds`` times, fastest of each:
-    overhead = loop step / bare step - 1. ``data_ms`` times ``task.train_batch`` alone, the main expected cost.
+    Judged value: the training loop's own step (``mamba_kan.training.loop``: a fresh batch from the task, the
+    forward/backward/clip/AdamW step, scheduler, loss and divergence bookkeeping, and every ``log_every`` steps
+    the synchronising log point) against a bare step of the same model on one fixed batch, alternated step by
+    step (so load on a shared machine hits both alike): overhead = median loop step / median bare step - 1.
+    Cross-check: ``run_experiment``'s own steps/s over ``rounds`` runs (wall-clock, fastest run).
     """
     from mamba_kan.tasks import make_task
     from mamba_kan.training import TrainConfig, run_experiment
+    from mamba_kan.training.config import config_hash
+    from mamba_kan.training.distributed import DistInfo
+    from mamba_kan.training.loop import _Run
 
     task, options, model_cfg, batch = model_settings(cfg.sizes)
     steps = cfg.sizes.overhead_steps
-
-    def train_cfg(n: int) -> TrainConfig:
-        return TrainConfig(
-            model=LOOP_OVERHEAD_VARIANT,
-            task=task,
-            task_options=options,
-            model_cfg=model_cfg,
-            batch_size=batch,
-            max_steps=n,
-            eval_every=n,
-            log_every=10,
-            threads=cfg.threads,
-            device=device.type,
-            precision=cfg.resolved_precision(),
-        )
-
+    train_cfg = TrainConfig(
+        model=LOOP_OVERHEAD_VARIANT,
+        task=task,
+        task_options=options,
+        model_cfg=model_cfg,
+        batch_size=batch,
+        max_steps=steps * rounds,
+        eval_every=steps * rounds,
+        log_every=10,
+        threads=cfg.threads,
+        device=device.type,
+        precision=cfg.resolved_precision(),
+    ).resolved()
     spec = {"kind": "model", "variant": LOOP_OVERHEAD_VARIANT, "task": task, "task_options": options,
             "batch_size": batch, "model_cfg": model_cfg}  # fmt: skip
+    item = build_item(spec, device, cfg.resolved_precision())
+    run = _Run(train_cfg, config_hash(train_cfg), None, device, DistInfo(), None)
+    run.model.train()
+
+    def loop_step() -> None:
+        run._train_step()
+        if run.state.step % train_cfg.log_every == 0:
+            run._sync()
+            run._log_train()
+
+    item.step()
+    loop_step()
     bare_ms, loop_ms = [], []
-    for _ in range(rounds):
-        item = build_item(spec, device, cfg.resolved_precision())
-        item.step()  # first step: allocation, optimizer state
-        t0 = _clock(device)
-        for _ in range(steps):
-            item.step()
-        bare_ms.append(1e3 * (_clock(device) - t0) / steps)
-        del item
-        times = []
-        for n in (steps, 5 * steps):
-            t0 = _clock(device)
-            result = run_experiment(train_cfg(n))
-            times.append(_clock(device) - t0)
-            if result["status"] != "completed":
-                return {"value": None, "error": result.get("error") or result["status"]}
-        loop_ms.append(1e3 * (times[1] - times[0]) / (4 * steps))
-    bare, loop = min(bare_ms), min(loop_ms)
+    for i in range(steps * rounds - 1):
+        for fn, out in ((item.step, bare_ms), (loop_step, loop_ms))[:: 1 if i % 2 else -1]:
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            out.append(1e3 * (time.perf_counter() - t0))
+    bare, loop = statistics.median(bare_ms), statistics.median(loop_ms)
     task_obj = make_task(task, seed=0, **options)
-    t0 = _clock(device)
+    t0 = time.perf_counter()
     for step in range(steps):
         task_obj.train_batch(step, batch)
-    data_ms = 1e3 * (_clock(device) - t0) / steps
+    data_ms = 1e3 * (time.perf_counter() - t0) / steps
+
+    e2e = run_experiment(train_cfg)
     return {
         "variant": LOOP_OVERHEAD_VARIANT,
-        "steps": steps,
-        "clock": "wall" if device.type == "cuda" else "process CPU time",
+        "steps": len(loop_ms),
         "bare_ms": bare,
         "loop_ms": loop,
-        "bare_ms_all": bare_ms,
-        "loop_ms_all": loop_ms,
         "data_ms": data_ms,
         "data_fraction": data_ms / bare,
+        "run_experiment_ms": 1e3 / e2e["steps_per_sec"] if e2e.get("steps_per_sec") else None,
         "value": loop / bare - 1.0,
     }
 
@@ -297,7 +295,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         with _torch_settings(cfg.threads, deterministic=name == "model" and device.type == "cpu"):
             suite = run_suite(name, cfg, device, peak, judge)
             if name == "model" and cfg.overhead:
-                over = loop_overhead(cfg, device, rounds=1 if cfg.tiny else 5)
+                over = loop_overhead(cfg, device, rounds=1 if cfg.tiny else 3)
                 suite["loop_overhead"] = over
                 met = None
                 if judge and over.get("value") is not None:
