@@ -28,6 +28,7 @@ from mamba_kan.errors import UserError
 from mamba_kan.io_spec import ContinuousInput, RegressionOutput
 from mamba_kan.tasks.base import Batch, Task
 from mamba_kan.tasks.common import as_bool, as_int, check_seed, check_split, check_step, make_rng
+from mamba_kan.tasks.registry import FamilyInfo
 
 FUNCTION_OPTIONS: dict[str, Any] = {
     "n_train": 1000,
@@ -192,3 +193,25 @@ class FunctionRegressionTask(Task):
             "target_mean": self.target_mean,
             "target_std": self.target_std,
         }
+
+
+def function_fit_family(
+    name: str, description: str, specs: dict[str, Any], default_config: str, factory: Callable[..., Task]
+) -> FamilyInfo:
+    """The registry entry shared by the regression families (symbolic, special_functions): same options, ends and
+    metrics, differing only in their function specs."""
+    return FamilyInfo(
+        name=name,
+        description=description,
+        configs=tuple(specs),
+        default_config=default_config,
+        factory=factory,
+        options=dict(FUNCTION_OPTIONS),
+        option_help=dict(FUNCTION_OPTION_HELP),
+        config_help={config: spec.description for config, spec in specs.items()},
+        input_end="continuous (one token per variable, max_len = n_vars)",
+        output_end="regression (out_dim 1)",
+        primary_metric="mse",
+        higher_is_better=False,
+        metrics=("mse", "rmse", "mae", "r2"),
+    )

@@ -23,12 +23,12 @@ import scipy.special as sp
 
 from mamba_kan.tasks.common import merge_options
 from mamba_kan.tasks.function_fit import (
-    FUNCTION_OPTION_HELP,
     FUNCTION_OPTIONS,
     FunctionRegressionTask,
     FunctionSpec,
+    function_fit_family,
 )
-from mamba_kan.tasks.registry import FamilyInfo, register_family
+from mamba_kan.tasks.registry import register_family
 
 PI = np.pi
 
@@ -139,20 +139,12 @@ def make_special_function_task(config: str, seed: int, **options: Any) -> Specia
 
 
 INFO = register_family(
-    FamilyInfo(
-        name="special_functions",
-        description="regression on special functions (Bessel, Legendre, elliptic, associated Legendre, spherical "
+    function_fit_family(
+        "special_functions",
+        "regression on special functions (Bessel, Legendre, elliptic, associated Legendre, spherical "
         "harmonics) evaluated with scipy.special; KAN-favourable",
-        configs=tuple(SPECS),
-        default_config=DEFAULT_CONFIG,
-        factory=make_special_function_task,
-        options=dict(FUNCTION_OPTIONS),
-        option_help=dict(FUNCTION_OPTION_HELP),
-        config_help={name: spec.description for name, spec in SPECS.items()},
-        input_end="continuous (one token per variable, max_len = n_vars)",
-        output_end="regression (out_dim 1)",
-        primary_metric="mse",
-        higher_is_better=False,
-        metrics=("mse", "rmse", "mae", "r2"),
+        SPECS,
+        DEFAULT_CONFIG,
+        make_special_function_task,
     )
 )
