@@ -16,19 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mamba_kan.design import FAMILY_ORDER, VARIANTS
 from mamba_kan.errors import unknown_choice
 from mamba_kan.experiments.grid import TaskSpec
-
-#: The five families in the seed project's order.
-FAMILY_ORDER = ("symbolic", "special_functions", "timeseries", "language", "long_context")
-VARIANTS = (
-    "mlp_transformer",
-    "bspline_transformer",
-    "kan_transformer",
-    "mlp_mamba",
-    "bspline_mamba",
-    "kan_mamba",
-)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """Models: config, variant registry, the shared backbone and the parameter-matched factory."""
 
-from mamba_kan.models.config import FFN_TYPES, MIXER_TYPES, ModelConfig
+from mamba_kan.design import ALL_MIXERS as MIXER_TYPES
+from mamba_kan.design import FFN_LEVELS as FFN_TYPES
+from mamba_kan.models.config import ModelConfig
 from mamba_kan.models.matching import MatchResult, build_model, solve_ffn_hidden
 from mamba_kan.models.model import MambaKanModel
 from mamba_kan.models.registry import (

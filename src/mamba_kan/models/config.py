@@ -7,8 +7,6 @@ from typing import Any
 
 from mamba_kan.errors import UserError, require
 
-FFN_TYPES = ("mlp", "bspline", "kan")
-MIXER_TYPES = ("transformer", "mamba", "none")
 MATCH_MODES = ("params", "flops", "none")
 
 

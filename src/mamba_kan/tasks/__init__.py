@@ -4,15 +4,13 @@ Importing this package registers every family: ``symbolic``, ``special_functions
 ``long_context``. Build a task with ``make_task("family/config", seed, **options)``.
 """
 
+from mamba_kan.design import FAMILY_ORDER, family_sort_key
 from mamba_kan.tasks import language, long_context, special_functions, symbolic, timeseries  # noqa: F401  (register)
 from mamba_kan.tasks.base import SPLITS, Batch, MetricState, Task
 from mamba_kan.tasks.registry import FAMILIES, FamilyInfo, make_task, parse_task_name, register_family
 
 # list families in the order of the benchmark's description (KAN-favourable first, Mamba-favourable last)
-FAMILY_ORDER = ("symbolic", "special_functions", "timeseries", "language", "long_context")
-for _name in sorted(
-    FAMILIES, key=lambda n: (FAMILY_ORDER.index(n) if n in FAMILY_ORDER else len(FAMILY_ORDER), n)
-):
+for _name in sorted(FAMILIES, key=family_sort_key):
     FAMILIES[_name] = FAMILIES.pop(_name)
 
 __all__ = [
