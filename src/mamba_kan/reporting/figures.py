@@ -39,7 +39,7 @@ _HATCH = {"/": "///", ".": "...", None: ""}
 _REF = {"floor": ("--", "0.3", 1.0), "baseline": (":", "0.3", 1.2), "zero": ("-", "0.3", 0.8)}
 
 
-def _plain_log_axis(axis: Any) -> None:
+def plain_log_axis(axis: Any) -> None:
     """Plain-number labels on a log axis; minor ticks labelled only when the axis spans less than a decade."""
     axis.set_major_locator(LogLocator(base=10))
     axis.set_major_formatter(FuncFormatter(lambda v, _: tick(v)))
@@ -164,7 +164,7 @@ def draw_panel(fig: Figure, ax: Axes, p: Panel) -> None:
             continue
         if scale == "log":
             (ax.set_xscale if axis is ax.xaxis else ax.set_yscale)("log")
-            _plain_log_axis(axis)
+            plain_log_axis(axis)
         else:  # few ticks: labels like -0.0075 never run into each other in a 4-inch panel
             axis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
     ax.set_xlabel(mpl_text(p.xlabel), fontsize=8)
