@@ -68,7 +68,8 @@ def _traces(s: Series, shown: set[str]) -> list[Any]:
         shown.add(s.label or "")
     common: dict[str, Any] = {"name": esc(s.label or s.group or ""), "legendgroup": s.group or s.label,
                               "showlegend": legend}  # fmt: skip
-    hover = [esc(h) for h in s.hover] if s.hover else None
+    # one hover text for a whole series (a learned function) is passed once, not once per point
+    hover: Any = None if not s.hover else ([esc(h) for h in s.hover] if len(s.hover) > 1 else esc(s.hover[0]))
     hov: dict[str, Any] = {"hovertext": hover, "hoverinfo": "text"} if hover else {}
     out: list[Any] = []
     if s.kind == "line":

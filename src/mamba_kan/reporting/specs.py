@@ -105,7 +105,7 @@ class Series:
     alpha: float = 1.0
     size: float = 6.0
     filled: list[bool] | None = None
-    hover: list[str] | None = None
+    hover: list[str] | None = None  # one per point, or a single text for the whole series
 
 
 @dataclass
@@ -593,7 +593,7 @@ def function_panel(s: SplineSet, module: str, colour: str, title: str = "") -> P
     p = Panel(title=title, xlabel="input x", ylabel="phi(x)")
     for i, row in enumerate(s.functions[module][:MAX_CURVES]):
         p.series.append(Series("line", list(s.x), list(row), group=s.model, colour=colour, alpha=0.85,
-                               hover=[f"{module}[{i}]"] * len(row)))  # fmt: skip
+                               hover=[f"{s.model} {module}[{i}]"]))  # fmt: skip
     p.series.append(Series("line", list(s.x), list(silu(s.x)), label="silu(x) (reference)", colour="#808080",
                            dash="dot"))  # fmt: skip
     return p
