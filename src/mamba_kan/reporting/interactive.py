@@ -94,7 +94,7 @@ def _traces(s: Series, shown: set[str]) -> list[Any]:
                               **common, **hov))  # fmt: skip
     elif s.kind == "missing":
         out.append(go.Scatter(x=s.x, y=[None] * len(s.x), mode="markers", marker={"symbol": "x", "color": "grey"},
-                              **{**common, "name": esc(f"{s.group} (no completed run)")}))  # fmt: skip
+                              **{**common, "name": esc(f"{s.group} (no completed run)"), "showlegend": True}))  # fmt: skip
     elif s.kind == "errorbar":
         filled = s.filled if s.filled is not None else [True] * len(s.x)
         marker = {
@@ -147,8 +147,9 @@ def render(spec: FigureSpec) -> go.Figure:
     panels = [p for p in spec.panels if p.series or p.heatmap]
     ncols = max(1, min(spec.ncols, len(panels)))
     nrows = math.ceil(len(panels) / ncols)
+    heat = any(p.heatmap is not None for p in panels)
     fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=[esc(p.title).replace("\n", "<br>") for p in panels],
-                        horizontal_spacing=min(0.2, 0.5 / ncols) if ncols > 1 else 0.2,
+                        horizontal_spacing=0.3 if heat else (min(0.2, 0.5 / ncols) if ncols > 1 else 0.2),
                         vertical_spacing=min(0.3, 0.6 / nrows) if nrows > 1 else 0.3)  # fmt: skip
     shown: set[str] = set()
     for k, p in enumerate(panels):
@@ -156,11 +157,12 @@ def render(spec: FigureSpec) -> go.Figure:
         if p.heatmap is not None:
             h = p.heatmap
             labels = [esc(m) for m in h.labels]
-            x_dom = (col - 1) / ncols
+            right = fig.get_subplot(row, col).xaxis.domain[1]  # the colour bar sits just right of its heatmap
             fig.add_trace(go.Heatmap(
                 z=[[None if not math.isfinite(v) else v for v in r] for r in h.z], x=labels, y=labels, zmin=h.zmin,
                 zmax=h.zmax, colorscale=_CMAP.get(h.cmap, h.cmap), text=h.text, texttemplate="%{text}",
-                colorbar={"x": x_dom + 1 / ncols - 0.02, "len": 0.9, "title": {"text": esc(h.colourbar)}},
+                colorbar={"x": right + 0.01, "xanchor": "left", "len": 0.9, "thickness": 12,
+                          "title": {"text": esc(h.colourbar), "side": "right"}},
                 hovertemplate=f"%{{y}} vs %{{x}}: {esc(h.colourbar)} %{{z:.3g}}<extra></extra>"),
                 row=row, col=col)  # fmt: skip
             fig.update_yaxes(autorange="reversed", row=row, col=col)
@@ -168,6 +170,9 @@ def render(spec: FigureSpec) -> go.Figure:
         for s in p.series:
             for trace in _traces(s, shown):
                 fig.add_trace(trace, row=row, col=col)
+            for x in s.x if s.kind == "missing" else []:  # a cross in the middle of the axis: no data
+                fig.add_annotation(x=x, y=0.5, yref="y domain", text="×", showarrow=False,
+                                   font={"size": 18, "color": "grey"}, row=row, col=col)  # fmt: skip
         for r in p.lines:
             dash, colour = _REF[r.style]
             line = {"color": colour, "dash": dash, "width": 1}
@@ -187,9 +192,11 @@ def render(spec: FigureSpec) -> go.Figure:
     if any(s.kind == "bar" for p in panels for s in p.series):
         fig.update_layout(barmode="overlay")  # bars carry their own dodged positions
     height = max(HEIGHT, 320 * nrows + 80)
-    if any(p.heatmap is not None for p in panels):
+    if heat:
         height = max(HEIGHT, 60 * len(panels[0].heatmap.labels) + 160)  # type: ignore[union-attr]
     fig.update_layout(title={"text": esc(spec.title), "font": {"size": 13}}, height=height, **_LAYOUT)
+    if heat:  # room for the variant names left of the first matrix
+        fig.update_layout(margin={**_LAYOUT["margin"], "l": 140, "b": 120})
     fig.update_xaxes(**_AXIS)
     fig.update_yaxes(**_AXIS)
     return fig
