@@ -47,6 +47,13 @@ class SweepOptions:
     ray_gpus_per_cell: float = 0.0
     retry_failed: bool = False
     command: str = ""
+    #: where run directories go (default ``DIR/runs``); on a cluster, storage every node shares
+    runs_dir: str | None = None
+    #: slurm backend: submitit folder, cluster (slurm|local|auto), array parallelism, further parameters
+    slurm_folder: str | None = None
+    slurm_cluster: str = "slurm"
+    slurm_parallelism: int = 64
+    slurm_parameters: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -107,9 +114,35 @@ def check_output_dir(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def make_backend(options: SweepOptions, n_jobs: int) -> Backend:
+def runs_root(root: Path, options: SweepOptions) -> Path:
+    """Where the cells' run directories live: ``--runs-dir`` or ``DIR/runs``."""
+    return Path(options.runs_dir).expanduser().resolve() if options.runs_dir else (root / RUNS_DIR).resolve()
+
+
+def _stored_run_dir(root: Path, run_dir: Path) -> str:
+    """The run directory as the database records it: relative to the comparison directory when inside it (the
+    directory can then be moved as a whole), absolute otherwise (``--runs-dir`` on shared storage)."""
+    try:
+        return run_dir.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(run_dir)
+
+
+def make_backend(options: SweepOptions, n_jobs: int, root: Path | None = None) -> Backend:
     if options.backend not in BACKENDS:
         raise unknown_choice("backend", options.backend, BACKENDS)
+    if options.backend == "slurm":
+        from mamba_kan.experiments.slurm import SubmititBackend
+
+        base = root if root is not None else Path.cwd()
+        folder = options.slurm_folder or str(runs_root(base, options).parent / "submitit")
+        return SubmititBackend(
+            folder,
+            threads=options.threads or 1,
+            cluster=options.slurm_cluster,
+            max_parallel=options.slurm_parallelism,
+            parameters=options.slurm_parameters,
+        )
     if options.backend == "ray":
         return RayBackend(
             options.ray_address, threads=options.threads or 1, gpus_per_cell=options.ray_gpus_per_cell
@@ -122,12 +155,12 @@ def make_backend(options: SweepOptions, n_jobs: int) -> Backend:
     return LocalBackend(workers, threads, gpus)
 
 
-def _job(cell: Cell, root: Path, threads: int, fresh: bool) -> CellJob:
+def _job(cell: Cell, runs: Path, threads: int, fresh: bool) -> CellJob:
     return CellJob(
         cell_key=cell.cell_key,
         run_id=cell.run_id,
         config=cell.config.to_dict(),
-        run_dir=str((root / RUNS_DIR / cell.run_id).resolve()),
+        run_dir=str(runs / cell.run_id),
         threads=threads,
         fresh=fresh,
     )
@@ -150,7 +183,10 @@ def run_sweep(
             existing = probe.statuses()
     retry = set(RETRYABLE) if options.retry_failed else set()
     todo = [c for c in cells if c.cell_key not in existing or existing[c.cell_key] in retry]
-    backend = make_backend(options, len(todo))  # may fail (Ray unreachable) before the database is created
+    runs = runs_root(root, options)
+    backend = make_backend(
+        options, len(todo), root
+    )  # may fail (Ray unreachable) before the database is created
 
     start = time.perf_counter()
     todo_keys = {c.cell_key for c in todo}
@@ -181,7 +217,7 @@ def run_sweep(
                     result,
                     task=cell.task,
                     family=cell.family,
-                    run_dir=f"{RUNS_DIR}/{cell.run_id}",
+                    run_dir=_stored_run_dir(root, runs / cell.run_id),
                     code_version=cell.code_version,
                     sweep_id=sweep_id,
                 )
@@ -194,7 +230,7 @@ def run_sweep(
                     progress = Progress(n, len(todo), done["failed"] + done["diverged"], elapsed, eta)
                     observer.cell_finished(cell, result, progress)
 
-            jobs = [_job(c, root, backend.threads, c.cell_key in existing) for c in todo]
+            jobs = [_job(c, runs, backend.threads, c.cell_key in existing) for c in todo]
             if jobs:
                 backend.run(jobs, on_result)
             counts.update(done)
