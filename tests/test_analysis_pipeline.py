@@ -102,7 +102,9 @@ def test_dict_with_unparsed_names_gets_rank_tests_but_no_factorial_part():
         ),  # mse: the spline activation lowers it, topology adds nothing
         ({"kan": -3.0}, "topology"),
         ({"bspline": -3.0, "kan": -6.0}, "both"),
-        ({"bspline": 3.0, "kan": 6.0}, "neither"),  # both steps make mse significantly worse
+        # kan significantly worse than mlp: there is no KAN advantage to attribute (was "neither" before the
+        # verdict asked "is kan better than mlp?" first)
+        ({"bspline": 3.0, "kan": 6.0}, "no KAN advantage"),
         ({}, "inconclusive at this power"),  # nothing to find and 4 seeds cannot rule much out
     ],
 )
@@ -200,7 +202,7 @@ def _two_direction_frame() -> pd.DataFrame:
 
 
 def test_across_tasks_ranks_respect_each_tasks_direction_and_equal_scipy():
-    analysis = analyze_frame(_two_direction_frame(), **FAST)
+    analysis = analyze_frame(_two_direction_frame(), scale="raw", **FAST)
     a = analysis.to_dict()["across"]
     ranks = a["friedman"]["average_ranks"]
     assert min(ranks, key=ranks.get).startswith("kan_")  # kan is best in every task whatever the direction
@@ -214,7 +216,7 @@ def test_across_tasks_ranks_respect_each_tasks_direction_and_equal_scipy():
 
 def test_mixed_model_contrasts_equal_cell_means_of_the_standardised_scores():
     df = _two_direction_frame()
-    a = analyze_frame(df, **FAST).to_dict()["across"]
+    a = analyze_frame(df, scale="raw", **FAST).to_dict()["across"]
     mm = a["mixed_model"]
     assert "error" not in mm, mm.get("error")
     # balanced design: the GLS estimate of a contrast is the contrast of the raw cell means of z
@@ -242,7 +244,8 @@ def test_mixed_model_failure_is_reported_not_raised(monkeypatch):
     analysis = analyze_frame(_two_direction_frame(), **FAST)
     a = analysis.to_dict()["across"]
     assert "Singular matrix" in a["mixed_model"]["error"]
-    assert a["verdict"]["verdict"] == "not estimable"
+    # the verdict comes from the task-level t-tests, which do not need the mixed model
+    assert a["verdict"]["verdict"] != "not estimable" and a["task_level"]["contrasts"]
     assert a["friedman"] is not None  # the rest of the analysis is still there
     assert "mixed model: not available" in format_summary(analysis)
 
