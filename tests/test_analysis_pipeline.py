@@ -231,7 +231,10 @@ def test_mixed_model_contrasts_equal_cell_means_of_the_standardised_scores():
     got = {(c["name"], c["scope"], c["mixer"]): c for c in mm["contrasts"]}
     assert got[("D1", "pooled", None)]["estimate"] == pytest.approx(d1, abs=1e-6)
     assert got[("D2", "within", "transformer")]["estimate"] == pytest.approx(d2_t, abs=1e-6)
-    assert got[("D2", "pooled", None)]["significant"] and got[("D2", "pooled", None)]["favourable"]
+    d2 = got[("D2", "pooled", None)]
+    assert d2["favourable"] and d2["family"] == "primary"
+    # 3 tasks: the Wald statistic is referred to t with n_tasks - 1 = 2 df, not to the normal (anti-conservative)
+    assert d2["df"] == 2 and d2["p_value"] == pytest.approx(2 * stats.t.sf(abs(d2["z"]), 2), rel=1e-12)
 
 
 def test_mixed_model_failure_is_reported_not_raised(monkeypatch):

@@ -201,18 +201,28 @@ def task_verdict_arrays(
     return out
 
 
+def noise_sd_arrays(y: np.ndarray) -> np.ndarray:
+    """Run-to-run noise sd of complete grids y (..., n_seeds, 3, n_mixers): the root mean square residual of the
+    additive model seed + variant, df (n_seeds - 1)(n_variants - 1). Effects of the variants do not enter it
+    (unlike the sd over all runs), so a task with a large effect is not shrunk towards the others."""
+    y = np.asarray(y, dtype=float)
+    flat = y.reshape(y.shape[:-2] + (-1,))  # (..., n_seeds, V)
+    n, v = flat.shape[-2], flat.shape[-1]
+    resid = flat - flat.mean(-1, keepdims=True) - flat.mean(-2, keepdims=True) + flat.mean((-2, -1), keepdims=True)
+    return np.sqrt(np.sum(resid**2, axis=(-2, -1)) / ((n - 1) * (v - 1)))
+
+
 def across_verdict_arrays(
     y: np.ndarray, alpha: float, sesoi: float, confidence: float = 0.95
 ) -> dict[str, np.ndarray]:
     """The across-task verdict of complete grids, vectorised: y (..., n_tasks, n_seeds, 3 ffn levels, n_mixers),
-    oriented (higher = better) on the analysis scale. Each task is standardised by its own sd over all its runs
-    (ddof 1); each pooled contrast is estimated per task (mean over seeds) and t-tested over the tasks
-    (df = n_tasks - 1); equivalence is the t TOST with the fixed bound +-``sesoi`` task sds.
+    oriented (higher = better) on the analysis scale. Each task is put in units of its own run-to-run noise sd
+    (:func:`noise_sd_arrays`); each pooled contrast is estimated per task (mean over seeds) and t-tested over the
+    tasks (df = n_tasks - 1); equivalence is the t TOST with the fixed bound +-``sesoi`` noise sds.
 
     Equals the pipeline's ``across.task_level`` procedure on the same complete data (a test checks this)."""
     y = np.asarray(y, dtype=float)
-    flat = y.reshape(y.shape[:-3] + (-1,))
-    z = (y - flat.mean(-1)[..., None, None, None]) / flat.std(-1, ddof=1)[..., None, None, None]
+    z = y / noise_sd_arrays(y)[..., None, None, None]
     mlp, bsp, kan = z[..., 0, :], z[..., 1, :], z[..., 2, :]
     per_task = {
         "K": (kan - mlp).mean(-1).mean(-1),
@@ -245,10 +255,10 @@ def across_verdict_arrays(
 def task_level_contrasts(
     per_task: dict[str, list[dict[str, Any]]], alpha: float, confidence: float, sesoi: float
 ) -> list[dict[str, Any]]:
-    """Across-task contrasts from each task's contrast records (estimates in task sds, oriented so that positive =
-    better): one t-test over the tasks' estimates per contrast (df = n_tasks - 1; a task's own seed noise and the
+    """Across-task contrasts from each task's contrast records (estimates in the task's run-noise sds, oriented so
+    that positive = better): one t-test over the tasks' estimates per contrast (df = n_tasks - 1; a task's own seed noise and the
     task-to-task variation of the effect are both in the spread of its estimate), families and Holm as per task,
-    equivalence by the t TOST with the fixed bound +-``sesoi`` task sds."""
+    equivalence by the t TOST with the fixed bound +-``sesoi`` noise sds."""
     keyed: dict[tuple[str, str, str | None], list[tuple[str, dict[str, Any]]]] = {}
     for task, recs in per_task.items():
         for r in recs:

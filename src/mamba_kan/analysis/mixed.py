@@ -231,6 +231,7 @@ def _summarise(
             specs += [
                 ("interaction", f"{m1} - {m2}", row[(hi, m1)] - row[(lo, m1)] - row[(hi, m2)] + row[(lo, m2)])
                 for m1, m2 in itertools.combinations(mixers, 2)
+                if name != "K"  # K x mixer = D1 x mixer + D2 x mixer
             ]
         for scope, mixer, L in specs:
             est, s = float(L @ beta), float(np.sqrt(L @ cov @ L))
@@ -259,9 +260,14 @@ def _summarise(
                     "favourable": None if est == 0 else bool(est > 0),  # z is oriented: positive = better
                 }
             )
-    for c, p in zip(contrasts, holm([c["p_value"] for c in contrasts])):
-        c["p_holm"] = p
-        c["significant"] = bool(p is not None and p < alpha)
+    for c in contrasts:
+        c["family"] = ("gate" if c["name"] == "K" else "primary") if c["scope"] == "pooled" else "secondary"
+    for family in ("gate", "primary", "secondary"):
+        members = [c for c in contrasts if c["family"] == family]
+        for c, p in zip(members, holm([c["p_value"] for c in members])):
+            c["p_holm"] = p
+            c["significant"] = bool(p is not None and p < alpha)
+    for c in contrasts:
         hi, lo = next((h, l) for n, _, h, l in CONTRASTS if n == c["name"])
         if c["favourable"] is None:
             c["statement"] = "no difference"

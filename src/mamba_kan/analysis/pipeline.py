@@ -30,7 +30,7 @@ from mamba_kan.analysis.data import (
     tidy_from_dict,
 )
 from mamba_kan.analysis.descriptive import INTERVALS, cell_summary
-from mamba_kan.analysis.mixed import mixed_model, standardised_frame
+from mamba_kan.analysis.mixed import mixed_model
 from mamba_kan.analysis.pairwise import pairwise_tests, pvalue_matrix
 from mamba_kan.analysis.power import min_detectable_dz, min_p_friedman, power_summary
 from mamba_kan.analysis.ranks import cliques_from_pvalues, friedman_test
@@ -402,11 +402,11 @@ def analyze_across(
     else:
         mde = min_detectable_dz(task_level["n_tasks"], alpha / max(1, n_primary), settings.power)
         out["verdict"] = decide(
-            pooled.get("K"), pooled.get("D1"), pooled.get("D2"), alpha, f"{settings.sesoi_dz:g} task sds"
+            pooled.get("K"), pooled.get("D1"), pooled.get("D2"), alpha, f"{settings.sesoi_dz:g} noise sds"
         )
         out["verdict"]["mde_dz_family"] = mde
         out["verdict"]["basis"] = (
-            f"one-sample t over the {task_level['n_tasks']} tasks' pooled K/D1/D2 estimates (task sds, "
+            f"one-sample t over the {task_level['n_tasks']} tasks' pooled K/D1/D2 estimates (noise sds, "
             f"df = {task_level['n_tasks'] - 1}); K gate at alpha, then Holm over {{D1, D2}}"
         )
         out["verdict"]["families"] = {
@@ -423,6 +423,18 @@ def analyze_across(
     return out
 
 
+def noise_sd(wide: pd.DataFrame) -> float | None:
+    """Run-to-run noise sd of one task (seeds x variants, analysis scale): root mean square residual of the additive
+    model seed + variant on the seeds with every variant; None without 2 such seeds or without spread."""
+    y = wide.dropna().to_numpy(float)
+    if y.shape[0] < 2 or y.shape[1] < 2:
+        return None
+    resid = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
+    s2 = float(np.sum(resid**2)) / ((y.shape[0] - 1) * (y.shape[1] - 1))
+    scale = float(np.max(np.abs(y))) if y.size else 0.0
+    return float(np.sqrt(s2)) if np.sqrt(s2) > 1e-10 * max(scale, 1e-300) else None
+
+
 def task_level_analysis(tasks: list[TaskData], settings: Settings) -> dict[str, Any]:
     """The across-task inference of the verdict: each task's K/D1/D2 contrasts on its standardised scores, then a
     one-sample t-test over the tasks per contrast (see :func:`mamba_kan.analysis.contrasts.task_level_contrasts`).
@@ -430,18 +442,26 @@ def task_level_analysis(tasks: list[TaskData], settings: Settings) -> dict[str, 
     With 3-5 tasks a mixed model's Wald z tests reject a true null 2-3x too often; the t-test over per-task
     estimates (df = n_tasks - 1) keeps its level whatever each contrast's task-to-task variance is, and so tests
     the interaction contrasts against their own task-to-task variation too."""
-    df, notes = standardised_frame(tasks)
+    notes: list[str] = []
     per_task: dict[str, list[dict[str, Any]]] = {}
-    for task, g in df.groupby("task", sort=False):
-        td = next(t for t in tasks if t.name == task)
-        wide = g.pivot(index="seed", columns="model", values="z")
-        factors = {m: td.factors[m] for m in wide.columns}
-        recs = planned_contrasts(wide, factors, True, settings.alpha, settings.confidence)
-        per_task[str(task)] = recs
+    for td in tasks:
+        cols = [m for m in td.models if m in td.factors]
+        if len(cols) < 2:
+            continue
+        y = td.analysed()[cols] * (1.0 if td.higher_is_better else -1.0)
+        sd = noise_sd(y)
+        if sd is None:
+            notes.append(
+                f"task {td.name}: run-to-run noise not estimable (needs 2 seeds with every variant and some spread); "
+                "left out of the task-level tests"
+            )
+            continue
+        recs = planned_contrasts(y / sd, td.factors, True, settings.alpha, settings.confidence)
+        per_task[td.name] = recs
     n_tasks = len(per_task)
     out: dict[str, Any] = {
         "method": "one-sample t over per-task contrast estimates (df = n_tasks - 1)",
-        "units": "task standard deviations on the analysis scale, oriented so that positive = better",
+        "units": "each task's run-to-run noise sd on its analysis scale, oriented so that positive = better",
         "n_tasks": n_tasks,
         "tasks": list(per_task),
         "sesoi": settings.sesoi_dz,
