@@ -266,7 +266,9 @@ def test_contrasts_equal_hand_built_cell_mean_differences():
         - (cm["bspline_mamba"] - cm["mlp_mamba"]),
         ("D2", "interaction", "transformer - mamba"): (cm["kan_transformer"] - cm["bspline_transformer"])
         - (cm["kan_mamba"] - cm["bspline_mamba"]),
-        ("K", "pooled", None): ((cm["kan_transformer"] - cm["mlp_transformer"]) + (cm["kan_mamba"] - cm["mlp_mamba"]))
+        ("K", "pooled", None): (
+            (cm["kan_transformer"] - cm["mlp_transformer"]) + (cm["kan_mamba"] - cm["mlp_mamba"])
+        )
         / 2,
         ("K", "within", "transformer"): cm["kan_transformer"] - cm["mlp_transformer"],
         ("K", "within", "mamba"): cm["kan_mamba"] - cm["mlp_mamba"],
@@ -310,8 +312,13 @@ def test_contrast_direction_uses_the_metric_direction():
 
 def test_verdict_rule():
     def rec(p_holm, favourable, equivalent=False):
-        return {"p_holm": p_holm, "favourable": favourable, "equivalent": equivalent, "statement": "s",
-                "p_equivalence": 0.01 if equivalent else 0.5}
+        return {
+            "p_holm": p_holm,
+            "favourable": favourable,
+            "equivalent": equivalent,
+            "statement": "s",
+            "p_equivalence": 0.01 if equivalent else 0.5,
+        }
 
     better, worse, ns = rec(0.01, True), rec(0.01, False), rec(0.6, True)
     assert decide(better, rec(0.01, True), ns, 0.05)["verdict"] == "activation"

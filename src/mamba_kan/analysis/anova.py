@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-
 #: Decimals aligned values are rounded to before ranking (ARTool's ``rank.comparison.digits`` default).
 RANK_DIGITS = 8
 
@@ -218,9 +217,7 @@ def gg_epsilon(scores: np.ndarray) -> float:
     return float(np.trace(cov) ** 2 / den) if den > 0 else 1.0
 
 
-def rm_anova(
-    cube: np.ndarray, names: tuple[str, str] = ("ffn", "mixer")
-) -> dict[str, Any]:
+def rm_anova(cube: np.ndarray, names: tuple[str, str] = ("ffn", "mixer")) -> dict[str, Any]:
     """Two-way repeated-measures ANOVA with the seed as subject: cube (n_subjects, a, b) of complete data.
 
     Each effect E is tested against E x subject: F = (SS_E / df_E) / (SS_{E x S} / (df_E (n - 1))); with more

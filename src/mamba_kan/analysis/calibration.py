@@ -112,9 +112,7 @@ def shape_from_tasks(tasks: list[TaskData]) -> GridShape:
     return GridShape(names, min(n_seeds), common or mixers_all[0], scales, noise, seed_sd, loc)
 
 
-def _simulate(
-    shape: GridShape, effect: np.ndarray, rng: np.random.Generator, n_sims: int
-) -> np.ndarray:
+def _simulate(shape: GridShape, effect: np.ndarray, rng: np.random.Generator, n_sims: int) -> np.ndarray:
     """(n_sims, n_tasks, n_seeds, 3, n_mixers) values on the analysis scale, oriented (higher = better); ``effect``
     broadcasts to (n_sims, n_tasks, 1, 3, n_mixers) in run-noise sds. For a log-scale task these are the logs of
     lognormal raw values, which is what the pipeline analyses after its log transform."""
@@ -178,7 +176,12 @@ def calibrate(
         }
 
     def score(
-        name: str, y: np.ndarray, truth: dict[str, float], false_set: set, power_set: set | None, levels: tuple
+        name: str,
+        y: np.ndarray,
+        truth: dict[str, float],
+        false_set: set,
+        power_set: set | None,
+        levels: tuple,
     ) -> None:
         if "task" in levels:
             r = task_verdict_arrays(y, alpha, sesoi_dz, confidence)
@@ -192,7 +195,15 @@ def calibrate(
                 rec["coverage"]["cell mean"] = float(np.mean(np.abs(cell.mean(-1) - location) <= half))
             rows.append(rec)
         if "across" in levels and t >= 2:
-            rows.append(row(name, "across tasks", across_verdict_arrays(y, alpha, sesoi_dz, confidence), false_set, power_set))
+            rows.append(
+                row(
+                    name,
+                    "across tasks",
+                    across_verdict_arrays(y, alpha, sesoi_dz, confidence),
+                    false_set,
+                    power_set,
+                )
+            )
 
     null_claims = worse_kan | {"worse"}
     # 1. the global null
@@ -246,9 +257,7 @@ def format_calibration(result: dict[str, Any]) -> str:
     ]
     for r in result["rows"]:
         cov = r["coverage"]
-        ctext = (
-            " / ".join(f"{cov[c]:.3f}" for c in ("K", "D1", "D2", "cell mean") if c in cov) if cov else ""
-        )
+        ctext = " / ".join(f"{cov[c]:.3f}" for c in ("K", "D1", "D2", "cell mean") if c in cov) if cov else ""
         verdicts = ", ".join(f"{k} {v:.3f}" for k, v in sorted(r["verdicts"].items(), key=lambda kv: -kv[1]))
         power = "" if r["power"] is None else f"{r['power']:.3f}"
         lines.append(

@@ -161,9 +161,7 @@ def verdict_codes(
         ["both", "activation", "topology", "undetermined", "neither", "no KAN advantage"],
         default="inconclusive at this power",
     )
-    kvm = np.select(
-        [k_better, k_worse, k_eq], ["better", "worse", "equivalent"], default="not significant"
-    )
+    kvm = np.select([k_better, k_worse, k_eq], ["better", "worse", "equivalent"], default="not significant")
     return verdict, kvm
 
 
@@ -208,7 +206,12 @@ def noise_sd_arrays(y: np.ndarray) -> np.ndarray:
     y = np.asarray(y, dtype=float)
     flat = y.reshape(y.shape[:-2] + (-1,))  # (..., n_seeds, V)
     n, v = flat.shape[-2], flat.shape[-1]
-    resid = flat - flat.mean(-1, keepdims=True) - flat.mean(-2, keepdims=True) + flat.mean((-2, -1), keepdims=True)
+    resid = (
+        flat
+        - flat.mean(-1, keepdims=True)
+        - flat.mean(-2, keepdims=True)
+        + flat.mean((-2, -1), keepdims=True)
+    )
     return np.sqrt(np.sum(resid**2, axis=(-2, -1)) / ((n - 1) * (v - 1)))
 
 
@@ -291,13 +294,18 @@ def task_level_contrasts(
                     "p_value": r["p"] if r["se"] > 0 or r["estimate"] == 0 else None,
                     "ci_low": r["ci_low"],
                     "ci_high": r["ci_high"],
-                    "p_equivalence": float(tost_fixed(np.array(r["estimate"]), np.array(r["se"]), n - 1, sesoi)),
+                    "p_equivalence": float(
+                        tost_fixed(np.array(r["estimate"]), np.array(r["se"]), n - 1, sesoi)
+                    ),
                 }
             )
             rec["equivalent"] = bool(rec["p_equivalence"] < alpha)
         else:
             rec.update(
-                {k: None for k in ("se", "df", "t", "p_value", "ci_low", "ci_high", "p_equivalence", "equivalent")}
+                {
+                    k: None
+                    for k in ("se", "df", "t", "p_value", "ci_low", "ci_high", "p_equivalence", "equivalent")
+                }
             )
             rec["estimate"] = float(est.mean()) if n else None
             rec["note"] = "estimable in fewer than 2 tasks"
@@ -443,7 +451,11 @@ def _ratio(rec: dict[str, Any], scale: str) -> dict[str, Any]:
     if scale != "log" or rec["estimate"] is None:
         return {"ratio": None, "ratio_ci_low": None, "ratio_ci_high": None}
     ex = lambda x: None if x is None else float(np.exp(x))  # noqa: E731
-    return {"ratio": ex(rec["estimate"]), "ratio_ci_low": ex(rec["ci_low"]), "ratio_ci_high": ex(rec["ci_high"])}
+    return {
+        "ratio": ex(rec["estimate"]),
+        "ratio_ci_low": ex(rec["ci_low"]),
+        "ratio_ci_high": ex(rec["ci_high"]),
+    }
 
 
 def _effect_text(rec: dict[str, Any], hi: str, lo: str, metric: str, confidence: float) -> str:
@@ -454,11 +466,19 @@ def _effect_text(rec: dict[str, Any], hi: str, lo: str, metric: str, confidence:
     ci = "" if rec["ci_low"] is None else f" ({conf} {rec['ci_low']:.3g} to {rec['ci_high']:.3g})"
     if rec["scope"] == "interaction":
         if rec["ratio"] is not None:
-            rci = "" if rec["ratio_ci_low"] is None else f" ({conf} {rec['ratio_ci_low']:.3g} to {rec['ratio_ci_high']:.3g})"
+            rci = (
+                ""
+                if rec["ratio_ci_low"] is None
+                else f" ({conf} {rec['ratio_ci_low']:.3g} to {rec['ratio_ci_high']:.3g})"
+            )
             return f"ratio of the {hi}/{lo} ratios ({rec['mixer']}): {rec['ratio']:.3g}{rci}"
         return f"difference of {hi} - {lo} between mixers ({rec['mixer']}): {rec['estimate']:.3g}{ci}"
     if rec["ratio"] is not None:
-        rci = "" if rec["ratio_ci_low"] is None else f" ({conf} {rec['ratio_ci_low']:.3g} to {rec['ratio_ci_high']:.3g})"
+        rci = (
+            ""
+            if rec["ratio_ci_low"] is None
+            else f" ({conf} {rec['ratio_ci_low']:.3g} to {rec['ratio_ci_high']:.3g})"
+        )
         return f"{hi}'s {metric} is {rec['ratio']:.3g}x {lo}'s{rci}"
     return f"{hi} - {lo} = {rec['estimate']:.3g} {metric}{ci}"
 

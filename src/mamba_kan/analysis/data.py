@@ -60,7 +60,7 @@ def metric_base(name: str) -> str:
 
 
 def default_scale(metric: str) -> str:
-    """"log" for MSE-type metrics (ratios of errors are what compares across seeds), else "raw"."""
+    """ "log" for MSE-type metrics (ratios of errors are what compares across seeds), else "raw"."""
     return "log" if metric_base(metric) in LOG_SCALE_METRICS else "raw"
 
 
@@ -344,7 +344,11 @@ def _choose_scale(task: str, metric: str, values: pd.DataFrame, scale: str, note
     if chosen == "log":
         notes.append(
             f"{metric} analysed on log scale (effects are ratios, e.g. kan/bspline); "
-            + ("chosen by --scale" if scale == "log" else "default for MSE-type metrics, --scale raw to turn off")
+            + (
+                "chosen by --scale"
+                if scale == "log"
+                else "default for MSE-type metrics, --scale raw to turn off"
+            )
         )
     return chosen
 

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-
 INTERVALS = ("t", "bca")
 
 

@@ -36,9 +36,9 @@ from scipy import stats
 
 from mamba_kan.analysis.contrasts import CONTRASTS
 from mamba_kan.analysis.data import TaskData
+from mamba_kan.analysis.multitest import holm
 from mamba_kan.design import ALL_MIXERS as MIXER_LEVELS
 from mamba_kan.design import FFN_LEVELS
-from mamba_kan.analysis.multitest import holm
 
 log = logging.getLogger(__name__)
 

@@ -187,7 +187,11 @@ def analyze_task(td: TaskData, settings: Settings, index: int) -> dict[str, Any]
     if 0 < len(complete) < 10:
         notes.append(
             f"{len(complete)} complete seed(s): rank tests have a p-value floor (see power)"
-            + ("; bootstrap (BCa) intervals under-cover at this many seeds" if settings.interval == "bca" else "")
+            + (
+                "; bootstrap (BCa) intervals under-cover at this many seeds"
+                if settings.interval == "bca"
+                else ""
+            )
         )
     diverged = sorted({m["model"] for m in td.missing if m["status"] == "diverged"}, key=model_sort_key)
     if diverged:
@@ -280,7 +284,9 @@ def _factorial(td: TaskData, settings: Settings, notes: list[str]) -> dict[str, 
     if len(complete) >= 2:
         cube = np.stack(
             [
-                np.stack([complete[next(m for m in cols if td.factors[m] == (f, x))] for x in mixers], axis=-1)
+                np.stack(
+                    [complete[next(m for m in cols if td.factors[m] == (f, x))] for x in mixers], axis=-1
+                )
                 for f in ffns_in_order(ffns)
             ],
             axis=1,
@@ -380,7 +386,9 @@ def analyze_across(
     else:
         mm = {"error": "not fitted (mixed_model=False)", "notes": []}
     out["mixed_model"] = mm
-    n_primary = sum(1 for c in task_level["contrasts"] if c["family"] == "primary" and c["p_value"] is not None)
+    n_primary = sum(
+        1 for c in task_level["contrasts"] if c["family"] == "primary" and c["p_value"] is not None
+    )
     out["power"] = power_summary(
         task_level["n_tasks"],
         alpha,
