@@ -415,7 +415,7 @@ def _task_stats_tables(rec: dict[str, Any], alpha: float) -> list[Markup]:
         )
     v = rec.get("verdict")
     if v:
-        text = f"Verdict: {v.get('verdict')} — {v.get('detail', '')}".rstrip(".") + "."
+        text = f"Verdict: {v.get('verdict')} — {v.get('headline') or v.get('detail', '')}".rstrip(".") + "."
         if v.get("by_mixer"):
             text += " By mixer: " + ", ".join(f"{k}: {x}" for k, x in v["by_mixer"].items()) + "."
         out.append(tag("p", text, cls="verdict"))
@@ -477,9 +477,10 @@ def _statistics(b: DashboardBuilder, data: ReportData) -> Markup:
     body.append(
         tag(
             "p",
-            f"alpha = {g(alpha)} (family-wise, Holm); {g(s.get('confidence', 0.95) * 100)}% BCa bootstrap "
-            f"intervals with {s.get('n_bootstrap')} resamples; seeds are the replicates within a task, tasks "
-            "the blocks across tasks.",
+            f"alpha = {g(alpha)} (family-wise: K gate, then Holm over {{D1, D2}}; Holm over the rest); "
+            f"{g(s.get('confidence', 0.95) * 100)}% "
+            + ("BCa bootstrap intervals (under-cover with few seeds)" if s.get("interval") == "bca" else "t intervals")
+            + "; seeds are the replicates within a task, tasks the blocks across tasks.",
             cls="caption",
         )  # fmt: skip
     )
@@ -524,7 +525,7 @@ def _statistics(b: DashboardBuilder, data: ReportData) -> Markup:
         v = across.get("verdict") or {}
         if v:
             body.append(
-                tag("p", f"Verdict across tasks: {v.get('verdict')} — {v.get('detail', '')}", cls="verdict")
+                tag("p", f"Verdict across tasks: {v.get('verdict')} — {v.get('headline') or v.get('detail', '')}", cls="verdict")
             )
     for t in data.tasks:
         rec = data.task_analysis(t)
