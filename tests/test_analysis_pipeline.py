@@ -1,4 +1,4 @@
-"""The analysis pipeline end to end on synthetic results with a known truth: the seed project's API, verdicts,
+"""The analysis pipeline end to end on synthetic results with a known truth: the original Mamba_KAN project's API, verdicts,
 metric direction, missing runs, bad input, the JSON contract and the paper/README tables."""
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def make_frame(
     return pd.DataFrame(rows)
 
 
-# --- the seed project's API ---------------------------------------------------------------------------------------
+# --- the original Mamba_KAN project's API ---------------------------------------------------------------------------------------
 def test_seed_api_dict_of_lists(capsys):
     rng = np.random.default_rng(0)
     data = {v: list(0.50 + 0.05 * ("kan" in v) + rng.normal(0, 0.01, 6)) for v in VARIANTS}

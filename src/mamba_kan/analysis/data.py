@@ -1,7 +1,7 @@
 """Input normalisation: every accepted input becomes one tidy frame, then one :class:`TaskData` per task.
 
 Accepted inputs
-- the seed project's dict ``{variant: [value per seed, ...]}`` (one task named ``"default"``; list position = seed;
+- the original Mamba_KAN project's dict ``{variant: [value per seed, ...]}`` (one task named ``"default"``; list position = seed;
   ``None``/NaN = a run without a result) or the nested form ``{task: {variant: [values]}}``;
 - a tidy DataFrame with at least ``model, seed, value`` and optionally ``task, ffn, mixer, status, metric,
   primary_metric, higher_is_better`` (the schema of :func:`mamba_kan.experiments.store.read_tidy`);
@@ -115,7 +115,7 @@ def _is_missing_value(v: Any) -> bool:
 
 
 def tidy_from_dict(data: Mapping[str, Any], higher_is_better: bool | None = None) -> pd.DataFrame:
-    """The seed project's ``{variant: [values per seed]}`` (or ``{task: {variant: [values]}}``) as a tidy frame.
+    """The original Mamba_KAN project's ``{variant: [values per seed]}`` (or ``{task: {variant: [values]}}``) as a tidy frame.
 
     List position is the seed, so the lists must be aligned (position i = the same seed for every variant).
     """

@@ -1,7 +1,7 @@
 """The analysis pipeline: per-task factorial statistics, across-task rank tests and mixed model, power.
 
 Entry points: :func:`analyze_frame` (tidy DataFrame), :func:`analyze_directory` (comparison directory or results
-file) and :func:`run_full_analysis` (any accepted input, the seed project's API). All return an :class:`Analysis`
+file) and :func:`run_full_analysis` (any accepted input, the original Mamba_KAN project's API). All return an :class:`Analysis`
 whose ``to_dict()`` is the JSON contract documented in the package docstring.
 """
 
@@ -100,7 +100,8 @@ class Analysis:
 
     @property
     def verdicts(self) -> dict[str, str]:
-        """task -> verdict ("activation", "topology", "both", "neither", "inconclusive at this power", ...)."""
+        """task -> verdict ("activation", "topology", "both", "undetermined", "neither", "no KAN advantage",
+        "inconclusive at this power", "not estimable")."""
         return {t: (r.get("verdict") or {}).get("verdict", "not estimable") for t, r in self.tasks.items()}
 
 
@@ -552,7 +553,7 @@ def run_full_analysis(
     metric: str | None = None,
     **options: Any,
 ) -> Analysis:
-    """The seed project's entry point: ``run_full_analysis({'mlp_transformer': [0.52, 0.51, ...], ...})``.
+    """The original Mamba_KAN project's entry point: ``run_full_analysis({'mlp_transformer': [0.52, 0.51, ...], ...})``.
 
     ``data``: the dict form (list position = seed; one task "default"; higher is better unless
     ``higher_is_better=False``), a nested dict ``{task: {variant: [values]}}``, a tidy DataFrame, or a path.

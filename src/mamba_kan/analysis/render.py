@@ -81,7 +81,7 @@ def format_summary(analysis: Any) -> str:
 
 
 def print_analysis_summary(analysis: Any, file: TextIO | None = None) -> None:
-    """Write :func:`format_summary` to ``file`` (default stdout): the seed project's console entry point."""
+    """Write :func:`format_summary` to ``file`` (default stdout): the original Mamba_KAN project's console entry point."""
     (file or sys.stdout).write(format_summary(analysis))
 
 
