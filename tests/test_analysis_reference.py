@@ -243,3 +243,16 @@ def test_neither_requires_equivalence_not_a_power_argument():
 def test_friedman_iman_davenport_is_na_when_blocks_agree_perfectly():
     res = friedman_test(np.array([[1.0, 2.0], [1.0, 2.0]]), ["a", "b"], True, 0.05)
     assert res["iman_davenport_F"] is None and res["iman_davenport_p"] is None
+
+
+def test_a_factor_confounded_with_the_seed_block_is_noted_with_zero_df():
+    rng = np.random.default_rng(8)
+    rows = []
+    for v in VARIANTS:
+        seeds = range(0, 3) if v.endswith("transformer") else range(3, 6)  # the mixers share no seed
+        rows += [{"model": v, "seed": s, "value": 1.0 + rng.normal(0, 0.1)} for s in seeds]
+    t = analyze_frame(pd.DataFrame(rows), higher_is_better=True, mixed_model=False).tasks["default"]
+    mixer = next(r for r in t["anova"]["table"] if r["effect"] == "mixer")
+    assert mixer["df"] == 0 and mixer["F"] is None
+    assert any("mixer has 0 degrees of freedom" in n for n in t["notes"])
+    assert t["verdict"]["kan_vs_mlp"] == "untestable" and t["verdict"]["verdict"] == "not estimable"

@@ -35,6 +35,7 @@ Verdict (per task; per mixer with the secondary within-mixer contrasts):
   3. If not better: "neither" when D1 and D2 are both shown equivalent to 0 within +-SESOI; else "no KAN advantage"
      when K is significantly worse or shown equivalent (there is no KAN advantage to explain); else
      "inconclusive at this power". D1 and D2 are then reported as secondary readings only.
+  K untestable (fewer than 2 seeds with kan and mlp, or the same difference in every seed): "not estimable".
 A KAN that is worse than the MLP can therefore never be headlined "activation" or "topology".
 """
 
@@ -541,8 +542,8 @@ def decide(
         alpha,
     )
     verdict, kvm = str(verdict), str(kvm)
-    if k.get("p_holm") is None:
-        kvm = "untestable"
+    if k.get("p_holm") is None:  # too few seeds with kan and mlp, or no variance to test against
+        kvm, verdict = "untestable", "not estimable"
 
     def reading(r: dict[str, Any], what: str) -> str:
         ph = r.get("p_holm")
@@ -564,7 +565,7 @@ def decide(
         "equivalent": f"kan and mlp are equivalent within +-{sesoi_text} (TOST p={k.get('p_equivalence') or 0:.3g}): "
         "no KAN advantage to explain",
         "not significant": f"kan is not significantly better than mlp ({ktxt}): no KAN advantage to explain",
-        "untestable": "kan vs mlp is untestable here",
+        "untestable": f"kan vs mlp is untestable here ({k.get('note') or 'no p-value'})",
     }[kvm]
     second = {
         "both": "due to both the B-spline activation (D1) and the KAN topology (D2)",

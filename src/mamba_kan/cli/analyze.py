@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sesoi",
         type=float,
         default=0.5,
-        help="smallest effect of interest (d_z) for the 'neither' vs 'inconclusive' verdict (default 0.5)",
+        help="smallest effect of interest: the equivalence (TOST) bound, d_z per task, run-noise sds across tasks "
+        "(default 0.5)",
     )
     parser.add_argument(
         "--scale",
