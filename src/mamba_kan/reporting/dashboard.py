@@ -344,7 +344,9 @@ def _analysis_tables(data: ReportData) -> list[Markup]:
 
 def verdict_line(v: dict[str, Any], scope: str = "") -> str:
     """``Verdict: <verdict> — <detail>. By mixer: ...``: the answer to the activation-vs-topology question."""
-    text = f"Verdict{scope}: {v.get('verdict')} — {v.get('detail', '')}".rstrip(". ") + "."
+    text = (
+        f"Verdict{scope}: {v.get('verdict')} — {v.get('headline') or v.get('detail', '')}".rstrip(". ") + "."
+    )
     if v.get("by_mixer"):
         text += " By mixer: " + ", ".join(f"{k}: {x}" for k, x in v["by_mixer"].items()) + "."
     return text
@@ -359,9 +361,14 @@ def _statistics(b: DashboardBuilder, data: ReportData) -> Markup:
     body.append(
         tag(
             "p",
-            f"alpha = {number(data.alpha())} (family-wise, Holm); {number(s.get('confidence', 0.95) * 100)}% BCa "
-            f"bootstrap intervals with {s.get('n_bootstrap')} resamples; seeds are the replicates within a task, "
-            "tasks the blocks across tasks.",
+            f"alpha = {number(data.alpha())} (family-wise: K gate, then Holm over {{D1, D2}}; Holm over the rest); "
+            f"{number(s.get('confidence', 0.95) * 100)}% "
+            + (
+                "BCa bootstrap intervals (under-cover with few seeds)"
+                if s.get("interval") == "bca"
+                else "t intervals"
+            )
+            + "; seeds are the replicates within a task, tasks the blocks across tasks.",
             cls="caption",
         )
     )

@@ -3,7 +3,7 @@
 Sources: the results store (:func:`~mamba_kan.experiments.store.read_runs`, :func:`read_curves`), the statistics
 (:func:`~mamba_kan.analysis.analyze_directory`, whose ``to_dict()`` contract is in the analysis package docstring)
 and the per-run artefacts under ``DIR/runs/<run_id>/``. Numbers shown as "mean ± sd" are computed here from the
-completed runs; intervals around cell means (BCa) and every test come from the analysis, so the report never
+completed runs; intervals around cell means (t by default, BCa by option) and every test come from the analysis, so the report never
 disagrees with ``mamba-kan analyze``.
 
 Missing data is kept visible: the expected grid of a task is every (variant, seed) seen anywhere in that task, and
@@ -236,7 +236,7 @@ def grid_status(data: ReportData) -> pd.DataFrame:
 
 
 def cell_stats(data: ReportData) -> pd.DataFrame:
-    """Per (task, model): n completed, mean and sd (ddof=1) of the primary metric, and the analysis' BCa interval.
+    """Per (task, model): n completed, mean and sd (ddof=1) of the primary metric, and the analysis' 95% interval.
 
     Columns: task, model, n, expected, mean, sd, ci_low, ci_high, ci_method (NaN/None where not available).
     """

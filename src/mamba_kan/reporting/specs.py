@@ -40,24 +40,24 @@ CAPTIONS = {
     "Left: training loss; right: the task's primary validation metric. Positive error metrics (loss, MSE) are "
     "drawn on a log axis with the geometric mean and a t-interval of the log values (it stays positive). "
     "Dashed grey: the task's known floor (best achievable value); dotted: baselines where the task reports them.",
-    "final_metric": "Test value of the primary metric: each point is one seed; the bar is the mean with its 95% BCa "
-    "bootstrap interval (from the analysis). A cross marks a variant without a completed run. Dashed grey: the "
+    "final_metric": "Test value of the primary metric: each point is one seed; the bar is the mean with its 95% "
+    "interval from the analysis (a t-interval unless `analyze --interval bca`). A cross marks a variant without a completed run. Dashed grey: the "
     "task's known floor; dotted: baselines where the task reports them.",
-    "interaction": "Interaction plot: cell means (95% BCa interval) against the feedforward type, one line per "
+    "interaction": "Interaction plot: cell means (95% interval from the analysis) against the feedforward type, one line per "
     "sequence mixer. Non-parallel lines suggest an ffn x mixer interaction.",
     "speed": "Training throughput measured during the grid (timed training steps only; runs may share the machine). "
     f"Slowdown = {REFERENCE_VARIANT} steps/s / variant steps/s on the same task; the overall value is the "
     "geometric mean over tasks, annotated with parameters and forward FLOPs per token.",
-    "perf_vs_params": "Primary metric (mean, 95% BCa interval) against parameter count, the fair-comparison view of "
+    "perf_vs_params": "Primary metric (mean, 95% interval from the analysis) against parameter count, the fair-comparison view of "
     "Yu et al. (2024). Variants are parameter-matched, so points should share an x position.",
-    "perf_vs_flops": "Primary metric (mean, 95% BCa interval) against forward FLOPs per token (Yu et al. 2024 compare "
+    "perf_vs_flops": "Primary metric (mean, 95% interval from the analysis) against forward FLOPs per token (Yu et al. 2024 compare "
     "at equal parameters and at equal FLOPs).",
     "pairwise": "Left: Holm-adjusted p-values of two-sided paired Wilcoxon signed-rank tests (* = below alpha). "
     "Right: paired effect size d_z, oriented so that positive = the row variant is better.",
     "cd_diagram": "Critical-difference diagram (Demšar 2006): average ranks, 1 = best; bars join variants whose "
     "Holm-adjusted Wilcoxon test is not significant (Benavoli et al. 2016).",
     "contrasts": "Activation (D1 = bspline - mlp) and topology (D2 = kan - bspline) contrasts with 95% confidence "
-    "intervals, in the metric's units; filled = significant after Holm. Per mixer and pooled; 'x mixer' rows "
+    "intervals, in the metric's units (log units, i.e. log ratios, for MSE-type metrics analysed on log scale); filled = significant after Holm. Per mixer and pooled; 'x mixer' rows "
     "are the interaction (transformer - mamba).",
     "learned_functions": "Learned 1-D functions from each spline variant's final weights (lowest seed): B-spline MLP "
     "activations per neuron and a sample of KAN edge functions phi(x) = w_b silu(x) + w_s sum c_m B_m(x); grey "
@@ -276,7 +276,7 @@ def _tasks(data: ReportData, tasks: Sequence[str] | None) -> list[str]:
 
 
 def final_metric(data: ReportData, tasks: Sequence[str] | None = None) -> FigureSpec:
-    """One panel per task: the seeds as points, the mean with its BCa interval, missing variants marked."""
+    """One panel per task: the seeds as points, the mean with its 95% interval, missing variants marked."""
     tasks = _tasks(data, tasks)
     cs = cell_stats(data)
     cs = cs[cs["task"].isin(tasks)]
@@ -305,11 +305,11 @@ def final_metric(data: ReportData, tasks: Sequence[str] | None = None) -> Figure
             ok = _finite(lo) and _finite(hi)
             p.series.append(Series("errorbar", [i + 0.3], [row["mean"]], label=model, group=model,
                                    low=[lo] if ok else None, high=[hi] if ok else None, size=12,
-                                   hover=[f"{model}: mean {number(row['mean'])}, 95% BCa [{number(lo)}, "
+                                   hover=[f"{model}: mean {number(row['mean'])}, 95% CI [{number(lo)}, "
                                           f"{number(hi)}], n={int(row['n'])}"],
                                    **{**kw, "marker": "hline"}))  # fmt: skip
         panels.append(p)
-    return FigureSpec("final_metric", "Final test metric per variant (points: seeds; bar: mean with 95% BCa CI)",
+    return FigureSpec("final_metric", "Final test metric per variant (points: seeds; bar: mean with 95% CI)",
                       CAPTIONS["final_metric"], panels, ncols=3, panel_size=(4.6, 3.4), task=_one(tasks))  # fmt: skip
 
 
@@ -318,7 +318,7 @@ def _one(tasks: Sequence[str]) -> str | None:
 
 
 def interaction(data: ReportData, tasks: Sequence[str] | None = None) -> FigureSpec:
-    """One panel per task with two feedforward types: mean (BCa CI) against ffn type, one line per mixer."""
+    """One panel per task with two feedforward types: mean (95% CI) against ffn type, one line per mixer."""
     tasks = _tasks(data, tasks)
     cs = cell_stats(data)
     panels = []
@@ -342,7 +342,7 @@ def interaction(data: ReportData, tasks: Sequence[str] | None = None) -> FigureS
             panels.append(p)
     if not panels:
         return skipped("interaction", "no task has two feedforward types with completed runs", _one(tasks))
-    return FigureSpec("interaction", "Interaction: feedforward type x sequence mixer (mean, 95% BCa CI)",
+    return FigureSpec("interaction", "Interaction: feedforward type x sequence mixer (mean, 95% CI)",
                       CAPTIONS["interaction"], panels, task=_one(tasks))  # fmt: skip
 
 
@@ -436,7 +436,7 @@ def performance_vs(data: ReportData, x: str, tasks: Sequence[str] | None = None)
                                    hover=[f"{r.model}: {si(getattr(r, x))} {label}, mean {number(r.mean)}"],
                                    **_style_kwargs(r.model, styles)))  # fmt: skip
         panels.append(p)
-    return FigureSpec(kind, f"Performance against {label} (mean, 95% BCa CI)", CAPTIONS[kind], panels,
+    return FigureSpec(kind, f"Performance against {label} (mean, 95% CI)", CAPTIONS[kind], panels,
                       task=_one(tasks))  # fmt: skip
 
 

@@ -130,7 +130,7 @@ def findings(data: ReportData) -> list[str]:
             text += f"best mean {b} ({mean_sd(c['mean'], c['sd'], int(c['n']), int(c['expected']))}). "
         verdict = rec.get("verdict")
         if verdict:
-            text += f"Activation vs topology: {verdict['verdict']} ({verdict.get('detail', '')})."
+            text += f"Activation vs topology: {verdict['verdict']} ({verdict.get('headline') or verdict.get('detail', '')})."
             dependent = verdict.get("mixer_dependent") or []
             if dependent:
                 text += f" Depends on the mixer: {', '.join(dependent)}."
@@ -143,7 +143,7 @@ def findings(data: ReportData) -> list[str]:
         text = (
             f"Across {len(across.get('tasks') or [])} tasks: activation vs topology {v.get('verdict', 'n/a')}"
         )
-        text += f" ({v['detail']})." if v.get("detail") else "."
+        text += f" ({v.get('headline') or v['detail']})." if v.get("detail") else "."
         fr = across.get("friedman")
         if fr:
             ranks = fr.get("average_ranks") or {}
