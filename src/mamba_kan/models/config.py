@@ -82,7 +82,9 @@ class ModelConfig:
                 f"unknown match scope {self.match_scope!r}; valid choices: {', '.join(MATCH_SCOPES)}"
             )
         if self.flop_count not in FLOP_COUNTS:
-            raise UserError(f"unknown FLOP count {self.flop_count!r}; valid choices: {', '.join(FLOP_COUNTS)}")
+            raise UserError(
+                f"unknown FLOP count {self.flop_count!r}; valid choices: {', '.join(FLOP_COUNTS)}"
+            )
         require(self.ref_hidden is None or self.ref_hidden >= 1, "ref_hidden must be >= 1")
         require(self.ffn_hidden is None or self.ffn_hidden >= 1, "ffn_hidden must be >= 1")
         require(

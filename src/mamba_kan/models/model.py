@@ -23,7 +23,6 @@ from mamba_kan.modules.ends import make_input_end, make_output_end
 from mamba_kan.modules.ffn import KANFFN, MLP, BSplineMLP
 from mamba_kan.modules.splines import BSplineActivation, KANLinear
 
-
 # --- parameter roles: the one weight-decay rule -------------------------------------------------------------------
 # Decayed: the weight matrices of linear maps and the Mamba conv taps (the matrices an L2 penalty is meant for;
 # nanoGPT / mamba_ssm practice). Not decayed: norms and biases (decay pulls gains to 0), embeddings, Mamba's A_log,
@@ -197,7 +196,9 @@ class MambaKanModel(nn.Module):
                 if not p.requires_grad or id(p) in seen:
                     continue
                 seen.add(id(p))
-                roles[f"{mod_name}.{p_name}" if mod_name else p_name] = parameter_role(module, p_name, mod_name)
+                roles[f"{mod_name}.{p_name}" if mod_name else p_name] = parameter_role(
+                    module, p_name, mod_name
+                )
         return roles
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:

@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mamba_kan.models.config import FLOP_COUNTS
 from mamba_kan.modules.splines import GELU_SECOND_MOMENT, BSplineActivation, KANLinear
 
-FLOP_COUNTS = ("yu2024", "implementation")
 # FLOPs to find a scalar's interval and fractional position: (x - low) * (1/h), clamp (2), floor, fraction
 LOCATE_FLOPS = 6
 SILU_FLOPS = 5
@@ -150,5 +150,8 @@ class KANFFN(nn.Module):
                 s = spline_eval_flops(layer.grid_size, k)
                 total += d_in * d_out * (s + 2) + SILU_FLOPS * d_in + 2 * d_in * d_out
             else:
-                total += d_in * (LOCATE_FLOPS + 2 * k * (k + 1) + SILU_FLOPS) + 2 * d_in * (layer.n_basis + 1) * d_out
+                total += (
+                    d_in * (LOCATE_FLOPS + 2 * k * (k + 1) + SILU_FLOPS)
+                    + 2 * d_in * (layer.n_basis + 1) * d_out
+                )
         return total

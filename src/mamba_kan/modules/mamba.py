@@ -115,7 +115,9 @@ class Mamba(nn.Module):
         # softplus^{-1}(dt) = dt + log(1 - exp(-dt)) (pytorch issue #72759)
         inv_dt = dt + torch.log(-torch.expm1(-dt))
         with torch.no_grad():
-            self.dt_proj.bias.copy_(inv_dt)  # no model-level init runs after this one: it is never overwritten
+            self.dt_proj.bias.copy_(
+                inv_dt
+            )  # no model-level init runs after this one: it is never overwritten
 
     def forward(self, hidden: Tensor) -> Tensor:
         """hidden: (batch, L, d_model) -> (batch, L, d_model).

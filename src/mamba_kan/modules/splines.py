@@ -24,7 +24,6 @@ from mamba_kan.errors import require
 from mamba_kan.ops.bspline import bspline_activation, bspline_basis_fast, kan_linear, uniform_bspline_basis
 
 
-
 def _gaussian_second_moment(fn) -> float:
     """E[fn(z)^2], z ~ N(0, 1), by 64-point Gauss-Hermite quadrature (exact to ~1e-12 for silu and gelu)."""
     nodes, weights = np.polynomial.hermite_e.hermegauss(64)
