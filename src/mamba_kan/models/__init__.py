@@ -6,6 +6,7 @@ from mamba_kan.models.config import ModelConfig
 from mamba_kan.models.matching import (
     MatchResult,
     build_model,
+    check_grid_width_floor,
     check_width_floor,
     matched_ffn_widths,
     solve_ffn_hidden,
@@ -33,6 +34,7 @@ __all__ = [
     "MatchResult",
     "ModelConfig",
     "build_model",
+    "check_grid_width_floor",
     "check_width_floor",
     "matched_ffn_widths",
     "parameter_role",

@@ -187,6 +187,25 @@ def check_width_floor(
     return problems
 
 
+def check_grid_width_floor(cells: Iterable) -> list[str]:
+    """:func:`check_width_floor` for a grid: ``cells`` have ``.model`` (a variant) and ``.config.model_cfg`` (a
+    ModelConfig dict). The ends cancel out of the matching (they are the same in a variant and its reference), so a
+    nominal byte-level token end is used; FLOP matching of attention uses length 256. One line per (variant, size).
+    """
+    from mamba_kan.io_spec import NextTokenOutput, TokenInput
+
+    problems: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for cell in cells:
+        cfg = ModelConfig.from_dict(dict(cell.config.model_cfg))
+        key = (cell.model, repr(sorted(cfg.to_dict().items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        problems += check_width_floor(cfg, [cell.model], TokenInput(256), NextTokenOutput(256))
+    return problems
+
+
 def build_model(
     variant: str,
     cfg: ModelConfig | None,
