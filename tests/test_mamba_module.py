@@ -125,7 +125,6 @@ def test_a_d_and_dt_weight_init():
     torch.testing.assert_close(A, expected)
     assert layer.A_log.dtype == torch.float32
     torch.testing.assert_close(layer.D.detach(), torch.ones(80))
-    assert layer.A_log._no_weight_decay and layer.D._no_weight_decay
     w = layer.dt_proj.weight.detach()
     assert w.shape == (80, 7) and w.abs().max() <= 7**-0.5
     assert w.abs().max() > 0.8 * 7**-0.5  # uniform on the whole interval, not a narrow normal

@@ -112,7 +112,8 @@ def fairness_audit(
     and the inputs and leave the global RNG state as it was.
     """
     cfg = model_cfg if isinstance(model_cfg, ModelConfig) else ModelConfig.from_dict(dict(model_cfg))
-    with torch.random.fork_rng(devices=[]):  # matching builds throwaway models, which draw from the global RNG
+    # matching builds throwaway models, which draw from the global RNG
+    with torch.random.fork_rng(devices=[]):
         rows = [variant_audit(v, cfg, input_spec, output_spec, seq_len, seed) for v in variants]
     return {
         "version": AUDIT_VERSION,

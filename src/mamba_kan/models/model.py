@@ -3,8 +3,9 @@
     input end -> n_layers x Block(mixer, ffn) -> final LayerNorm -> output end
 
 Only the two factors (feedforward type, mixer type) differ between variants; everything else - embeddings, norms,
-heads, depth, d_model, init - is identical. The feedforward hidden width is solved per variant so that the whole
-model matches the ``mlp_transformer`` reference in parameters (or FLOPs/token); see :mod:`mamba_kan.models.matching`.
+heads, depth, d_model, init scale, the weight-decay rule (:func:`parameter_role`), the dropout sites - is the same.
+The feedforward hidden width is solved per variant so that it matches its reference in parameters (or FLOPs/token);
+see :mod:`mamba_kan.models.matching`.
 """
 
 from __future__ import annotations

@@ -100,9 +100,7 @@ class Mamba(nn.Module):
         # S4D-real initialisation A = -(1..N) per channel, stored as log so A stays negative; kept in fp32.
         a_init = torch.arange(1, self.d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
         self.A_log = nn.Parameter(torch.log(a_init))  # (d_inner, N)
-        self.A_log._no_weight_decay = True  # type: ignore[attr-defined]
         self.D = nn.Parameter(torch.ones(self.d_inner))
-        self.D._no_weight_decay = True  # type: ignore[attr-defined]
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
         self._init_dt(cfg.dt_min, cfg.dt_max, cfg.dt_init_floor)
 
