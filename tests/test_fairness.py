@@ -254,6 +254,13 @@ def test_ffn_flops_by_hand_both_conventions():
     assert kan.flops_per_token("implementation") == impl_kan_layer(d, h) + impl_kan_layer(h, d)
 
 
+def test_ffn_modules_and_config_name_the_same_flop_conventions():
+    from mamba_kan.models.config import FLOP_COUNTS
+    from mamba_kan.modules import ffn
+
+    assert ffn.FLOP_COUNTS == FLOP_COUNTS
+
+
 def test_flop_matching_uses_the_named_convention():
     ref = {c: MLP(32, 128).flops_per_token(c) for c in ("yu2024", "implementation")}
     cases = [

@@ -36,8 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mamba_kan.models.config import FLOP_COUNTS
 from mamba_kan.modules.splines import GELU_SECOND_MOMENT, BSplineActivation, KANLinear
+
+# the conventions of ``mamba_kan.models.config.FLOP_COUNTS`` (not imported: models imports this module)
+FLOP_COUNTS = ("yu2024", "implementation")
 
 # FLOPs to find a scalar's interval and fractional position: (x - low) * (1/h), clamp (2), floor, fraction
 LOCATE_FLOPS = 6
