@@ -167,6 +167,20 @@ def test_width_floor_flags_degenerate_widths_only():
     assert len(problems) == 1 and problems[0].startswith("kan_mamba: feedforward hidden width 4 ")
 
 
+def test_grid_check_reports_each_degenerate_variant_and_size_once():
+    from types import SimpleNamespace
+
+    from mamba_kan.models import check_grid_width_floor
+
+    def cell(model: str, scope: str) -> SimpleNamespace:
+        cfg = ModelConfig(d_model=32, n_heads=2, match_scope=scope).to_dict()
+        return SimpleNamespace(model=model, config=SimpleNamespace(model_cfg=cfg))
+
+    cells = [cell(v, s) for s in ("mixer", "model") for v in VARIANTS for _seed in range(2)]
+    problems = check_grid_width_floor(cells)
+    assert len(problems) == 1 and "kan_mamba" in problems[0] and "scope model" in problems[0]
+
+
 def test_within_mixer_matching_gives_each_mixer_the_same_feedforward_budget():
     cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2)
     for ffn in ("mlp", "bspline", "kan"):
