@@ -99,6 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--retry-failed", action="store_true", help="also re-run cells recorded as failed or diverged"
     )
     r.add_argument(
+        "--force", action="store_true", help="run even if a feedforward width is below the floor (see models)"
+    )
+    r.add_argument(
         "--dry-run", action="store_true", help="list the cells and whether they are done; run nothing"
     )
     r.add_argument(
@@ -273,6 +276,10 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     cells = build_cells(args)
+    from mamba_kan.models import check_grid_width_floor
+
+    if (problems := check_grid_width_floor(cells)) and not args.force:
+        raise UserError(f"{problems[0]} ({len(problems)} such); raise d_model or pass --force")
     out = check_output_dir(args.output_dir)
     check_database(out)
     if args.dry_run:
