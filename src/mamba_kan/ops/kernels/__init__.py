@@ -39,15 +39,15 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from mamba_kan.ops.kernels import _cache
 from mamba_kan.ops.kernels._build import C_FLAGS, build_key, compile_library, machine_tag
 from mamba_kan.ops.kernels._pool import ptr, run_rows
 from mamba_kan.ops.kernels.c_common import C_EXP
+
+if TYPE_CHECKING:  # the package imports without torch (a build or cache check needs none)
+    from torch import Tensor
 
 __all__ = [
     "C_EXP",
@@ -75,6 +75,8 @@ def kernels_enabled() -> bool:
 
 
 def _cpu_autocast_on() -> bool:
+    import torch
+
     try:
         return torch.is_autocast_enabled("cpu")
     except TypeError:  # torch < 2.4
@@ -83,6 +85,8 @@ def _cpu_autocast_on() -> bool:
 
 def cpu_float32(x: Tensor) -> bool:
     """Whether ``x`` is an input the CPU float32 kernels take: on the CPU, float32, CPU autocast off."""
+    import torch
+
     return x.device.type == "cpu" and x.dtype == torch.float32 and not _cpu_autocast_on()
 
 
@@ -134,17 +138,22 @@ def _load(name: str, source: str, extra_flags: Sequence[str], signatures: Signat
         reason = str(exc)
     if reason is None:
         return _open(library, signatures)
-    if reason:
-        # a library without a record is an interrupted build or one from an older version: rebuild quietly
-        level = logging.INFO if reason == _cache.NO_RECORD else logging.WARNING
-        log.log(level, "cached kernel %s failed verification (%s); rebuilding it", library, reason)
+    if reason:  # never opened: removed (it is in our own, verified directory) and rebuilt
         try:
-            library.unlink()  # a file we may not own or cannot replace is left, and the build stays private
-        except OSError:
+            library.unlink()
+        except OSError:  # e.g. a directory of that name: leave it, build privately
             return _load_private(name, source, extra_flags, signatures)
-    _build_into(directory, library, source, extra_flags)
-    if _cache.verify(library) is not None:  # e.g. replaced meanwhile by a concurrent, different build
-        return _load_private(name, source, extra_flags, signatures)
+    try:
+        _build_into(directory, library, source, extra_flags)
+        if _cache.verify(library) is not None:  # e.g. replaced meanwhile by a concurrent, different build
+            return _load_private(name, source, extra_flags, signatures)
+    except OSError as exc:
+        if reason:
+            msg = f"the cached {library.name} failed verification ({reason}) and rebuilding failed: {exc}"
+            raise OSError(msg) from exc
+        raise
+    if reason and reason != _cache.NO_RECORD:  # no record = an interrupted build or an older version: quiet
+        log.warning("cached kernel %s failed verification (%s); rebuilt it", library, reason)
     return _open(library, signatures)
 
 

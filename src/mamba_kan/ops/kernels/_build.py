@@ -31,7 +31,8 @@ def machine_tag() -> str:
 
 def build_key(source: str, extra_flags: Sequence[str] = ()) -> str:
     """20 hex digits naming a build: source, flags and CPU (a new CPU or flag gives a new library)."""
-    text = "\0".join([source, *C_FLAGS, *extra_flags, machine_tag()])
+    # the layout tag keeps libraries of this verified cache (with digest records) apart from older ones
+    text = "\0".join(["verified-cache-1", source, *C_FLAGS, *extra_flags, machine_tag()])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # torch is imported when a kernel runs, so loading a kernel stays torch-free
+    from torch import Tensor
 
 _POOL: dict[int, concurrent.futures.ThreadPoolExecutor] = {}  # by size
 MIN_CHUNK = 1 << 16  # elements per thread below which splitting costs more than it saves
@@ -19,6 +20,8 @@ def run_rows(fn: Callable[[int, int, int], None], rows: int, row_elems: int) -> 
     Returns the number of parts; it is fixed for a given thread count and size, and parts are contiguous row
     ranges, so a kernel that reduces per part (``part`` indexes its private accumulator) is reproducible.
     """
+    import torch
+
     parts = max(1, min(torch.get_num_threads(), rows, (rows * row_elems) // MIN_CHUNK))
     if parts == 1:
         fn(0, rows, 0)
