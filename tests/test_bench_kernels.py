@@ -158,7 +158,9 @@ def test_kernels_split_rows_over_threads_without_changing_results(kernels_on):
         for threads in (1, 2):
             torch.set_num_threads(threads)
             kernels = BA.spline_kernels(x32, 5, 3)
-            y = BA.bspline_activation_kernel(x32, coef.float().requires_grad_(), low, h, 5, 3, wb.float(), kernels)
+            y = BA.bspline_activation_kernel(
+                x32, coef.float().requires_grad_(), low, h, 5, 3, wb.float(), kernels
+            )
             (gx,) = torch.autograd.grad(y.sum(), x32)
             out.append((y.detach(), gx))
     finally:
@@ -201,10 +203,31 @@ def test_non_contiguous_inputs_are_handled(kernels_on):
     x, coef, wb, low, h = _inputs(40, 24, 5, 3, seed=6)
     x_t = x.float().t().contiguous().t().requires_grad_()  # same values, feature-major storage
     assert not x_t.is_contiguous()
-    y = BA.bspline_activation_kernel(x_t, coef.float(), low, h, 5, 3, wb.float(), BA.spline_kernels(x_t, 5, 3))
+    y = BA.bspline_activation_kernel(
+        x_t, coef.float(), low, h, 5, 3, wb.float(), BA.spline_kernels(x_t, 5, 3)
+    )
     (gx,) = torch.autograd.grad(y.sum(), x_t)
     x64 = x.clone().requires_grad_()
     y64 = _reference_activation(x64, coef, low, h, 5, 3, wb)
     (gx64,) = torch.autograd.grad(y64.sum(), x64)
     torch.testing.assert_close(y.double(), y64.detach(), atol=2e-5, rtol=2e-5)
     torch.testing.assert_close(gx.double(), gx64, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("n_feat", [1, 5, 8, 9, 16, 23])
+def test_activation_kernel_backward_at_every_width(kernels_on, n_feat):
+    """The backward kernel walks 8 features at a time: widths below 8 (padded), exact multiples and a shifted
+    last chunk all give the float64 reference's gradients (values outside the grid and a NaN-free mix)."""
+    x, coef, wb, low, h = _inputs(130, n_feat, 5, 3, seed=n_feat)
+    ref = _grads(
+        lambda x_, c_, w_: _reference_activation(x_, c_, low, h, 5, 3, w_),
+        *(t.clone().requires_grad_() for t in (x, coef, wb)),
+    )
+    x32, c32, w32 = (t.float().requires_grad_() for t in (x, coef, wb))
+    kernels = BA.spline_kernels(x32, 5, 3)
+    fast = _grads(
+        lambda x_, c_, w_: BA.bspline_activation_kernel(x_, c_, low, h, 5, 3, w_, kernels), x32, c32, w32
+    )
+    for i, (got, want) in enumerate(zip(fast, ref)):
+        tol = 2e-5 if i < 2 else 1e-4
+        torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)

@@ -87,12 +87,14 @@ class _UniformBasisFn(torch.autograd.Function):
 class _SplineTableFn(torch.autograd.Function):
     """y = P[row(x)](t(x)) (+ w_b silu(x)) for x2 (N, F), table (F, G + 2, k + 1), optional base weight (F,).
 
-    Returns y and, in backward, d/dx, d/dtable = sum_n g t^p per row and d/dw_b = sum_n g silu(x).
-    ``kernels`` None = PyTorch ops (any device or dtype), else the C kernels (CPU float32).
+    Returns y and, in backward, d/dx, d/dw_b = sum_n g silu(x) and the coefficient gradient: with PyTorch ops
+    (``kernels`` None; any device or dtype) d/dtable = sum_n g t^p per row, which autograd maps to the
+    coefficients; with the C kernels (CPU float32) d/dcoef_m = sum_n g B_m(clamped x) directly, for ``coef``
+    (F, G + k), the coefficients the table was built from (the same derivative: the table is linear in them).
     """
 
     @staticmethod
-    def forward(ctx, x2, table, base_weight, low, h, grid_size, kernels):  # type: ignore[override]
+    def forward(ctx, x2, table, base_weight, low, h, grid_size, kernels, coef=None):  # type: ignore[override]
         ctx.save_for_backward(x2, table, base_weight, low, h)
         ctx.grid_size, ctx.kernels = grid_size, kernels
         if kernels is not None:
@@ -113,8 +115,8 @@ class _SplineTableFn(torch.autograd.Function):
         x2, table, base_weight, low, h = ctx.saved_tensors
         grad = grad.contiguous()
         if ctx.kernels is not None:
-            gx, gtable, gwb = _act_kernel_backward(ctx.kernels, x2, grad, table, base_weight, low, h)
-            return gx, gtable, gwb, None, None, None, None
+            gx, gcoef, gwb = _act_kernel_backward(ctx.kernels, x2, grad, table, base_weight, low, h)
+            return gx, None, gwb, None, None, None, None, gcoef
         n_feat, rows_t, k1 = table.shape
         t, row = table_rows(x2, low, h, ctx.grid_size)
         dflat = (table[..., 1:] * torch.arange(1, k1, dtype=table.dtype, device=table.device)).reshape(
@@ -137,7 +139,7 @@ class _SplineTableFn(torch.autograd.Function):
             powers.append(powers[-1] * t)
         gtable = torch.zeros(n_feat * rows_t, k1, dtype=table.dtype, device=table.device)
         gtable.index_add_(0, row.reshape(-1), torch.stack(powers, -1).reshape(-1, k1))
-        return gx, gtable.reshape(n_feat, rows_t, k1), gwb, None, None, None, None
+        return gx, gtable.reshape(n_feat, rows_t, k1), gwb, None, None, None, None, None
 
 
 def _scale_shift(low: Tensor, h: Tensor, n_feat: int) -> tuple[Tensor, Tensor]:
@@ -165,24 +167,42 @@ def _act_kernel_forward(kernels: SplineKernels, x2, table, base_weight, low, h) 
 
 
 def _act_kernel_backward(kernels: SplineKernels, x2, grad, table, base_weight, low, h):
-    """C-kernel backward: (d/dx2, d/dtable (F, G + 2, k + 1), d/dw_b or None); per-thread sums, then added."""
+    """C-kernel backward: (d/dx2, d/dcoef (F, G + k), d/dw_b or None); per-thread sums, then added.
+
+    The kernel walks 8 features at a time (needs F >= 8): narrower inputs are padded with zero-gradient copies
+    of feature 0, whose sums are dropped.
+    """
     n, n_feat = x2.shape
+    pad = max(0, _LANES - n_feat)
+    if pad:
+        x2, grad = (torch.cat([v, v[:, :1].expand(n, pad)], 1).contiguous() for v in (x2, grad))
+        grad[:, n_feat:] = 0.0
+        table = torch.cat([table, table[:1].expand(pad, *table.shape[1:])])
+        base_weight = None if base_weight is None else torch.cat([base_weight, base_weight[:1].expand(pad)])
+        low, h = (v.expand(n_feat).contiguous() if v.dim() else v for v in (low, h))
+        low, h = (torch.cat([v, v[:1].expand(pad)]) if v.dim() else v for v in (low, h))
+    width = n_feat + pad
     tab = table.permute(1, 2, 0).contiguous()
-    scale, shift = _scale_shift(low, h, n_feat)
+    n_basis = tab.shape[0] - 2 + tab.shape[1] - 1  # (G + 2) rows, k + 1 powers -> G + k bases
+    scale, shift = _scale_shift(low, h, width)
     wb = base_weight.contiguous() if base_weight is not None else scale
     gx = torch.empty_like(x2)
     parts = max(1, torch.get_num_threads())
-    gtabs = torch.zeros(parts, *tab.shape)
-    gwbs = torch.zeros(parts, n_feat)
+    gcoefs = torch.zeros(parts, n_basis, width)
+    gwbs = torch.zeros(parts, width)
     fn = kernels.lib.act_bwd1 if base_weight is not None else kernels.lib.act_bwd0
 
     def part(start: int, stop: int, i: int) -> None:
-        fn(ptr(x2, start * n_feat), ptr(grad, start * n_feat), ptr(gx, start * n_feat), stop - start,
-           n_feat, ptr(scale), ptr(shift), ptr(tab), ptr(wb), ptr(gtabs[i]), ptr(gwbs[i]))  # fmt: skip
+        fn(ptr(x2, start * width), ptr(grad, start * width), ptr(gx, start * width), stop - start,
+           width, ptr(scale), ptr(shift), ptr(tab), ptr(wb), ptr(gcoefs[i]), ptr(gwbs[i]))  # fmt: skip
 
-    used = run_rows(part, n, n_feat)
-    gtable = gtabs[:used].sum(0).permute(2, 0, 1)
-    return gx, gtable, (gwbs[:used].sum(0) if base_weight is not None else None)
+    used = run_rows(part, n, width)
+    gcoef = gcoefs[:used].sum(0).t()[:n_feat]
+    gwb = gwbs[:used].sum(0)[:n_feat] if base_weight is not None else None
+    return gx[:, :n_feat] if pad else gx, gcoef, gwb
+
+
+_LANES = 8  # features per vector in the activation backward kernel (VL in ops.kernels.c_common.C_VEC)
 
 
 def _kan_features(
@@ -263,11 +283,12 @@ def _activation(x: Tensor, coef: Tensor, low, h, grid_size: int, order: int, bas
         x, low_t, h_t = _prepare(x, low, h)
         n_feat = coef.shape[0]
         x2 = x.reshape(-1, n_feat)
-        table = spline_table(coef.to(x.dtype), grid_size, order)
+        coef = coef.to(x.dtype)
+        table = spline_table(coef, grid_size, order)
         wb = base_weight.to(x.dtype) if base_weight is not None else None
         if kernels is not None:
             x2 = x2.contiguous()  # the kernels take raw row-major pointers (also of the saved input)
-        y = _SplineTableFn.apply(x2, table, wb, low_t, h_t, grid_size, kernels)
+        y = _SplineTableFn.apply(x2, table, wb, low_t, h_t, grid_size, kernels, coef if kernels else None)
         return y.reshape(x.shape)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 
 from mamba_kan.ops.bspline import cardinal_piece_coefficients
-from mamba_kan.ops.kernels.c_common import C_EXP, c_horner
+from mamba_kan.ops.kernels.c_common import C_EXP, C_VEC, c_float, c_horner
 
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 SPLINE_SIGNATURES = {
@@ -24,7 +24,7 @@ SPLINE_SIGNATURES = {
 }
 
 
-def spline_kernel_source(grid_size: int, order: int, block: int = 64) -> str:
+def spline_kernel_source(grid_size: int, order: int) -> str:
     """C source of the four kernels for one (G, k): everything unrolled, so the loop over features vectorises.
 
     Layouts (row-major, float32): activation x, y, g: (rows, F); table: (G + 2, k + 1, F); KAN features:
@@ -33,16 +33,9 @@ def spline_kernel_source(grid_size: int, order: int, block: int = 64) -> str:
     g, k = grid_size, order
     k1, rows_t, n_basis = k + 1, g + 2, g + k
     mc = cardinal_piece_coefficients(k)
-    lines = [f"/* mamba-kan spline kernels, G = {g}, k = {k} */", C_EXP]
+    lines = [f"/* mamba-kan spline kernels, G = {g}, k = {k} */", C_EXP, C_VEC]
 
     ind = " " * 16
-
-    def select_table() -> list[str]:
-        """c0..ck = coefficients of table row j (0 = left of grid .. G + 1 = right), by selects (no gathers)."""
-        out = [f"{ind}float c{p} = tb[{p}][l];" for p in range(k1)]
-        for r in range(1, rows_t):
-            out += [f"{ind}c{p} = (j == {r}) ? tb[{r * k1 + p}][l] : c{p};" for p in range(k1)]
-        return out
 
     head = [
         f"{ind}float xv = x[o + l];",
@@ -61,32 +54,15 @@ def spline_kernel_source(grid_size: int, order: int, block: int = 64) -> str:
         dhorner = f"{k}.0f * c{k}"
         for p in range(k - 1, 0, -1):
             dhorner = f"fmaf({dhorner}, t, {p}.0f * c{p})"
-    # The backward walks features in blocks of 64 (four AVX-512 vectors) with the rows inside: the block's table
-    # slice, grid and sums of g t^p live in small aligned local arrays (L1) instead of being re-read and
-    # re-written per row. 64 wide, each row's slice is a few whole cache lines (16-wide blocks of rows of
-    # F % 16 != 0 floats straddled lines and ran ~2x slower). A last, partial block is shifted left to end at F so
-    # every block is full width (a scalar remainder was ~3x slower); its first `skip` lanes repeat features of
-    # the previous block: they rewrite the same gx but add no sums twice.
-    block_open = f"""
-    const int64_t W = F < {block} ? F : {block};
-    float tb[{rows_t * k1}][{block}], sc[{block}], sh[{block}], wl[{block}];
-    for (int64_t b = 0; b < F; b += {block}) {{
-        const int64_t f0 = (F - b < {block} && F >= {block}) ? F - {block} : b;
-        const int64_t skip = b - f0;
-        for (int64_t l = 0; l < W; ++l) {{
-            for (int q = 0; q < {rows_t * k1}; ++q) tb[q][l] = table[q * F + f0 + l];
-            sc[l] = scale[f0 + l];
-            sh[l] = shift[f0 + l];
-            wl[l] = wb ? wb[f0 + l] : 0.0f;
-        }}
-        (void)wl;"""
     for base in (0, 1):
         # forward: rows outer, features inner (contiguous streams; the table is read in place, it stays in L2)
         fwd = [ln.replace("[l]", "[f]").replace("[o + l]", "[o + f]") for ln in head]
         fwd = [ln.replace("sc[f]", "scale[f]").replace("sh[f]", "shift[f]") for ln in fwd]
         fwd += [f"{ind}float c{p} = table[{p} * F + f];" for p in range(k1)]
         for r in range(1, rows_t):
-            fwd += [f"{ind}c{p} = (j == {r}) ? table[{r * k1 + p} * F + f] : c{p};" for p in range(k1)]
+            # load, then select: a conditional load compiles to a masked load (vmaskmovps, slow on AVX2)
+            fwd += [f"{ind}float l{r}_{p} = table[{r * k1 + p} * F + f];" for p in range(k1)]
+            fwd += [f"{ind}c{p} = (j == {r}) ? l{r}_{p} : c{p};" for p in range(k1)]
         fwd.append(f"{ind}float s = {horner};")
         if base:
             fwd.append(f"{ind}s = fmaf(wb[f], xv / (1.0f + mk_exp(-xv)), s);")
@@ -109,50 +85,7 @@ void act_fwd{base}(const float* restrict x, float* restrict y, int64_t rows, int
 }
 """
         )
-        body = head + [f"{ind}float gv = g[o + l];"] + select_table()
-        body.append(f"{ind}float d = ({dhorner}) * sc[l];")
-        if base:
-            body += [
-                f"{ind}float sg = 1.0f / (1.0f + mk_exp(-xv));",
-                f"{ind}float sl = xv * sg;",
-                f"{ind}d = fmaf(wl[l], sg + sl * (1.0f - sg), d);",
-                f"{ind}accw[l] = fmaf(gv, sl, accw[l]);",
-            ]
-        body.append(f"{ind}gx[o + l] = gv * d;")
-        body.append(f"{ind}float q0 = gv;")
-        body += [f"{ind}float q{p} = q{p - 1} * t;" for p in range(1, k1)]
-        # sums of g t^p per table row; the select form (not `+= cond ? q : 0`) is what gcc vectorises
-        for r in range(rows_t):
-            for p in range(k1):
-                a = f"acc[{r * k1 + p}][l]"
-                body.append(f"{ind}{a} = (j == {r}) ? {a} + q{p} : {a};")
-        lines.append(
-            f"""
-void act_bwd{base}(const float* restrict x, const float* restrict g, float* restrict gx, int64_t rows,
-                  int64_t F, const float* restrict scale, const float* restrict shift,
-                  const float* restrict table, const float* restrict wb,
-                  float* restrict gtable, float* restrict gwb) {{{block_open}
-        float acc[{rows_t * k1}][{block}];
-        float accw[{block}];
-        memset(acc, 0, sizeof(acc));
-        memset(accw, 0, sizeof(accw));
-        for (int64_t n = 0; n < rows; ++n) {{
-            const int64_t o = n * F + f0;
-#pragma omp simd
-            for (int64_t l = 0; l < W; ++l) {{
-"""
-            + "\n".join(body)
-            + f"""
-            }}
-        }}
-        for (int q = 0; q < {rows_t * k1}; ++q)
-            for (int64_t l = skip; l < W; ++l) gtable[q * F + f0 + l] += acc[q][l];
-        if (gwb)
-            for (int64_t l = skip; l < W; ++l) gwb[f0 + l] += accw[l];
-    }}
-}}
-"""
-        )
+        lines.append(_act_backward(g, k, base))
 
     # KAN features: dense bases on the clamped input, exactly as uniform_bspline_local (interval j <= G - 1)
     head = [
@@ -228,3 +161,119 @@ void kan_bwd(const float* restrict x, const float* restrict gfeat, float* restri
 """
     )
     return "\n".join(lines)
+
+
+def _vhorner(coeffs: list[float], var: str) -> str:
+    """vf expression for sum_p coeffs[p] var^p (the same fmaf chain as c_horner, on vectors)."""
+    expr = f"vsplat({c_float(coeffs[-1])})"
+    for c in reversed(coeffs[:-1]):
+        expr = f"vfma({expr}, {var}, vsplat({c_float(c)}))"
+    return expr
+
+
+def _act_backward(grid_size: int, order: int, base: int) -> str:
+    """C source of act_bwd{base}: d/dx and the coefficient gradient d/dc_m = sum_n g B_m(x) (+ d/dw_b).
+
+    Features are walked in chunks of VL = 8 lanes with the rows inside, so the G + k (+ 1) sums stay in vector
+    registers for the whole column (sums per table row, (G + 2)(k + 1) of them, did not fit and were read and
+    written per row: 5-6x slower on AVX2). A last partial chunk is shifted left to end at F; its first `skip`
+    lanes repeat features of the previous chunk (same gx, sums not added twice). Needs F >= VL (the caller pads).
+    Rows are taken in blocks of RB, all chunks of a block before the next block: walking one chunk down all rows
+    (a column of stride F) ran ~3x slower at widths that are not a multiple of 8, and ~1.5x at 512.
+    The chunk's table slice is copied to an aligned local array: with F % 8 != 0 the table rows are not
+    vector-aligned, and ~20 loads per row straddling cache lines made odd widths ~3x slower.
+    d/dx is the derivative polynomial of the table row (as the forward), the basis values are those of the
+    clamped input, exactly as uniform_bspline_local (interval j <= G - 1).
+    """
+    g, k = grid_size, order
+    k1, rows_t, n_basis = k + 1, g + 2, g + k
+    mc = cardinal_piece_coefficients(k)
+    ind = " " * 12
+    body = [
+        f"{ind}const int64_t o = n * F + f0;",
+        f"{ind}vf xv = vld(x + o), gv = vld(g + o);",
+        f"{ind}vf u = vfma(xv, sc, sh);",
+        f"{ind}vi nan = u != u;",
+        # table row (0 = left of grid .. G + 1 = right) and local fraction, as the forward
+        f"{ind}vf uc = vsel(u > -1.0f, u, vsplat(-1.0f));",  # NaN -> -1: a valid row; t keeps the NaN
+        f"{ind}uc = vsel(uc < {g}.0f, uc, vsplat({g}.0f));",
+        f"{ind}vf jf = vfloor(uc);",
+        f"{ind}vf t = vsel(nan, u, uc - jf);",
+        f"{ind}vi j = __builtin_convertvector(jf, vi) + 1;",
+    ]
+    for r in range(rows_t):
+        body.append(f"{ind}vi m{r} = j == {r};")
+    for p in range(1, k1):
+        body.append(f"{ind}vf c{p} = vld(tl + {p} * VL);")
+        for r in range(1, rows_t):
+            body.append(f"{ind}c{p} = vsel(m{r}, vld(tl + {r * k1 + p} * VL), c{p});")
+    dh = "vsplat(0.0f)"
+    if k >= 1:
+        dh = f"c{k} * {k}.0f"
+        for p in range(k - 1, 0, -1):
+            dh = f"vfma({dh}, t, c{p} * {p}.0f)"
+    body.append(f"{ind}vf d = ({dh}) * sc;")
+    if base:
+        body += [
+            f"{ind}vf sg = 1.0f / (1.0f + vexp(-xv));",
+            f"{ind}vf sl = xv * sg;",
+            f"{ind}d = vfma(w, sg + sl * (1.0f - sg), d);",
+            f"{ind}aw = vfma(gv, sl, aw);",
+        ]
+    body.append(f"{ind}vst(gx + o, gv * d);")
+    # basis values at the clamped input: interval jb in [0, G - 1], fraction tb in [0, 1]
+    body += [
+        f"{ind}vf ub = vsel(u > 0.0f, u, vsplat(0.0f));",
+        f"{ind}ub = vsel(ub < {g}.0f, ub, vsplat({g}.0f));",
+        f"{ind}vf jbf = vfloor(ub);",
+        f"{ind}jbf = vsel(jbf < {g - 1}.0f, jbf, vsplat({g - 1}.0f));",
+        f"{ind}vf tb = vsel(nan, u, ub - jbf);",
+        f"{ind}vi jb = __builtin_convertvector(jbf, vi);",
+    ]
+    body += [f"{ind}vf gv{r} = gv * {_vhorner(list(mc[r]), 'tb')};" for r in range(k1)]
+    for jj in range(g):
+        body.append(f"{ind}vi n{jj} = jb == {jj};")
+    for m in range(n_basis):
+        terms = [(m - k + r, r) for r in range(k1) if 0 <= m - k + r <= g - 1]
+        expr = "vsplat(0.0f)"
+        for jj, r in terms:
+            expr = f"vsel(n{jj}, gv{r}, {expr})"
+        body.append(f"{ind}a{m} += {expr};")
+    accs = [f"a{m}" for m in range(n_basis)] + (["aw"] if base else [])
+    head = f"""
+void act_bwd{base}(const float* restrict x, const float* restrict g, float* restrict gx, int64_t rows,
+                  int64_t F, const float* restrict scale, const float* restrict shift,
+                  const float* restrict table, const float* restrict wb,
+                  float* restrict gcoef, float* restrict gwb) {{
+    enum {{ RB = 32 }};
+    (void)wb;
+    (void)gwb;
+    for (int64_t n0 = 0; n0 < rows; n0 += RB) {{
+    const int64_t n1 = n0 + RB < rows ? n0 + RB : rows;
+    for (int64_t c = 0; c < F; c += VL) {{
+        const int64_t f0 = c + VL <= F ? c : F - VL;
+        const int64_t skip = c - f0;
+        const vf sc = vld(scale + f0), sh = vld(shift + f0);
+        float tl[{rows_t * k1} * VL] __attribute__((aligned(32)));  /* the chunk's table slice, aligned (L1) */
+        for (int q = 0; q < {rows_t * k1}; ++q) memcpy(tl + q * VL, table + q * F + f0, sizeof(vf));
+"""
+    out = [head.rstrip("\n")]
+    if base:
+        out.append("        const vf w = vld(wb + f0);")
+    out.append("        vf " + ", ".join(f"{a} = vsplat(0.0f)" for a in accs) + ";")
+    out.append("        for (int64_t n = n0; n < n1; ++n) {")
+    out += body
+    out.append("        }")
+    out.append("        if (skip == 0) {")
+    out += [
+        f"            vst(gcoef + {m} * F + f0, vld(gcoef + {m} * F + f0) + a{m});" for m in range(n_basis)
+    ]
+    if base:
+        out.append("            vst(gwb + f0, vld(gwb + f0) + aw);")
+    out.append("        } else {")
+    out.append("            for (int64_t l = skip; l < VL; ++l) {")
+    out += [f"                gcoef[{m} * F + f0 + l] += a{m}[l];" for m in range(n_basis)]
+    if base:
+        out.append("                gwb[f0 + l] += aw[l];")
+    out += ["            }", "        }", "    }", "    }", "}", ""]
+    return "\n".join(out)
