@@ -5,6 +5,7 @@ from __future__ import annotations
 C_EXP = """
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* exp(x) = 2^i * 2^f, f in [-1/2, 1/2], 2^f by its degree-7 Taylor polynomial (relative error < 5e-9 before
