@@ -18,6 +18,8 @@ API (for a new kernel, e.g. a fused selective scan):
 * ``cpu_float32(x) -> bool`` - whether ``x`` is the kind of input the CPU kernels take (CPU, float32, autocast
   off); callers dispatch on it before calling :func:`load_kernel`.
 * :data:`C_EXP` - a vectorisable ``static inline float mk_exp(float)`` for kernels that need exp (silu, softplus).
+* :data:`C_VEC` - 8-float vectors of GCC/clang's vector extensions (``vf``, ``vld``/``vst``, ``vsel``, ``vfma``,
+  ``vfloor``, ``vexp``; include after :data:`C_EXP`) for loops whose accumulators must stay in registers.
 
 Cache and trust (see :mod:`._cache`): libraries live in ``$MAMBA_KAN_CACHE_DIR``, else
 ``~/.cache/mamba_kan/kernels``, else ``<tmp>/mamba_kan_kernels_<uid>``, the first that is a directory owned by the
@@ -44,13 +46,14 @@ from typing import TYPE_CHECKING, Any
 from mamba_kan.ops.kernels import _cache
 from mamba_kan.ops.kernels._build import C_FLAGS, build_key, compile_library, machine_tag
 from mamba_kan.ops.kernels._pool import ptr, run_rows
-from mamba_kan.ops.kernels.c_common import C_EXP
+from mamba_kan.ops.kernels.c_common import C_EXP, C_VEC
 
 if TYPE_CHECKING:  # the package imports without torch (a build or cache check needs none)
     from torch import Tensor
 
 __all__ = [
     "C_EXP",
+    "C_VEC",
     "C_FLAGS",
     "ENV_SWITCH",
     "cache_path",
