@@ -97,26 +97,24 @@ def ffn_param_count(ffn: str, d_model: int, hidden: int, grid_size: int = 5, spl
     raise unknown_choice("feedforward", ffn, FFN_KINDS)
 
 
-def matched_ffn_widths(d_model: int, ref_hidden: int | None = None, multiple: int = 8) -> dict[str, int]:
-    """Hidden widths of the mlp / bspline / kan blocks with the parameters of MLP(d_model, ref_hidden).
+def matched_ffn_widths(d_model: int, ref_hidden: int | None = None) -> dict[str, int]:
+    """Hidden widths of the mlp / bspline / kan blocks exactly as training builds them at this d_model.
 
-    Each block's parameter count is affine in its width (P = a h + b; measured at h = 1, 2), so h = (P_ref - b) / a
-    - the rule of ``mamba_kan.models.solve_ffn_hidden`` applied to the feedforward block alone. The width is then
-    moved to the nearest multiple of ``multiple`` when that keeps the parameters within 1% of the reference, as
-    one would size a layer for the hardware (MKL's fp32 GEMM with an output of 493 columns took 5.2 ms where 496
-    took 2.7 ms on this project's CPU); otherwise the exact solution stays (kan at d_model 128: 51).
+    Each width is ``mamba_kan.models.solve_ffn_hidden`` for the variant ``<ffn>_transformer`` with
+    ``ModelConfig(d_model, ref_hidden)`` (reference width 4 d_model by default), i.e. the parameter match of the
+    whole model, including any width rounding the solver applies. Every layer but the feedforward block is the
+    same across the three levels, so the width does not depend on the task: a small next-token task is used.
     """
-    ref = ref_hidden or 4 * d_model
-    target = ffn_param_count("mlp", d_model, ref)
-    out = {"mlp": ref}
-    for ffn in ("bspline", "kan"):
-        p1, p2 = ffn_param_count(ffn, d_model, 1), ffn_param_count(ffn, d_model, 2)
-        slope, intercept = p2 - p1, p1 - (p2 - p1)
-        exact = max(1, round((target - intercept) / slope))
-        rounded = max(multiple, multiple * round(exact / multiple))
-        within = abs((slope * rounded + intercept) / target - 1.0) <= 0.01
-        out[ffn] = rounded if within else exact
-    return out
+    from mamba_kan.design import FFN_LEVELS, variant_name
+    from mamba_kan.io_spec import NextTokenOutput, TokenInput
+    from mamba_kan.models import ModelConfig
+    from mamba_kan.models.matching import solve_ffn_hidden
+
+    cfg = ModelConfig(d_model=d_model, ref_hidden=ref_hidden)
+    ends = (TokenInput(vocab_size=64), NextTokenOutput(vocab_size=64))
+    return {
+        ffn: solve_ffn_hidden(variant_name(ffn, "transformer"), cfg, *ends).ffn_hidden for ffn in FFN_LEVELS
+    }
 
 
 class _PykanFFN(nn.Module):

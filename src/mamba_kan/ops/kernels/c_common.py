@@ -1,0 +1,88 @@
+"""C snippets and expression helpers shared by the generated kernels."""
+
+from __future__ import annotations
+
+C_EXP = """
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* exp(x) = 2^i * 2^f, f in [-1/2, 1/2], 2^f by its degree-7 Taylor polynomial (relative error < 5e-9 before
+   float32 rounding). Written with selects and bit moves so that gcc/clang vectorise it; inputs clamped to
+   [-87, 88] (NaN -> -87: callers propagate NaN through their other operands). */
+static inline float mk_exp(float x) {
+    x = x > -87.0f ? x : -87.0f;
+    x = x < 88.0f ? x : 88.0f;
+    float z = x * 1.44269504088896341f;
+    float n = floorf(z + 0.5f);
+    float f = z - n;
+    float p = 1.5252733804059841e-5f;
+    p = fmaf(p, f, 1.5403530393381609e-4f);
+    p = fmaf(p, f, 1.3333558146428443e-3f);
+    p = fmaf(p, f, 9.6181291076284772e-3f);
+    p = fmaf(p, f, 5.5504108664821580e-2f);
+    p = fmaf(p, f, 2.4022650695910071e-1f);
+    p = fmaf(p, f, 6.9314718055994531e-1f);
+    p = fmaf(p, f, 1.0f);
+    int32_t e = ((int32_t)n + 127) << 23;
+    float s;
+    memcpy(&s, &e, 4);
+    return p * s;
+}
+"""
+
+
+def c_float(v: float) -> str:
+    return f"{v!r}f" if "e" in repr(v) or "." in repr(v) else f"{v!r}.0f"
+
+
+def c_horner(coeffs: list[float], var: str) -> str:
+    """C expression for sum_p coeffs[p] var^p."""
+    expr = c_float(coeffs[-1])
+    for c in reversed(coeffs[:-1]):
+        expr = f"fmaf({expr}, {var}, {c_float(c)})"
+    return expr
+
+
+# Fixed-width vectors of GCC/clang's vector extensions (8 floats = one AVX2 register; other targets split them).
+# Used where the auto-vectoriser would keep accumulators in memory: code written on `vf` keeps them in registers.
+# Selects and FMAs are spelled out (ISO C mode does not contract a * b + c); results equal the scalar code's
+# fmaf/select expressions lane by lane.
+C_VEC = """
+#define VL 8
+typedef float vf __attribute__((vector_size(4 * VL)));
+typedef int32_t vi __attribute__((vector_size(4 * VL)));
+static inline vf vld(const float* p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline void vst(float* p, vf v) { memcpy(p, &v, sizeof v); }
+static inline vf vsplat(float s) { vf v = {0}; return v + s; }
+static inline vf vsel(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+static inline vf vfma(vf a, vf b, vf c) {
+    vf r;
+    for (int i = 0; i < VL; ++i) r[i] = fmaf(a[i], b[i], c[i]);
+    return r;
+}
+/* floor for |x| < 2^31: truncate, then step down where truncation rounded up (negative non-integers) */
+static inline vf vfloor(vf x) {
+    vf f = __builtin_convertvector(__builtin_convertvector(x, vi), vf);
+    return f + __builtin_convertvector((vi)(f > x), vf);
+}
+/* mk_exp of C_EXP, lane by lane */
+static inline vf vexp(vf x) {
+    x = vsel(x > -87.0f, x, vsplat(-87.0f));
+    x = vsel(x < 88.0f, x, vsplat(88.0f));
+    vf z = x * 1.44269504088896341f;
+    vf n = vfloor(z + 0.5f);
+    vf f = z - n;
+    vf p = vsplat(1.5252733804059841e-5f);
+    p = vfma(p, f, vsplat(1.5403530393381609e-4f));
+    p = vfma(p, f, vsplat(1.3333558146428443e-3f));
+    p = vfma(p, f, vsplat(9.6181291076284772e-3f));
+    p = vfma(p, f, vsplat(5.5504108664821580e-2f));
+    p = vfma(p, f, vsplat(2.4022650695910071e-1f));
+    p = vfma(p, f, vsplat(6.9314718055994531e-1f));
+    p = vfma(p, f, vsplat(1.0f));
+    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    return p * (vf)e;
+}
+"""

@@ -1,0 +1,313 @@
+"""C source of the spline kernels (activation forward/backward, KAN features forward/backward) for one (G, k).
+
+The maths is :mod:`mamba_kan.ops.bspline`'s: the activation evaluates the piecewise-polynomial table
+(:func:`~mamba_kan.ops.bspline.spline_table`) by Horner's rule, the KAN features are the dense bases on the clamped
+input from the cardinal pieces (:func:`~mamba_kan.ops.bspline.cardinal_piece_coefficients`). Everything is
+unrolled for the given (G, k), so the loop over features vectorises; the loader is :func:`mamba_kan.ops.kernels.load_kernel`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+from mamba_kan.ops.bspline import cardinal_piece_coefficients
+from mamba_kan.ops.kernels.c_common import C_EXP, C_VEC, c_float, c_horner
+
+_P, _I = ctypes.c_void_p, ctypes.c_int64
+SPLINE_SIGNATURES = {
+    "act_fwd0": ([_P, _P, _I, _I, _P, _P, _P, _P], None),
+    "act_fwd1": ([_P, _P, _I, _I, _P, _P, _P, _P], None),
+    "act_bwd0": ([_P, _P, _P, _I, _I, _P, _P, _P, _P, _P, _P], None),
+    "act_bwd1": ([_P, _P, _P, _I, _I, _P, _P, _P, _P, _P, _P], None),
+    "kan_fwd": ([_P, _P, _I, _I, _P, _P], None),
+    "kan_bwd": ([_P, _P, _P, _I, _I, _P, _P], None),
+}
+
+
+def spline_kernel_source(grid_size: int, order: int) -> str:
+    """C source of the four kernels for one (G, k): everything unrolled, so the loop over features vectorises.
+
+    Layouts (row-major, float32): activation x, y, g: (rows, F); table: (G + 2, k + 1, F); KAN features:
+    (rows, 1 + G + k, F) = [silu(x) | B_0(x) | ... | B_{G+k-1}(x)] per row.
+    """
+    g, k = grid_size, order
+    k1, rows_t, n_basis = k + 1, g + 2, g + k
+    mc = cardinal_piece_coefficients(k)
+    lines = [f"/* mamba-kan spline kernels, G = {g}, k = {k} */", C_EXP, C_VEC]
+
+    ind = " " * 16
+
+    head = [
+        f"{ind}float xv = x[o + l];",
+        f"{ind}float u = fmaf(xv, sc[l], sh[l]);",
+        f"{ind}float uc = u > -1.0f ? u : -1.0f;",  # NaN -> -1: a valid row; t keeps the NaN
+        f"{ind}uc = uc < {g}.0f ? uc : {g}.0f;",
+        f"{ind}float jf = floorf(uc);",
+        f"{ind}float t = (u != u) ? u : uc - jf;",
+        f"{ind}int j = (int)jf + 1;",
+    ]
+    horner = "c" + str(k)
+    for p in range(k - 1, -1, -1):
+        horner = f"fmaf({horner}, t, c{p})"
+    dhorner = "0.0f"
+    if k >= 1:
+        dhorner = f"{k}.0f * c{k}"
+        for p in range(k - 1, 0, -1):
+            dhorner = f"fmaf({dhorner}, t, {p}.0f * c{p})"
+    for base in (0, 1):
+        # forward: rows outer, features inner (contiguous streams; the table is read in place, it stays in L2)
+        fwd = [ln.replace("[l]", "[f]").replace("[o + l]", "[o + f]") for ln in head]
+        fwd = [ln.replace("sc[f]", "scale[f]").replace("sh[f]", "shift[f]") for ln in fwd]
+        fwd += [f"{ind}float c{p} = table[{p} * F + f];" for p in range(k1)]
+        for r in range(1, rows_t):
+            # load, then select: a conditional load compiles to a masked load (vmaskmovps, slow on AVX2)
+            fwd += [f"{ind}float l{r}_{p} = table[{r * k1 + p} * F + f];" for p in range(k1)]
+            fwd += [f"{ind}c{p} = (j == {r}) ? l{r}_{p} : c{p};" for p in range(k1)]
+        fwd.append(f"{ind}float s = {horner};")
+        if base:
+            fwd.append(f"{ind}s = fmaf(wb[f], xv / (1.0f + mk_exp(-xv)), s);")
+        fwd.append(f"{ind}y[o + f] = s;")
+        lines.append(
+            f"""
+void act_fwd{base}(const float* restrict x, float* restrict y, int64_t rows, int64_t F,
+                  const float* restrict scale, const float* restrict shift,
+                  const float* restrict table, const float* restrict wb) {{
+    (void)wb;
+    for (int64_t n = 0; n < rows; ++n) {{
+        const int64_t o = n * F;
+#pragma omp simd
+        for (int64_t f = 0; f < F; ++f) {{
+"""
+            + "\n".join(fwd)
+            + """
+        }
+    }
+}
+"""
+        )
+        lines.append(_act_backward(g, k, base))
+
+    # KAN features: dense bases on the clamped input, exactly as uniform_bspline_local (interval j <= G - 1)
+    head = [
+        "            float xv = x[n * F + f];",
+        "            float u = fmaf(xv, scale[f], shift[f]);",
+        "            float uc = u > 0.0f ? u : 0.0f;",
+        f"            uc = uc < {g}.0f ? uc : {g}.0f;",
+        "            float jf = floorf(uc);",
+        f"            jf = jf < {g - 1}.0f ? jf : {g - 1}.0f;",
+        "            float t = (u != u) ? u : uc - jf;",
+        "            int j = (int)jf;",
+    ]
+
+    def basis_selects(vals: str) -> list[str]:
+        """b_m = value of basis m: v_r with j + k - r = m, else 0."""
+        out = []
+        for m in range(n_basis):
+            out.append(f"            float b{m} = 0.0f;")
+            for r in range(k1):
+                jj = m - k + r
+                if 0 <= jj <= g - 1:
+                    out.append(f"            b{m} = (j == {jj}) ? {vals}{r} : b{m};")
+        return out
+
+    fwd = list(head)
+    fwd += [f"            float v{r} = {c_horner(list(mc[r]), 't')};" for r in range(k1)]
+    fwd.append("            o[f] = xv / (1.0f + mk_exp(-xv));")
+    fwd += basis_selects("v")
+    fwd += [f"            o[{m + 1} * F + f] = b{m};" for m in range(n_basis)]
+    lines.append(
+        f"""
+void kan_fwd(const float* restrict x, float* restrict out, int64_t rows, int64_t F,
+             const float* restrict scale, const float* restrict shift) {{
+    for (int64_t n = 0; n < rows; ++n) {{
+        float* restrict o = out + n * {n_basis + 1} * F;
+#pragma omp simd
+        for (int64_t f = 0; f < F; ++f) {{
+"""
+        + "\n".join(fwd)
+        + """
+        }
+    }
+}
+"""
+    )
+    bwd = list(head)
+    for r in range(k1):
+        dc = [p * mc[r][p] for p in range(1, k1)] or [0.0]
+        bwd.append(f"            float dv{r} = {c_horner(dc, 't')};")
+    bwd += basis_selects("dv")
+    bwd.append("            float acc = 0.0f;")
+    bwd += [f"            acc += gi[{m + 1} * F + f] * b{m};" for m in range(n_basis)]
+    bwd += [
+        "            float sg = 1.0f / (1.0f + mk_exp(-xv));",
+        "            float ds = sg + xv * sg * (1.0f - sg);",
+        f"            float inside = (u >= 0.0f && u <= {g}.0f) ? scale[f] : 0.0f;",
+        "            gx[n * F + f] = gi[f] * ds + (inside != 0.0f ? acc * inside : 0.0f);",
+    ]
+    lines.append(
+        f"""
+void kan_bwd(const float* restrict x, const float* restrict gfeat, float* restrict gx, int64_t rows, int64_t F,
+             const float* restrict scale, const float* restrict shift) {{
+    for (int64_t n = 0; n < rows; ++n) {{
+        const float* restrict gi = gfeat + n * {n_basis + 1} * F;
+#pragma omp simd
+        for (int64_t f = 0; f < F; ++f) {{
+"""
+        + "\n".join(bwd)
+        + """
+        }
+    }
+}
+"""
+    )
+    return "\n".join(lines)
+
+
+def _vhorner(coeffs: list[float], var: str) -> str:
+    """vf expression for sum_p coeffs[p] var^p (the same fmaf chain as c_horner, on vectors)."""
+    expr = f"vsplat({c_float(coeffs[-1])})"
+    for c in reversed(coeffs[:-1]):
+        expr = f"vfma({expr}, {var}, vsplat({c_float(c)}))"
+    return expr
+
+
+def _act_backward(grid_size: int, order: int, base: int) -> str:
+    """C source of act_bwd{base}: d/dx and the coefficient gradient d/dc_m = sum_n g B_m(x) (+ d/dw_b).
+
+    Features are walked in chunks of VL = 8 lanes with the rows inside, so the G + k (+ 1) sums stay in vector
+    registers for the whole column (sums per table row, (G + 2)(k + 1) of them, did not fit and were read and
+    written per row: 5-6x slower on AVX2). A last partial chunk is shifted left to end at F; its first `skip`
+    lanes repeat features of the previous chunk (same gx, sums not added twice). Needs F >= VL (the caller pads).
+    Rows are taken in blocks of RB, all chunks of a block before the next block: walking one chunk down all rows
+    (a column of stride F) ran ~3x slower at widths that are not a multiple of 8, and ~1.5x at 512.
+    The chunk's table slice is copied to an aligned local array: with F % 8 != 0 the table rows are not
+    vector-aligned, and ~20 loads per row straddling cache lines made odd widths ~3x slower.
+    d/dx is the derivative polynomial of the table row (as the forward), the basis values are those of the
+    clamped input, exactly as uniform_bspline_local (interval j <= G - 1).
+    """
+    g, k = grid_size, order
+    k1, rows_t, n_basis = k + 1, g + 2, g + k
+    mc = cardinal_piece_coefficients(k)
+    ind = " " * 12
+    body = [
+        f"{ind}const int64_t o = (n - n0) * S + f0;",
+        f"{ind}vf xv = vld(xb + o), gv = vld(gb + o);",
+        f"{ind}vf u = vfma(xv, sc, sh);",
+        f"{ind}vi nan = u != u;",
+        # table row (0 = left of grid .. G + 1 = right) and local fraction, as the forward
+        f"{ind}vf uc = vsel(u > -1.0f, u, vsplat(-1.0f));",  # NaN -> -1: a valid row; t keeps the NaN
+        f"{ind}uc = vsel(uc < {g}.0f, uc, vsplat({g}.0f));",
+        f"{ind}vf jf = vfloor(uc);",
+        f"{ind}vf t = vsel(nan, u, uc - jf);",
+        f"{ind}vi j = __builtin_convertvector(jf, vi) + 1;",
+    ]
+    for r in range(rows_t):
+        body.append(f"{ind}vi m{r} = j == {r};")
+    for p in range(1, k1):
+        body.append(f"{ind}vf c{p} = vld(tl + {p} * VL);")
+        for r in range(1, rows_t):
+            body.append(f"{ind}c{p} = vsel(m{r}, vld(tl + {r * k1 + p} * VL), c{p});")
+    dh = "vsplat(0.0f)"
+    if k >= 1:
+        dh = f"c{k} * {k}.0f"
+        for p in range(k - 1, 0, -1):
+            dh = f"vfma({dh}, t, c{p} * {p}.0f)"
+    body.append(f"{ind}vf d = ({dh}) * sc;")
+    if base:
+        body += [
+            f"{ind}vf sg = 1.0f / (1.0f + vexp(-xv));",
+            f"{ind}vf sl = xv * sg;",
+            f"{ind}d = vfma(w, sg + sl * (1.0f - sg), d);",
+            f"{ind}aw = vfma(gv, sl, aw);",
+        ]
+    body.append(f"{ind}vst(gxb + o, gv * d);")
+    # basis values at the clamped input: interval jb in [0, G - 1], fraction tb in [0, 1]
+    body += [
+        f"{ind}vf ub = vsel(u > 0.0f, u, vsplat(0.0f));",
+        f"{ind}ub = vsel(ub < {g}.0f, ub, vsplat({g}.0f));",
+        f"{ind}vf jbf = vfloor(ub);",
+        f"{ind}jbf = vsel(jbf < {g - 1}.0f, jbf, vsplat({g - 1}.0f));",
+        f"{ind}vf tb = vsel(nan, u, ub - jbf);",
+        f"{ind}vi jb = __builtin_convertvector(jbf, vi);",
+    ]
+    body += [f"{ind}vf gv{r} = gv * {_vhorner(list(mc[r]), 'tb')};" for r in range(k1)]
+    for jj in range(g):
+        body.append(f"{ind}vi n{jj} = jb == {jj};")
+    for m in range(n_basis):
+        terms = [(m - k + r, r) for r in range(k1) if 0 <= m - k + r <= g - 1]
+        expr = "vsplat(0.0f)"
+        for jj, r in terms:
+            expr = f"vsel(n{jj}, gv{r}, {expr})"
+        body.append(f"{ind}a{m} += {expr};")
+    accs = [f"a{m}" for m in range(n_basis)] + (["aw"] if base else [])
+    head = f"""
+void act_bwd{base}(const float* restrict x, const float* restrict g, float* restrict gx, int64_t rows,
+                  int64_t F, const float* restrict scale, const float* restrict shift,
+                  const float* restrict table, const float* restrict wb,
+                  float* restrict gcoef, float* restrict gwb) {{
+    enum {{ RB = 32 }};
+    /* rows of F % VL != 0 floats put most vector loads across cache lines (~2x slower here): such row blocks are
+       copied into an aligned scratch buffer of stride S = F rounded up to VL, and gx copied back */
+    int64_t S = (F + VL - 1) / VL * VL;
+    float* scratch = NULL;
+    float* xs = NULL;
+    if (S != F) {{
+        scratch = malloc(3 * RB * S * sizeof(float) + 64);
+        if (scratch)
+            xs = (float*)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+        else
+            S = F;  /* no memory: work on the rows in place (slower, same results) */
+    }}
+    (void)wb;
+    (void)gwb;
+    for (int64_t n0 = 0; n0 < rows; n0 += RB) {{
+    const int64_t n1 = n0 + RB < rows ? n0 + RB : rows;
+    const float* xb = x + n0 * F;
+    const float* gb = g + n0 * F;
+    float* gxb = gx + n0 * F;
+    if (S != F) {{
+        float* xw = xs;
+        float* gw = xs + RB * S;
+        for (int64_t n = n0; n < n1; ++n) {{
+            memcpy(xw + (n - n0) * S, x + n * F, F * sizeof(float));
+            memcpy(gw + (n - n0) * S, g + n * F, F * sizeof(float));
+        }}
+        xb = xw;
+        gb = gw;
+        gxb = xs + 2 * RB * S;
+    }}
+    for (int64_t c = 0; c < F; c += VL) {{
+        const int64_t f0 = c + VL <= F ? c : F - VL;
+        const int64_t skip = c - f0;
+        const vf sc = vld(scale + f0), sh = vld(shift + f0);
+        float tl[{rows_t * k1} * VL] __attribute__((aligned(32)));  /* the chunk's table slice, aligned (L1) */
+        for (int q = 0; q < {rows_t * k1}; ++q) memcpy(tl + q * VL, table + q * F + f0, sizeof(vf));
+"""
+    out = [head.rstrip("\n")]
+    if base:
+        out.append("        const vf w = vld(wb + f0);")
+    out.append("        vf " + ", ".join(f"{a} = vsplat(0.0f)" for a in accs) + ";")
+    out.append("        for (int64_t n = n0; n < n1; ++n) {")
+    out += body
+    out.append("        }")
+    out.append("        if (skip == 0) {")
+    out += [
+        f"            vst(gcoef + {m} * F + f0, vld(gcoef + {m} * F + f0) + a{m});" for m in range(n_basis)
+    ]
+    if base:
+        out.append("            vst(gwb + f0, vld(gwb + f0) + aw);")
+    out.append("        } else {")
+    out.append("            for (int64_t l = skip; l < VL; ++l) {")
+    out += [f"                gcoef[{m} * F + f0 + l] += a{m}[l];" for m in range(n_basis)]
+    if base:
+        out.append("                gwb[f0 + l] += aw[l];")
+    out += ["            }", "        }", "    }"]
+    out += [
+        "    if (S != F)",
+        "        for (int64_t n = n0; n < n1; ++n) memcpy(gx + n * F, gxb + (n - n0) * S, F * sizeof(float));",
+        "    }",
+        "    free(scratch);",
+        "}",
+        "",
+    ]
+    return "\n".join(out)
