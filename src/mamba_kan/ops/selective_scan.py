@@ -66,6 +66,13 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from mamba_kan.errors import UserError
+from mamba_kan.ops.scan_kernel import (
+    CHECKPOINT_STEPS,
+    ScanKernels,
+    load_scan_kernels,
+    scan_backward,
+    scan_forward,
+)
 
 __all__ = ["CHUNK_ELEMENTS", "auto_chunk", "selective_scan", "selective_scan_ref"]
 
@@ -300,6 +307,45 @@ class _ChunkedScan(torch.autograd.Function):
         return g_u, g_delta, g_At.t(), g_B, g_C, g_D, g_z, g_bias, None, None
 
 
+def fused_kernels(u: Tensor, n_state: int) -> ScanKernels | None:
+    """The fused C scan for this input, or None when the PyTorch path must run: not a CPU float32 / float64
+    tensor, no C compiler, or the kernels switched off with MAMBA_KAN_KERNELS=0."""
+    if u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64):
+        return None
+    return load_scan_kernels(n_state)
+
+
+class _FusedScan(torch.autograd.Function):
+    """The whole selective scan in generated C (:mod:`mamba_kan.ops.scan_kernel`), forward and backward.
+
+    Inputs as :class:`_ChunkedScan` (time-major, contiguous, one dtype: float32 or float64). Saved for backward:
+    the inputs and the state entering every ``chunk`` steps, (ceil(L / chunk), batch, N, d_inner); the backward
+    recomputes each chunk's states from there.
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus: bool, chunk: int, kernels):  # type: ignore[override]
+        d = u.shape[2]
+        At = A.t().contiguous()  # (N, d_inner): a state row is contiguous over channels
+        Dv = torch.zeros(d, dtype=u.dtype) if D is None else D.contiguous()
+        bias = torch.zeros(d, dtype=u.dtype) if delta_bias is None else delta_bias.contiguous()
+        y, hck = scan_forward(kernels, u, delta, At, B, C, Dv, z, bias, softplus, chunk)
+        ctx.save_for_backward(u, delta, At, B, C, Dv, z, bias, hck)
+        ctx.opts = (softplus, chunk, kernels, D is not None, delta_bias is not None)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out: Tensor):  # type: ignore[override]
+        u, delta, At, B, C, Dv, z, bias, hck = ctx.saved_tensors
+        softplus, chunk, kernels, has_d, has_bias = ctx.opts
+        gu, gdelta, gz, gB, gC, gAt, gD, gbias = scan_backward(
+            kernels, u, delta, At, B, C, Dv, z, bias, softplus, chunk, hck, g_out.contiguous()
+        )
+        return (gu, gdelta, gAt.t(), gB, gC, gD if has_d else None, gz, gbias if has_bias else None,
+                None, None, None)  # fmt: skip
+
+
 def _step_size(delta: Tensor, delta_bias: Tensor | None, softplus: bool) -> Tensor:
     """softplus(delta + delta_bias) (each part optional) for one chunk, (T, batch, d_inner)."""
     pre = delta if delta_bias is None else delta + delta_bias
@@ -391,9 +437,15 @@ def _scan_project_kernel(
         u, delta, B, C = (t.permute(2, 0, 1) for t in (u, delta, B, C))
         z = None if z is None else z.permute(2, 0, 1)
     L, bsz, d = u.shape
-    T = auto_chunk(bsz, d, A.shape[1]) if chunk is None else chunk
     u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
-    y = _ChunkedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, T)  # (L, batch, d_inner)
+    kernels = fused_kernels(u, A.shape[1])
+    if kernels is not None:
+        T = CHECKPOINT_STEPS if chunk is None else chunk
+        z = None if z is None else z.contiguous()
+        y = _FusedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, T, kernels)
+    else:
+        T = auto_chunk(bsz, d, A.shape[1]) if chunk is None else chunk
+        y = _ChunkedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, T)  # (L, batch, d_inner)
     if not time_major:
         y = y.permute(1, 2, 0)
     return y.to(dtype_in)

@@ -1,0 +1,568 @@
+"""Fused CPU selective scan: generated C, one pass per direction, the state in registers.
+
+The maths is the selective scan of Gu & Dao 2023 (§3.2, Algorithm 2), with the options of mamba-ssm's
+``selective_scan_ref``; see :mod:`mamba_kan.ops.selective_scan`. All arrays are time-major and contiguous:
+u, delta, z, y: (L, batch, D); B, C: (L, batch, N); A: given transposed, (N, D); D, delta_bias: (D,).
+
+Work split. One *item* is (batch b, a block of DB adjacent channels). The scan runs sequentially in time for an
+item with its (N, DB) state in local arrays (vector registers: DB lanes per state row, N rows unrolled), so no
+(batch, L, D, N) tensor is ever written. Items are independent, so threads take contiguous ranges of them.
+
+Forward. Per step: dl = softplus(delta + bias) (optional parts), dA = exp(dl A), h = dA h + dl u B_t,
+y = <C_t, h> + D u, y *= silu(z). The state entering every chunk of K steps is stored (checkpoints,
+(L / K, batch, N, D): 1/K of the full state history).
+
+Backward. Chunks are visited in reverse. A chunk's states are recomputed from its checkpoint into a per-thread
+(K, N, DB) buffer together with dA (K, N, DB), dl, sigmoid(delta + bias) and y (K, DB), then the adjoint runs
+backwards in time:
+
+    g  = dout * silu(z)                       (dz = dout * y * s (1 + z (1 - s)), s = sigmoid(z))
+    dh_t = C_t g_t + dA_{t+1} dh_{t+1}        (the carry dA dh crosses chunk boundaries)
+    w  = dh_t * h_{t-1} * dA_t                (d loss / d (dl A))
+    dl_t = sum_n w A + u sum_n B_t dh_t,  du_t = dl sum_n B_t dh_t + D g,  dA += w dl,  dD += g u
+    dB_t[n] = sum_d dh dl u,  dC_t[n] = sum_d h g     (sums over the item's channels; per-thread partials)
+    d delta = dl_t * sigmoid(delta + bias) under softplus;  d bias = sum over (t, batch) of d delta
+
+Every channel's gradients are summed in a fixed order for a given thread count, so results are reproducible.
+
+exp in float32 is a Cephes-style polynomial (relative error ~1e-7, 0 below exp(-87), saturating above exp(88)),
+written with selects so gcc vectorises it; softplus uses a vectorisable log1p (Goldberg's correction,
+log1p(e) = log(1 + e) e / ((1 + e) - 1)) and returns x above 20 as torch does. float64 uses libm (exact to the
+last bits; the float64 kernel is the accurate one, not the fast one).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ScanKernels", "load_scan_kernels", "scan_backward", "scan_forward", "CHECKPOINT_STEPS"]
+
+# Steps per checkpoint chunk of the backward's recomputation: the per-thread buffers (K, N, DB) of states and of
+# dA stay in L1/L2 (K 32, N 16, DB 8, fp32: 2 x 16 KiB).
+CHECKPOINT_STEPS = 32
+# Channels per item (vector lanes): one AVX2 register of float32 / two of float64.
+_BLOCK = {"f32": 8, "f64": 4}
+
+_HELPERS = r"""
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* exp(x): n = round(x log2 e), r = x - n ln 2 (two-part ln 2), exp(r) by Cephes expf's degree-5 polynomial;
+   0 below -87 (float32's normal range ends at exp(-87.3)), saturating at exp(88). NaN propagates. */
+static inline float mk_expf(float x) {
+    float xc = x < -87.0f ? -87.0f : x;
+    xc = xc > 88.0f ? 88.0f : xc;
+    float n = floorf(fmaf(xc, 1.44269504088896341f, 0.5f));
+    float r = fmaf(n, -0.693359375f, xc);
+    r = fmaf(n, 2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p, r * r, r + 1.0f);
+    int32_t e = ((int32_t)n + 127) << 23;
+    float s;
+    memcpy(&s, &e, 4);
+    return x < -87.0f ? 0.0f : p * s;
+}
+
+/* log(y) for y >= 1 (Cephes logf): y = m 2^k, m in [sqrt(1/2), sqrt(2)), log m by its degree-9 polynomial. */
+static inline float mk_logf_ge1(float y) {
+    int32_t bits;
+    memcpy(&bits, &y, 4);
+    int32_t k = ((bits >> 23) & 0xff) - 126;
+    int32_t mb = (bits & 0x807fffff) | 0x3f000000; /* m in [0.5, 1) */
+    float m;
+    memcpy(&m, &mb, 4);
+    float small = m < 0.707106781186547524f ? 1.0f : 0.0f;
+    float kf = (float)k - small;
+    float x = m + m * small - 1.0f;
+    float z = x * x;
+    float p = 7.0376836292e-2f;
+    p = fmaf(p, x, -1.1514610310e-1f);
+    p = fmaf(p, x, 1.1676998740e-1f);
+    p = fmaf(p, x, -1.2420140846e-1f);
+    p = fmaf(p, x, 1.4249322787e-1f);
+    p = fmaf(p, x, -1.6668057665e-1f);
+    p = fmaf(p, x, 2.0000714765e-1f);
+    p = fmaf(p, x, -2.4999993993e-1f);
+    p = fmaf(p, x, 3.3333331174e-1f);
+    float yv = p * x * z;
+    yv = fmaf(kf, -2.12194440e-4f, yv);
+    yv = fmaf(z, -0.5f, yv);
+    return fmaf(kf, 0.693359375f, x + yv);
+}
+
+/* softplus as torch (threshold 20): x > 20 -> x, else log1p(exp(x)) with Goldberg's log1p correction. */
+static inline float mk_softplusf(float x) {
+    float e = mk_expf(x < 20.0f ? x : 20.0f);
+    float u = 1.0f + e;
+    float l = mk_logf_ge1(u);
+    float d = u - 1.0f;
+    float lp = d == 0.0f ? e : l * (e / d);
+    return x > 20.0f ? x : lp;
+}
+
+static inline float mk_sigmoidf(float x) { return 1.0f / (1.0f + mk_expf(-x)); }
+
+static inline double mk_softplusd(double x) { return x > 20.0 ? x : log1p(exp(x)); }
+static inline double mk_sigmoidd(double x) { return 1.0 / (1.0 + exp(-x)); }
+"""
+
+# The body, once per dtype: REAL, SFX, EXP, SOFTPLUS, SIGMOID, DB substituted; NS = N is a #define.
+_BODY = r"""
+/* ---- REAL ---- */
+#define DB_SFX DB
+
+/* Forward of one item: batch b, channels [d0, d0 + W). */
+static inline __attribute__((always_inline)) void fwd_item_SFX(
+    const REAL* restrict u, const REAL* restrict delta, const REAL* restrict z, const REAL* restrict Bm,
+    const REAL* restrict Cm, const REAL* restrict At, const REAL* restrict Dv, const REAL* restrict bias,
+    REAL* restrict out, REAL* restrict hck, int64_t L, int64_t Bsz, int64_t D, int64_t K, int64_t b,
+    int64_t d0, int64_t flags, const int W)
+{
+    const int has_z = flags & 1, softplus = (flags >> 1) & 1;
+    REAL h[NS][DB], a[NS][DB], dv[DB], bv[DB];
+    for (int n = 0; n < NS; ++n)
+        for (int j = 0; j < DB; ++j) {
+            h[n][j] = 0;
+            a[n][j] = j < W ? At[n * D + d0 + j] : 0;
+        }
+    for (int j = 0; j < DB; ++j) {
+        dv[j] = j < W ? Dv[d0 + j] : 0;
+        bv[j] = j < W ? bias[d0 + j] : 0;
+    }
+    for (int64_t t = 0; t < L; ++t) {
+        if (t % K == 0) {
+            REAL* restrict hc = hck + ((t / K) * Bsz + b) * NS * D + d0;
+            for (int n = 0; n < NS; ++n)
+                for (int j = 0; j < W; ++j) hc[n * D + j] = h[n][j];
+        }
+        const int64_t base = (t * Bsz + b) * D + d0;
+        const REAL* restrict Bt = Bm + (t * Bsz + b) * NS;
+        const REAL* restrict Ct = Cm + (t * Bsz + b) * NS;
+        REAL dl[DB], du[DB], y[DB];
+        for (int j = 0; j < DB; ++j) {
+            REAL uu = j < W ? u[base + j] : 0;
+            REAL pre = (j < W ? delta[base + j] : 0) + bv[j];
+            dl[j] = softplus ? SOFTPLUS(pre) : pre;
+            du[j] = dl[j] * uu;
+            y[j] = dv[j] * uu;
+        }
+        for (int n = 0; n < NS; ++n) {
+            const REAL bn = Bt[n], cn = Ct[n];
+#pragma omp simd
+            for (int j = 0; j < DB; ++j) {
+                REAL hn = EXP(dl[j] * a[n][j]) * h[n][j] + du[j] * bn;
+                h[n][j] = hn;
+                y[j] += cn * hn;
+            }
+        }
+        if (has_z)
+            for (int j = 0; j < DB; ++j) {
+                REAL zz = j < W ? z[base + j] : 0;
+                y[j] *= zz * SIGMOID(zz);
+            }
+        for (int j = 0; j < W; ++j) out[base + j] = y[j];
+    }
+}
+
+void scan_fwd_SFX(const REAL* u, const REAL* delta, const REAL* z, const REAL* Bm, const REAL* Cm,
+                  const REAL* At, const REAL* Dv, const REAL* bias, REAL* out, REAL* hck, int64_t L, int64_t Bsz,
+                  int64_t D, int64_t K, int64_t item0, int64_t item1, int64_t flags)
+{
+    const int64_t nblk = (D + DB - 1) / DB;
+    for (int64_t it = item0; it < item1; ++it) {
+        const int64_t b = it / nblk, d0 = (it % nblk) * DB;
+        if (d0 + DB <= D)
+            fwd_item_SFX(u, delta, z, Bm, Cm, At, Dv, bias, out, hck, L, Bsz, D, K, b, d0, flags, DB);
+        else
+            fwd_item_SFX(u, delta, z, Bm, Cm, At, Dv, bias, out, hck, L, Bsz, D, K, b, d0, flags, (int)(D - d0));
+    }
+}
+
+/* Backward of one item. gu, gdelta, gz: (L, Bsz, D), written; gB, gC: (L, Bsz, N), gA: (N, D), gD, gbias: (D,),
+   accumulated (+=; per-thread partial buffers). work: 2 K NS DB + 3 K DB REALs. */
+static inline __attribute__((always_inline)) void bwd_item_SFX(
+    const REAL* restrict u, const REAL* restrict delta, const REAL* restrict z, const REAL* restrict Bm,
+    const REAL* restrict Cm, const REAL* restrict At, const REAL* restrict Dv, const REAL* restrict bias,
+    const REAL* restrict hck, const REAL* restrict gout, REAL* restrict gu, REAL* restrict gdelta,
+    REAL* restrict gz, REAL* restrict gB, REAL* restrict gC, REAL* restrict gA, REAL* restrict gD,
+    REAL* restrict gbias, REAL* restrict work, int64_t L, int64_t Bsz, int64_t D, int64_t K, int64_t b,
+    int64_t d0, int64_t flags, const int W)
+{
+    const int has_z = flags & 1, softplus = (flags >> 1) & 1;
+    REAL (*restrict hbuf)[NS][DB] = (REAL (*)[NS][DB])work;
+    REAL (*restrict abuf)[NS][DB] = (REAL (*)[NS][DB])(work + K * NS * DB);
+    REAL (*restrict lbuf)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB);
+    REAL (*restrict sbuf)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB + K * DB);
+    REAL (*restrict ybuf)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB + 2 * K * DB);
+    REAL a[NS][DB], carry[NS][DB], accA[NS][DB], h0[NS][DB], dv[DB], bv[DB], accD[DB], accBias[DB];
+    for (int n = 0; n < NS; ++n)
+        for (int j = 0; j < DB; ++j) {
+            a[n][j] = j < W ? At[n * D + d0 + j] : 0;
+            carry[n][j] = 0;
+            accA[n][j] = 0;
+        }
+    for (int j = 0; j < DB; ++j) {
+        dv[j] = j < W ? Dv[d0 + j] : 0;
+        bv[j] = j < W ? bias[d0 + j] : 0;
+        accD[j] = 0;
+        accBias[j] = 0;
+    }
+    const int64_t nck = (L + K - 1) / K;
+    for (int64_t c = nck - 1; c >= 0; --c) {
+        const int64_t t0 = c * K, t1 = t0 + K < L ? t0 + K : L;
+        /* recompute the chunk: states after each step, dA, dl, sigmoid(pre), y before the gate */
+        const REAL* restrict hc = hck + (c * Bsz + b) * NS * D + d0;
+        for (int n = 0; n < NS; ++n)
+            for (int j = 0; j < DB; ++j) h0[n][j] = j < W ? hc[n * D + j] : 0;
+        for (int64_t t = t0; t < t1; ++t) {
+            const int64_t i = t - t0, base = (t * Bsz + b) * D + d0;
+            const REAL* restrict Bt = Bm + (t * Bsz + b) * NS;
+            const REAL* restrict Ct = Cm + (t * Bsz + b) * NS;
+            REAL dl[DB], du[DB], y[DB];
+            for (int j = 0; j < DB; ++j) {
+                REAL uu = j < W ? u[base + j] : 0;
+                REAL pre = (j < W ? delta[base + j] : 0) + bv[j];
+                dl[j] = softplus ? SOFTPLUS(pre) : pre;
+                sbuf[i][j] = softplus ? SIGMOID(pre) : 1;
+                lbuf[i][j] = dl[j];
+                du[j] = dl[j] * uu;
+                y[j] = dv[j] * uu;
+            }
+            const REAL (*restrict hp)[DB] = i == 0 ? (const REAL (*)[DB])h0 : (const REAL (*)[DB])hbuf[i - 1];
+            for (int n = 0; n < NS; ++n) {
+                const REAL bn = Bt[n], cn = Ct[n];
+#pragma omp simd
+                for (int j = 0; j < DB; ++j) {
+                    REAL e = EXP(dl[j] * a[n][j]);
+                    REAL hn = e * hp[n][j] + du[j] * bn;
+                    abuf[i][n][j] = e;
+                    hbuf[i][n][j] = hn;
+                    y[j] += cn * hn;
+                }
+            }
+            for (int j = 0; j < DB; ++j) ybuf[i][j] = y[j];
+        }
+        /* adjoint, backwards in time */
+        for (int64_t t = t1 - 1; t >= t0; --t) {
+            const int64_t i = t - t0, base = (t * Bsz + b) * D + d0;
+            const REAL* restrict Bt = Bm + (t * Bsz + b) * NS;
+            const REAL* restrict Ct = Cm + (t * Bsz + b) * NS;
+            REAL* restrict gBt = gB + (t * Bsz + b) * NS;
+            REAL* restrict gCt = gC + (t * Bsz + b) * NS;
+            REAL g[DB], uu[DB], du[DB], gdl[DB], q[DB];
+            for (int j = 0; j < DB; ++j) {
+                g[j] = j < W ? gout[base + j] : 0;
+                uu[j] = j < W ? u[base + j] : 0;
+            }
+            if (has_z)
+                for (int j = 0; j < DB; ++j) {
+                    REAL zz = j < W ? z[base + j] : 0;
+                    REAL s = SIGMOID(zz);
+                    REAL gzj = g[j] * ybuf[i][j] * s * (1 + zz * (1 - s));
+                    if (j < W) gz[base + j] = gzj;
+                    g[j] *= zz * s;
+                }
+            for (int j = 0; j < DB; ++j) {
+                accD[j] += g[j] * uu[j];
+                du[j] = lbuf[i][j] * uu[j];
+                gdl[j] = 0;
+                q[j] = 0;
+            }
+            const REAL (*restrict hp)[DB] = i == 0 ? (const REAL (*)[DB])h0 : (const REAL (*)[DB])hbuf[i - 1];
+            for (int n = 0; n < NS; ++n) {
+                const REAL bn = Bt[n], cn = Ct[n];
+                REAL sc = 0, sb = 0;
+#pragma omp simd reduction(+ : sc, sb)
+                for (int j = 0; j < DB; ++j) {
+                    REAL dh = cn * g[j] + carry[n][j];
+                    sc += hbuf[i][n][j] * g[j];
+                    REAL w = dh * hp[n][j] * abuf[i][n][j];
+                    gdl[j] += w * a[n][j];
+                    accA[n][j] += w * lbuf[i][j];
+                    q[j] += bn * dh;
+                    sb += dh * du[j];
+                    carry[n][j] = abuf[i][n][j] * dh;
+                }
+                gCt[n] += sc;
+                gBt[n] += sb;
+            }
+            for (int j = 0; j < DB; ++j) {
+                REAL gd = (gdl[j] + q[j] * uu[j]) * sbuf[i][j];
+                accBias[j] += gd;
+                if (j < W) {
+                    gu[base + j] = q[j] * lbuf[i][j] + g[j] * dv[j];
+                    gdelta[base + j] = gd;
+                }
+            }
+        }
+    }
+    for (int n = 0; n < NS; ++n)
+        for (int j = 0; j < W; ++j) gA[n * D + d0 + j] += accA[n][j];
+    for (int j = 0; j < W; ++j) {
+        gD[d0 + j] += accD[j];
+        gbias[d0 + j] += accBias[j];
+    }
+}
+
+void scan_bwd_SFX(const REAL* u, const REAL* delta, const REAL* z, const REAL* Bm, const REAL* Cm,
+                  const REAL* At, const REAL* Dv, const REAL* bias, const REAL* hck, const REAL* gout, REAL* gu,
+                  REAL* gdelta, REAL* gz, REAL* gB, REAL* gC, REAL* gA, REAL* gD, REAL* gbias, int64_t L,
+                  int64_t Bsz, int64_t D, int64_t K, int64_t item0, int64_t item1, int64_t flags)
+{
+    const int64_t nblk = (D + DB - 1) / DB;
+    REAL* work = (REAL*)malloc(sizeof(REAL) * (size_t)(2 * K * NS * DB + 3 * K * DB));
+    if (!work) return;
+    for (int64_t it = item0; it < item1; ++it) {
+        const int64_t b = it / nblk, d0 = (it % nblk) * DB;
+        if (d0 + DB <= D)
+            bwd_item_SFX(u, delta, z, Bm, Cm, At, Dv, bias, hck, gout, gu, gdelta, gz, gB, gC, gA, gD, gbias,
+                         work, L, Bsz, D, K, b, d0, flags, DB);
+        else
+            bwd_item_SFX(u, delta, z, Bm, Cm, At, Dv, bias, hck, gout, gu, gdelta, gz, gB, gC, gA, gD, gbias,
+                         work, L, Bsz, D, K, b, d0, flags, (int)(D - d0));
+    }
+    free(work);
+}
+#undef DB
+"""
+
+_DTYPES = {
+    "f32": {"REAL": "float", "EXP": "mk_expf", "SOFTPLUS": "mk_softplusf", "SIGMOID": "mk_sigmoidf"},
+    "f64": {"REAL": "double", "EXP": "exp", "SOFTPLUS": "mk_softplusd", "SIGMOID": "mk_sigmoidd"},
+}
+
+
+def scan_source(n_state: int) -> str:
+    """C source of the forward and backward kernels, float32 and float64, for state size N = ``n_state``."""
+    parts = [_HELPERS, f"#define NS {int(n_state)}"]
+    for sfx, subs in _DTYPES.items():
+        body = _BODY.replace("#define DB_SFX DB", f"#define DB {_BLOCK[sfx]}").replace("_SFX", f"_{sfx}")
+        for key, val in subs.items():
+            body = body.replace(key, val)
+        parts.append(body)
+    return "\n".join(parts)
+
+
+# --- build, cache, load ------------------------------------------------------------------------------------------
+_C_FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math")
+_ENV_SWITCH = "MAMBA_KAN_KERNELS"  # "0" = never use the C kernels (as the spline kernels)
+_LOADED: dict[int, ScanKernels | None] = {}
+
+
+class ScanKernels:
+    """ctypes handles of one compiled library (one N). Calls release the GIL, so items run on threads."""
+
+    def __init__(self, path: Path) -> None:
+        lib = ctypes.CDLL(str(path))
+        p, i = ctypes.c_void_p, ctypes.c_int64
+        for sfx in _DTYPES:
+            fwd = getattr(lib, f"scan_fwd_{sfx}")
+            fwd.argtypes, fwd.restype = [p] * 10 + [i] * 7, None
+            bwd = getattr(lib, f"scan_bwd_{sfx}")
+            bwd.argtypes, bwd.restype = [p] * 18 + [i] * 7, None
+        self.lib = lib
+        self.path = path
+
+
+def _cache_dir() -> Path:
+    env = os.environ.get("MAMBA_KAN_CACHE_DIR")
+    for path in ([Path(env)] if env else []) + [
+        Path.home() / ".cache" / "mamba_kan" / "kernels",
+        Path(tempfile.gettempdir()) / f"mamba_kan_kernels_{os.getuid() if hasattr(os, 'getuid') else 0}",
+    ]:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if os.access(path, os.W_OK):
+                return path
+        except OSError:
+            continue
+    raise OSError("no writable cache directory for the scan kernels")
+
+
+def _machine_tag() -> str:
+    info = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info += "".join(
+                ln for ln in fh.read().splitlines()[:40] if ln.startswith(("model name", "flags"))
+            )
+    except OSError:
+        pass
+    return info
+
+
+def _compile(source: str, out: Path) -> None:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        raise OSError("no C compiler (cc, gcc or clang) on PATH")
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        src = Path(tmp) / "scan.c"
+        src.write_text(source)
+        so = Path(tmp) / out.name
+        err = ""
+        for arch in (["-march=native"], []):
+            cmd = [compiler, *_C_FLAGS, *arch, str(src), "-o", str(so), "-lm"]
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            if res.returncode == 0:
+                os.replace(so, out)
+                return
+            err = (res.stderr.strip().splitlines() or [f"exit status {res.returncode}"])[-1]
+        raise OSError(f"compiling the scan kernels failed: {err}")
+
+
+def load_scan_kernels(n_state: int) -> ScanKernels | None:
+    """The compiled scan kernels for state size N, built on first use and cached; None when unavailable (no
+    compiler, build error, or MAMBA_KAN_KERNELS=0): callers then run the PyTorch path."""
+    if os.environ.get(_ENV_SWITCH, "1") == "0":
+        return None
+    if n_state in _LOADED:
+        return _LOADED[n_state]
+    kernels = None
+    try:
+        source = scan_source(n_state)
+        digest = hashlib.sha256("\0".join([source, *_C_FLAGS, _machine_tag()]).encode()).hexdigest()[:20]
+        path = _cache_dir() / f"scan_n{n_state}_{digest}.so"
+        if not path.exists():
+            t0 = time.perf_counter()
+            _compile(source, path)
+            log.info("built scan kernels N=%d in %.1f s: %s", n_state, time.perf_counter() - t0, path)
+        kernels = ScanKernels(path)
+    except (OSError, subprocess.SubprocessError, AttributeError) as exc:
+        log.warning("scan C kernels unavailable (%s); using the PyTorch path", exc)
+    _LOADED[n_state] = kernels
+    return kernels
+
+
+# --- threaded calls ----------------------------------------------------------------------------------------------
+_POOL: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+
+
+def _parts(n_items: int) -> int:
+    return max(1, min(torch.get_num_threads(), n_items))
+
+
+def _run(fn, n_items: int, parts: int) -> None:
+    """fn(item0, item1, part) over ``parts`` contiguous ranges of [0, n_items) (one per thread)."""
+    if parts == 1:
+        fn(0, n_items, 0)
+        return
+    pool = _POOL.get(parts)
+    if pool is None:
+        pool = _POOL[parts] = concurrent.futures.ThreadPoolExecutor(
+            parts, thread_name_prefix="mamba-kan-scan"
+        )
+    bounds = [n_items * i // parts for i in range(parts + 1)]
+    for fut in [pool.submit(fn, bounds[i], bounds[i + 1], i) for i in range(parts)]:
+        fut.result()
+
+
+def _p(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+@functools.cache
+def _sfx(dtype: torch.dtype) -> str:
+    return {torch.float32: "f32", torch.float64: "f64"}[dtype]
+
+
+def _items(bsz: int, d: int, dtype: torch.dtype) -> int:
+    block = _BLOCK[_sfx(dtype)]
+    return bsz * (-(-d // block))
+
+
+def scan_forward(
+    kernels: ScanKernels,
+    u: Tensor,
+    delta: Tensor,
+    At: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor,
+    z: Tensor | None,
+    bias: Tensor,
+    softplus: bool,
+    chunk: int,
+) -> tuple[Tensor, Tensor]:
+    """(y (L, batch, D), checkpoints (ceil(L / chunk), batch, N, D)); inputs contiguous, time-major, one dtype
+    (float32 or float64); At = A^T (N, D); D and bias given (zeros when the caller has none)."""
+    L, bsz, d = u.shape
+    n = At.shape[0]
+    out = torch.empty_like(u)
+    hck = torch.empty(-(-L // chunk), bsz, n, d, dtype=u.dtype)
+    fn = getattr(kernels.lib, f"scan_fwd_{_sfx(u.dtype)}")
+    flags = (1 if z is not None else 0) | (2 if softplus else 0)
+    args = [_p(t) for t in (u, delta, z, B, C, At, D, bias, out, hck)]
+    n_items = _items(bsz, d, u.dtype)
+
+    def part(i0: int, i1: int, _k: int) -> None:
+        fn(*args, L, bsz, d, chunk, i0, i1, flags)
+
+    if L > 0:
+        _run(part, n_items, _parts(n_items))
+    return out, hck
+
+
+def scan_backward(
+    kernels: ScanKernels,
+    u: Tensor,
+    delta: Tensor,
+    At: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor,
+    z: Tensor | None,
+    bias: Tensor,
+    softplus: bool,
+    chunk: int,
+    hck: Tensor,
+    gout: Tensor,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients (du, d delta, dz or None, dB, dC, dA^T (N, D), dD, d bias) of the fused forward's output."""
+    L, bsz, d = u.shape
+    n = At.shape[0]
+    n_items = _items(bsz, d, u.dtype)
+    parts = _parts(n_items)
+    gu, gdelta = torch.empty_like(u), torch.empty_like(delta)
+    gz = None if z is None else torch.empty_like(z)
+    # per-thread partial sums of the gradients that add over channels or over (time, batch)
+    gB = torch.zeros(parts, *B.shape, dtype=u.dtype)
+    gC = torch.zeros(parts, *C.shape, dtype=u.dtype)
+    gA = torch.zeros(parts, n, d, dtype=u.dtype)
+    gD = torch.zeros(parts, d, dtype=u.dtype)
+    gbias = torch.zeros(parts, d, dtype=u.dtype)
+    fn = getattr(kernels.lib, f"scan_bwd_{_sfx(u.dtype)}")
+    flags = (1 if z is not None else 0) | (2 if softplus else 0)
+    head = [_p(t) for t in (u, delta, z, B, C, At, D, bias, hck, gout, gu, gdelta, gz)]
+
+    def part(i0: int, i1: int, k: int) -> None:
+        fn(*head, gB[k].data_ptr(), gC[k].data_ptr(), gA[k].data_ptr(), gD[k].data_ptr(), gbias[k].data_ptr(),
+           L, bsz, d, chunk, i0, i1, flags)  # fmt: skip
+
+    if L > 0:
+        _run(part, n_items, parts)
+    if parts == 1:
+        return gu, gdelta, gz, gB[0], gC[0], gA[0], gD[0], gbias[0]
+    return gu, gdelta, gz, gB.sum(0), gC.sum(0), gA.sum(0), gD.sum(0), gbias.sum(0)
