@@ -65,26 +65,29 @@ _HELPERS = r"""
 #include <stdlib.h>
 #include <string.h>
 
-/* exp(x): n = round(x log2 e), r = x - n ln 2 (two-part ln 2), exp(r) by Cephes expf's degree-5 polynomial;
-   0 below -87 (float32's normal range ends at exp(-87.3)), saturating at exp(88). NaN propagates. */
-static inline float mk_expf(float x) {
-    float xc = x < -87.0f ? -87.0f : x;
-    xc = xc > 88.0f ? 88.0f : xc;
-    float n = floorf(fmaf(xc, 1.44269504088896341f, 0.5f));
-    float r = fmaf(n, -0.693359375f, xc);
-    r = fmaf(n, 2.12194440e-4f, r);
-    float p = 1.9875691500e-4f;
-    p = fmaf(p, r, 1.3981999507e-3f);
-    p = fmaf(p, r, 8.3334519073e-3f);
-    p = fmaf(p, r, 4.1665795894e-2f);
-    p = fmaf(p, r, 1.6666665459e-1f);
-    p = fmaf(p, r, 5.0000001201e-1f);
-    p = fmaf(p, r * r, r + 1.0f);
-    int32_t e = ((int32_t)n + 127) << 23;
-    float s;
-    memcpy(&s, &e, 4);
-    return x < -87.0f ? 0.0f : p * s;
+/* 2^x: n = round(x), 2^(x - n) by its degree-7 Taylor polynomial on [-1/2, 1/2] (relative error < 5e-9 before
+   float32 rounding), n added to the exponent bits. 0 below 2^-126 (float32's normal range; the state then just
+   forgets), saturating at 2^127. NaN propagates (through the polynomial). */
+static inline float mk_exp2f(float x) {
+    float xc = fminf(fmaxf(x, -126.0f), 127.0f); /* vmaxps / vminps under -ffinite-math-only */
+    float n = floorf(xc + 0.5f);
+    float f = xc - n;
+    float p = 1.5252733804059841e-5f;
+    p = fmaf(p, f, 1.5403530393381609e-4f);
+    p = fmaf(p, f, 1.3333558146428443e-3f);
+    p = fmaf(p, f, 9.6181291076284772e-3f);
+    p = fmaf(p, f, 5.5504108664821580e-2f);
+    p = fmaf(p, f, 2.4022650695910071e-1f);
+    p = fmaf(p, f, 6.9314718055994531e-1f);
+    p = fmaf(p, f, 1.0f);
+    int32_t pb;
+    memcpy(&pb, &p, 4);
+    pb += (int32_t)n << 23;
+    memcpy(&p, &pb, 4);
+    return x < -126.0f ? 0.0f : p;
 }
+
+static inline float mk_expf(float x) { return mk_exp2f(x * 1.44269504088896341f); }
 
 /* log(y) for y >= 1 (Cephes logf): y = m 2^k, m in [sqrt(1/2), sqrt(2)), log m by its degree-9 polynomial. */
 static inline float mk_logf_ge1(float y) {
@@ -144,24 +147,30 @@ static inline __attribute__((always_inline)) void fwd_item_SFX(
     const int has_z = flags & 1, softplus = (flags >> 1) & 1;
     REAL h[NS][DB], a[NS][DB], dv[DB], bv[DB];
     for (int n = 0; n < NS; ++n)
+#pragma omp simd
         for (int j = 0; j < DB; ++j) {
             h[n][j] = 0;
-            a[n][j] = j < W ? At[n * D + d0 + j] : 0;
+            a[n][j] = j < W ? At[n * D + d0 + j] * LOG2E : 0; /* A log2(e): dA = 2^(dl a) */
         }
+#pragma omp simd
     for (int j = 0; j < DB; ++j) {
         dv[j] = j < W ? Dv[d0 + j] : 0;
         bv[j] = j < W ? bias[d0 + j] : 0;
     }
+    int64_t tck = 0;
     for (int64_t t = 0; t < L; ++t) {
-        if (t % K == 0) {
+        if (t == tck) { /* the state entering chunk tck / K */
             REAL* restrict hc = hck + ((t / K) * Bsz + b) * NS * D + d0;
             for (int n = 0; n < NS; ++n)
+#pragma omp simd
                 for (int j = 0; j < W; ++j) hc[n * D + j] = h[n][j];
+            tck += K;
         }
         const int64_t base = (t * Bsz + b) * D + d0;
         const REAL* restrict Bt = Bm + (t * Bsz + b) * NS;
         const REAL* restrict Ct = Cm + (t * Bsz + b) * NS;
         REAL dl[DB], du[DB], y[DB];
+#pragma omp simd
         for (int j = 0; j < DB; ++j) {
             REAL uu = j < W ? u[base + j] : 0;
             REAL pre = (j < W ? delta[base + j] : 0) + bv[j];
@@ -173,16 +182,18 @@ static inline __attribute__((always_inline)) void fwd_item_SFX(
             const REAL bn = Bt[n], cn = Ct[n];
 #pragma omp simd
             for (int j = 0; j < DB; ++j) {
-                REAL hn = EXP(dl[j] * a[n][j]) * h[n][j] + du[j] * bn;
+                REAL hn = EXP2(dl[j] * a[n][j]) * h[n][j] + du[j] * bn;
                 h[n][j] = hn;
                 y[j] += cn * hn;
             }
         }
         if (has_z)
+#pragma omp simd
             for (int j = 0; j < DB; ++j) {
                 REAL zz = j < W ? z[base + j] : 0;
                 y[j] *= zz * SIGMOID(zz);
             }
+#pragma omp simd
         for (int j = 0; j < W; ++j) out[base + j] = y[j];
     }
 }
@@ -219,11 +230,13 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
     REAL (*restrict ybuf)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB + 2 * K * DB);
     REAL a[NS][DB], carry[NS][DB], accA[NS][DB], h0[NS][DB], dv[DB], bv[DB], accD[DB], accBias[DB];
     for (int n = 0; n < NS; ++n)
+#pragma omp simd
         for (int j = 0; j < DB; ++j) {
-            a[n][j] = j < W ? At[n * D + d0 + j] : 0;
+            a[n][j] = j < W ? At[n * D + d0 + j] * LOG2E : 0; /* A log2(e): dA = 2^(dl a) */
             carry[n][j] = 0;
             accA[n][j] = 0;
         }
+#pragma omp simd
     for (int j = 0; j < DB; ++j) {
         dv[j] = j < W ? Dv[d0 + j] : 0;
         bv[j] = j < W ? bias[d0 + j] : 0;
@@ -236,12 +249,14 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
         /* recompute the chunk: states after each step, dA, dl, sigmoid(pre), y before the gate */
         const REAL* restrict hc = hck + (c * Bsz + b) * NS * D + d0;
         for (int n = 0; n < NS; ++n)
+#pragma omp simd
             for (int j = 0; j < DB; ++j) h0[n][j] = j < W ? hc[n * D + j] : 0;
         for (int64_t t = t0; t < t1; ++t) {
             const int64_t i = t - t0, base = (t * Bsz + b) * D + d0;
             const REAL* restrict Bt = Bm + (t * Bsz + b) * NS;
             const REAL* restrict Ct = Cm + (t * Bsz + b) * NS;
             REAL dl[DB], du[DB], y[DB];
+#pragma omp simd
             for (int j = 0; j < DB; ++j) {
                 REAL uu = j < W ? u[base + j] : 0;
                 REAL pre = (j < W ? delta[base + j] : 0) + bv[j];
@@ -256,13 +271,14 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
                 const REAL bn = Bt[n], cn = Ct[n];
 #pragma omp simd
                 for (int j = 0; j < DB; ++j) {
-                    REAL e = EXP(dl[j] * a[n][j]);
+                    REAL e = EXP2(dl[j] * a[n][j]);
                     REAL hn = e * hp[n][j] + du[j] * bn;
                     abuf[i][n][j] = e;
                     hbuf[i][n][j] = hn;
                     y[j] += cn * hn;
                 }
             }
+#pragma omp simd
             for (int j = 0; j < DB; ++j) ybuf[i][j] = y[j];
         }
         /* adjoint, backwards in time */
@@ -273,11 +289,13 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
             REAL* restrict gBt = gB + (t * Bsz + b) * NS;
             REAL* restrict gCt = gC + (t * Bsz + b) * NS;
             REAL g[DB], uu[DB], du[DB], gdl[DB], q[DB];
+#pragma omp simd
             for (int j = 0; j < DB; ++j) {
                 g[j] = j < W ? gout[base + j] : 0;
                 uu[j] = j < W ? u[base + j] : 0;
             }
             if (has_z)
+#pragma omp simd
                 for (int j = 0; j < DB; ++j) {
                     REAL zz = j < W ? z[base + j] : 0;
                     REAL s = SIGMOID(zz);
@@ -285,6 +303,7 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
                     if (j < W) gz[base + j] = gzj;
                     g[j] *= zz * s;
                 }
+#pragma omp simd
             for (int j = 0; j < DB; ++j) {
                 accD[j] += g[j] * uu[j];
                 du[j] = lbuf[i][j] * uu[j];
@@ -309,8 +328,9 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
                 gCt[n] += sc;
                 gBt[n] += sb;
             }
+#pragma omp simd
             for (int j = 0; j < DB; ++j) {
-                REAL gd = (gdl[j] + q[j] * uu[j]) * sbuf[i][j];
+                REAL gd = (gdl[j] * LN2 + q[j] * uu[j]) * sbuf[i][j]; /* sum w A = ln2 sum w a */
                 accBias[j] += gd;
                 if (j < W) {
                     gu[base + j] = q[j] * lbuf[i][j] + g[j] * dv[j];
@@ -320,7 +340,9 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
         }
     }
     for (int n = 0; n < NS; ++n)
+#pragma omp simd
         for (int j = 0; j < W; ++j) gA[n * D + d0 + j] += accA[n][j];
+#pragma omp simd
     for (int j = 0; j < W; ++j) {
         gD[d0 + j] += accD[j];
         gbias[d0 + j] += accBias[j];
@@ -350,8 +372,22 @@ void scan_bwd_SFX(const REAL* u, const REAL* delta, const REAL* z, const REAL* B
 """
 
 _DTYPES = {
-    "f32": {"REAL": "float", "EXP": "mk_expf", "SOFTPLUS": "mk_softplusf", "SIGMOID": "mk_sigmoidf"},
-    "f64": {"REAL": "double", "EXP": "exp", "SOFTPLUS": "mk_softplusd", "SIGMOID": "mk_sigmoidd"},
+    "f32": {
+        "REAL": "float",
+        "EXP2": "mk_exp2f",
+        "LOG2E": "1.44269504088896341f",
+        "LN2": "0.693147180559945309f",
+        "SOFTPLUS": "mk_softplusf",
+        "SIGMOID": "mk_sigmoidf",
+    },
+    "f64": {
+        "REAL": "double",
+        "EXP2": "exp2",
+        "LOG2E": "1.4426950408889634074",
+        "LN2": "0.69314718055994530942",
+        "SOFTPLUS": "mk_softplusd",
+        "SIGMOID": "mk_sigmoidd",
+    },
 }
 
 
@@ -367,7 +403,19 @@ def scan_source(n_state: int) -> str:
 
 
 # --- build, cache, load ------------------------------------------------------------------------------------------
-_C_FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math")
+# -ffinite-math-only lets the exp clamps compile to vmaxps / vminps (NaN inputs still give NaN outputs: they
+# reach the state through dl u B); -ffp-contract=fast fuses the multiply-adds (-std=c99 alone turns that off).
+_C_FLAGS = (
+    "-O3",
+    "-std=c99",
+    "-fPIC",
+    "-shared",
+    "-fopenmp-simd",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-ffinite-math-only",
+    "-ffp-contract=fast",
+)
 _ENV_SWITCH = "MAMBA_KAN_KERNELS"  # "0" = never use the C kernels (as the spline kernels)
 _LOADED: dict[int, ScanKernels | None] = {}
 
