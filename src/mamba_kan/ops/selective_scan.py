@@ -18,11 +18,14 @@ maths runs in float32 (float64 inputs stay float64, so gradcheck works), with au
 Implementations:
 
 * :func:`selective_scan_ref` - a plain per-time-step loop recorded by autograd. Readable; tests and tiny inputs.
-* :func:`selective_scan` - mamba-ssm's fused kernel when the input is on CUDA and ``mamba_ssm`` is importable;
-  otherwise :class:`_ChunkedScan`, this project's kernel (CPU, or CUDA without mamba-ssm).
+* :func:`selective_scan` dispatches: CUDA -> mamba-ssm's fused kernel when ``mamba_ssm`` is importable;
+  CPU float32 / float64 -> :class:`_FusedScan`, the fused C scan of :mod:`mamba_kan.ops.scan_kernel` (state in
+  registers, checkpointed recomputing backward; built with the system C compiler on first use and cached) when
+  it builds and MAMBA_KAN_KERNELS is not 0; otherwise :class:`_ChunkedScan`, the PyTorch scan below (the
+  fallback, and with the float64 loop the reference the fused scan is tested against).
 
-Algorithm of the project's kernel (chosen by measurement)
----------------------------------------------------------
+The PyTorch scan (chosen by measurement among PyTorch formulations)
+-------------------------------------------------------------------
 A blocked *sequential* scan in a ``torch.autograd.Function`` with a hand-written backward. Time is cut into chunks
 of T steps. Per chunk, dA and dBu are formed for that chunk only, in (T, batch, N, d_inner) buffers, so a time step
 is one contiguous slice: the recurrence runs in place with one fused ``addcmul_`` per step and y is one batched
@@ -382,6 +385,7 @@ def selective_scan(
     *,
     time_major: bool = False,
     chunk: int | None = None,
+    fused: bool = True,
 ) -> Tensor:
     """Selective scan with mamba-ssm's ``selective_scan_fn`` signature; differentiable in every tensor input.
 
@@ -393,8 +397,10 @@ def selective_scan(
         D: optional (d_inner,) skip.  z: optional gate shaped like u.  delta_bias: optional (d_inner,).
         delta_softplus: apply softplus to delta + delta_bias.
         time_major: layout switch (module docstring).
-        chunk: time steps per chunk of the project's kernel (default :func:`auto_chunk`); tuning only, the result
-            does not depend on it.
+        chunk: time steps per chunk: checkpoint interval of the fused C scan (default CHECKPOINT_STEPS), chunk
+            length of the PyTorch scan (default :func:`auto_chunk`); tuning only, the result does not depend on it.
+        fused: on CPU, use the fused C scan when it builds (False: always the PyTorch scan, as with
+            MAMBA_KAN_KERNELS=0; for comparisons).
     Returns:
         y shaped like u, in u's dtype.
     """
@@ -410,7 +416,9 @@ def selective_scan(
             y = fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
             return y.permute(2, 0, 1) if time_major else y
     with torch.autocast(device_type=u.device.type, enabled=False):
-        return _scan_project_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, time_major, chunk)
+        return _scan_project_kernel(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, time_major, chunk, fused
+        )
 
 
 def _scan_project_kernel(
@@ -425,8 +433,10 @@ def _scan_project_kernel(
     delta_softplus: bool,
     time_major: bool,
     chunk: int | None,
+    fused: bool = True,
 ) -> Tensor:
-    """Cast to the compute dtype, bring to time-major layout, run :class:`_ChunkedScan`, and back."""
+    """Cast to the compute dtype, bring to time-major layout, run :class:`_FusedScan` (CPU, when the C kernel
+    builds) or :class:`_ChunkedScan`, and back."""
     dtype_in = u.dtype
     ct = _compute_dtype(u)
     u, delta, A, B, C = (t.to(ct) for t in (u, delta, A, B, C))
@@ -438,7 +448,7 @@ def _scan_project_kernel(
         z = None if z is None else z.permute(2, 0, 1)
     L, bsz, d = u.shape
     u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
-    kernels = fused_kernels(u, A.shape[1])
+    kernels = fused_kernels(u, A.shape[1]) if fused else None
     if kernels is not None:
         T = CHECKPOINT_STEPS if chunk is None else chunk
         z = None if z is None else z.contiguous()
