@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from scipy.interpolate import BSpline
 
 import mamba_kan.ops.bspline as B
+import mamba_kan.ops.bspline_autograd as BA
+import mamba_kan.ops.kernels as K
 from mamba_kan.modules.splines import BSplineActivation, KANLinear
 
 
@@ -21,7 +23,7 @@ from mamba_kan.modules.splines import BSplineActivation, KANLinear
 def kernels_on(monkeypatch):
     """The C kernels (skip where no C compiler can build them, e.g. a bare Windows box)."""
     monkeypatch.setenv("MAMBA_KAN_KERNELS", "1")
-    if B.load_kernels(5, 3) is None:
+    if BA.load_spline_kernels(5, 3) is None:
         pytest.skip("no C compiler: the spline kernels cannot be built here")
 
 
@@ -36,8 +38,9 @@ def test_cardinal_pieces_equal_scipy_bspline(order):
         np.testing.assert_allclose(ours, cardinal(t + r), atol=1e-14)
 
 
-def test_cubic_pieces_are_the_reference_closed_form():
-    """REFERENCE.md §1: f^3/6, (-3f^3 + 3f^2 + 3f + 1)/6, (3f^3 - 6f^2 + 4)/6, (1 - f)^3/6."""
+def test_cubic_pieces_are_the_closed_form():
+    """The uniform cubic B-spline pieces (de Boor 2001, ch. IX): f^3/6, (-3f^3 + 3f^2 + 3f + 1)/6,
+    (3f^3 - 6f^2 + 4)/6, (1 - f)^3/6."""
     expected = [
         [0, 0, 0, 1 / 6],
         [1 / 6, 3 / 6, 3 / 6, -3 / 6],
@@ -85,9 +88,13 @@ def test_spline_activation_kernel_matches_float64_reference(kernels_on, g, k, ba
     )
     x32, c32 = x.float().requires_grad_(), coef.float().requires_grad_()
     extra = [wb.float().requires_grad_()] if base else []
-    assert B.kernel_backend(x32, g, k) is not None
+    kernels = BA.spline_kernels(x32, g, k)
+    assert kernels is not None
     fast = _grads(
-        lambda x_, c_, *w: B.bspline_activation(x_, c_, low, h, g, k, w[0] if w else None), x32, c32, *extra
+        lambda x_, c_, *w: BA.bspline_activation_kernel(x_, c_, low, h, g, k, w[0] if w else None, kernels),
+        x32,
+        c32,
+        *extra,
     )
     for i, (got, want) in enumerate(zip(fast, ref)):
         # values and d/dx are per element; parameter gradients are float32 sums over 300 rows
@@ -113,7 +120,9 @@ def test_kan_linear_kernel_matches_float64_reference(kernels_on, g, k):
         reference, x.clone().requires_grad_(), *[p.detach().double().requires_grad_() for p in params]
     )
     fast = _grads(
-        lambda x_, wb, ws, c: B.kan_linear(x_, wb, ws, c, layer.grid_low, layer.grid_h, g, k),
+        lambda x_, wb, ws, c: BA.kan_linear_kernel(
+            x_, wb, ws, c, layer.grid_low, layer.grid_h, g, k, BA.spline_kernels(x_, g, k)
+        ),
         x.float().requires_grad_(),
         *[p.detach().clone().requires_grad_() for p in params],
     )
@@ -128,7 +137,7 @@ def test_kernels_and_pytorch_fallback_agree_in_the_modules(kernels_on, monkeypat
     results = []
     for switch in ("1", "0"):
         monkeypatch.setenv("MAMBA_KAN_KERNELS", switch)
-        assert (B.kernel_backend(xa, 5, 3) is None) == (switch == "0")
+        assert (BA.spline_kernels(xa, 5, 3) is None) == (switch == "0")
         for module, x in ((act, xa), (kan, xk)):
             module.zero_grad()
             xi = x.clone().requires_grad_()
@@ -148,7 +157,8 @@ def test_kernels_split_rows_over_threads_without_changing_results(kernels_on):
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            y = B.bspline_activation(x32, coef.float().requires_grad_(), low, h, 5, 3, wb.float())
+            kernels = BA.spline_kernels(x32, 5, 3)
+            y = BA.bspline_activation_kernel(x32, coef.float().requires_grad_(), low, h, 5, 3, wb.float(), kernels)
             (gx,) = torch.autograd.grad(y.sum(), x32)
             out.append((y.detach(), gx))
     finally:
@@ -160,7 +170,7 @@ def test_kernels_split_rows_over_threads_without_changing_results(kernels_on):
 def test_nan_inputs_give_nan_outputs_not_a_crash(kernels_on):
     x = torch.tensor([[0.5, float("nan"), -9.0, 9.0]])
     coef = torch.randn(4, 8)
-    y = B.bspline_activation(x, coef, -3.0, 1.2, 5, 3)
+    y = BA.bspline_activation_kernel(x, coef, -3.0, 1.2, 5, 3, None, BA.spline_kernels(x, 5, 3))
     assert torch.isnan(y[0, 1]) and torch.isfinite(y[0, [0, 2, 3]]).all()
     kan = KANLinear(4, 2)
     assert torch.isnan(kan(x)).all()  # every output sums over the NaN input's edges
@@ -170,12 +180,12 @@ def test_without_a_compiler_the_pytorch_path_runs(monkeypatch, tmp_path, caplog)
     monkeypatch.setenv("MAMBA_KAN_KERNELS", "1")
     monkeypatch.setenv("MAMBA_KAN_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    monkeypatch.setattr(B, "_KERNEL_CACHE", {})
+    monkeypatch.setattr(K, "_LOADED", {})
     x, coef, wb, low, h = _inputs(50, 6, 5, 3, seed=4)
     with caplog.at_level("WARNING"):
-        assert B.load_kernels(5, 3) is None
+        assert BA.load_spline_kernels(5, 3) is None
     assert "PyTorch path" in caplog.text
-    y = B.bspline_activation(x.float(), coef.float(), low, h, 5, 3, wb.float())
+    y = BA.bspline_activation(x.float(), coef.float(), low, h, 5, 3, wb.float())
     torch.testing.assert_close(
         y.double(), _reference_activation(x, coef, low, h, 5, 3, wb), atol=1e-5, rtol=1e-5
     )
@@ -184,14 +194,14 @@ def test_without_a_compiler_the_pytorch_path_runs(monkeypatch, tmp_path, caplog)
 def test_pytorch_path_with_base_branch_passes_gradcheck():
     x, coef, wb, low, h = _inputs(8, 3, 4, 3, seed=5)
     args = (x.requires_grad_(), coef.requires_grad_(), wb.requires_grad_())
-    assert torch.autograd.gradcheck(lambda x_, c_, w_: B.bspline_activation(x_, c_, low, h, 4, 3, w_), args)
+    assert torch.autograd.gradcheck(lambda x_, c_, w_: BA.bspline_activation(x_, c_, low, h, 4, 3, w_), args)
 
 
 def test_non_contiguous_inputs_are_handled(kernels_on):
     x, coef, wb, low, h = _inputs(40, 24, 5, 3, seed=6)
     x_t = x.float().t().contiguous().t().requires_grad_()  # same values, feature-major storage
     assert not x_t.is_contiguous()
-    y = B.bspline_activation(x_t, coef.float(), low, h, 5, 3, wb.float())
+    y = BA.bspline_activation_kernel(x_t, coef.float(), low, h, 5, 3, wb.float(), BA.spline_kernels(x_t, 5, 3))
     (gx,) = torch.autograd.grad(y.sum(), x_t)
     x64 = x.clone().requires_grad_()
     y64 = _reference_activation(x64, coef, low, h, 5, 3, wb)

@@ -106,9 +106,9 @@ def _loadavg() -> list[float] | None:
 
 
 def _spline_backend() -> str:
-    from mamba_kan.ops.bspline import load_kernels
+    from mamba_kan.ops.bspline_autograd import load_spline_kernels
 
-    kernels = load_kernels(5, 3)
+    kernels = load_spline_kernels(5, 3)
     return f"generated C kernels ({kernels.path.name})" if kernels is not None else "PyTorch ops"
 
 

@@ -19,7 +19,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mamba_kan.errors import require
-from mamba_kan.ops.bspline import bspline_activation, bspline_basis_fast, kan_linear, uniform_bspline_basis
+from mamba_kan.ops.bspline import uniform_bspline_basis
+from mamba_kan.ops.bspline_autograd import (
+    bspline_activation,
+    bspline_activation_kernel,
+    bspline_basis_fast,
+    kan_linear_kernel,
+    spline_kernels,
+)
 
 # E[silu(x)^2] for x ~ N(0, 1); used to give KAN layers unit-variance outputs at init.
 _SILU_SECOND_MOMENT = 0.3557
@@ -122,11 +129,14 @@ class BSplineActivation(_UniformGridMixin):
 
     def forward(self, x: Tensor) -> Tensor:
         coef = self.coef * self.spline_weight.unsqueeze(-1)  # (F, M): w_s folded into the coefficients
-        # spline and silu branch in one pass (ops.bspline's fast path); computed in float32
-        y = bspline_activation(
-            x, coef, self.grid_low, self.grid_h, self.grid_size, self.spline_order, self.base_weight
-        )
-        return y.to(x.dtype)
+        grid = (self.grid_low, self.grid_h, self.grid_size, self.spline_order)
+        kernels = spline_kernels(x, self.grid_size, self.spline_order)
+        if kernels is None:
+            # eager, in float32: y = sum_m coef[f, m] B_m(x) + w_b[f] silu(x), the spline evaluated per grid
+            # interval as a polynomial in the local fraction (ops.bspline.spline_table); hand-written backward
+            return bspline_activation(x, coef, *grid, self.base_weight).to(x.dtype)
+        # --- fast branch: generated C kernel (CPU float32), the same maths in one pass per direction
+        return bspline_activation_kernel(x, coef, *grid, self.base_weight, kernels).to(x.dtype)
 
     def reference_forward(self, x: Tensor) -> Tensor:
         """The formula written out with dense bases (for tests and plots)."""
@@ -197,18 +207,20 @@ class KANLinear(_UniformGridMixin):
         return w.reshape(self.out_features, -1)
 
     def forward(self, x: Tensor) -> Tensor:
-        # features [silu(x) | B(x)] times the packed weight as one GEMM (ops.bspline.kan_linear: generated CPU
-        # kernels, features recomputed in backward instead of stored)
-        y = kan_linear(
-            x,
-            self.base_weight,
-            self.spline_weight,
-            self.coef,
-            self.grid_low,
-            self.grid_h,
-            self.grid_size,
-            self.spline_order,
-        )
+        kernels = spline_kernels(x, self.grid_size, self.spline_order)
+        if kernels is None:
+            # eager (efficient-kan): per input the features [silu(x) | B_0(x) .. B_{G+k-1}(x)] in float32, times
+            # the packed weight [w_b | w_s c] as ONE GEMM; the matmul follows autocast (bf16 on GPUs)
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                xf = x.double() if x.dtype == torch.float64 else x.float()
+                feats = torch.cat([F.silu(xf).unsqueeze(-1), self.basis(xf)], dim=-1)  # (..., in, 1 + G + k)
+            spline = self.spline_weight.unsqueeze(-1) * self.coef  # (out, in, G + k)
+            packed = torch.cat([self.base_weight.unsqueeze(-1), spline], -1).flatten(1)  # (out, in(1+G+k))
+            return (feats.flatten(-2) @ packed.to(feats.dtype).t()).to(x.dtype)
+        # --- fast branch: generated C kernels (CPU float32), the same features and GEMM; the features are
+        # written by the kernel and recomputed in backward instead of stored
+        grid = (self.grid_low, self.grid_h, self.grid_size, self.spline_order)
+        y = kan_linear_kernel(x, self.base_weight, self.spline_weight, self.coef, *grid, kernels)
         return y.to(x.dtype)
 
     def reference_forward(self, x: Tensor) -> Tensor:
