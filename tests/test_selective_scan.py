@@ -364,10 +364,15 @@ def test_fused_module_layout_noncontiguous_time_major_views(fused):
         torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4 * b.abs().max().item(), msg=name)
 
 
-def test_fused_threads_agree_with_one_thread(fused):
+def test_fused_threads_agree_with_one_thread(fused, monkeypatch):
     """Items split over 2 threads (per-thread partial sums of dA, dB, dC, dD, d bias) = the 1-thread result."""
-    raw = make_inputs(3, 24, 16, 50, seed=53)
-    weight = torch.randn(3, 24, 50, dtype=torch.float64)
+    import mamba_kan.ops.scan_kernel as sk
+
+    parts_used = []
+    real_run = sk._run
+    monkeypatch.setattr(sk, "_run", lambda *a: parts_used.append(real_run(*a)) or parts_used[-1])
+    raw = make_inputs(3, 48, 16, 100, seed=53)
+    weight = torch.randn(3, 48, 100, dtype=torch.float64)
     results = []
     before = torch.get_num_threads()
     try:
@@ -376,6 +381,7 @@ def test_fused_threads_agree_with_one_thread(fused):
             results.append(outputs_and_grads(selective_scan, leaf(raw, torch.float64, ARGS), True, weight))
     finally:
         torch.set_num_threads(before)
+    assert parts_used == [1, 1, 2, 2]  # forward and backward, on 1 and then on 2 threads
     (y1, g1), (y2, g2) = results
     torch.testing.assert_close(y2, y1, rtol=0, atol=0)
     for name in ARGS:

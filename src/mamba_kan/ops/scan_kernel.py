@@ -33,23 +33,13 @@ last bits; the float64 kernel is the accurate one, not the fast one).
 
 from __future__ import annotations
 
-import concurrent.futures
 import ctypes
 import functools
-import hashlib
-import logging
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import time
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-log = logging.getLogger(__name__)
+from mamba_kan.ops.kernels import load_kernel, run_rows
 
 __all__ = ["ScanKernels", "load_scan_kernels", "scan_backward", "scan_forward", "CHECKPOINT_STEPS"]
 
@@ -402,129 +392,27 @@ def scan_source(n_state: int) -> str:
     return "\n".join(parts)
 
 
-# --- build, cache, load ------------------------------------------------------------------------------------------
-# -ffinite-math-only lets the exp clamps compile to vmaxps / vminps (NaN inputs still give NaN outputs: they
-# reach the state through dl u B); -ffp-contract=fast fuses the multiply-adds (-std=c99 alone turns that off).
-_C_FLAGS = (
-    "-O3",
-    "-std=c99",
-    "-fPIC",
-    "-shared",
-    "-fopenmp-simd",
-    "-fno-math-errno",
-    "-fno-trapping-math",
-    "-ffinite-math-only",
-    "-ffp-contract=fast",
-)
-_ENV_SWITCH = "MAMBA_KAN_KERNELS"  # "0" = never use the C kernels (as the spline kernels)
-_LOADED: dict[int, ScanKernels | None] = {}
-
-
-class ScanKernels:
-    """ctypes handles of one compiled library (one N). Calls release the GIL, so items run on threads."""
-
-    def __init__(self, path: Path) -> None:
-        lib = ctypes.CDLL(str(path))
-        p, i = ctypes.c_void_p, ctypes.c_int64
-        for sfx in _DTYPES:
-            fwd = getattr(lib, f"scan_fwd_{sfx}")
-            fwd.argtypes, fwd.restype = [p] * 10 + [i] * 7, None
-            bwd = getattr(lib, f"scan_bwd_{sfx}")
-            bwd.argtypes, bwd.restype = [p] * 18 + [i] * 7, None
-        self.lib = lib
-        self.path = path
-
-
-def _cache_dir() -> Path:
-    env = os.environ.get("MAMBA_KAN_CACHE_DIR")
-    for path in ([Path(env)] if env else []) + [
-        Path.home() / ".cache" / "mamba_kan" / "kernels",
-        Path(tempfile.gettempdir()) / f"mamba_kan_kernels_{os.getuid() if hasattr(os, 'getuid') else 0}",
-    ]:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            if os.access(path, os.W_OK):
-                return path
-        except OSError:
-            continue
-    raise OSError("no writable cache directory for the scan kernels")
-
-
-def _machine_tag() -> str:
-    info = platform.machine() + platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            info += "".join(
-                ln for ln in fh.read().splitlines()[:40] if ln.startswith(("model name", "flags"))
-            )
-    except OSError:
-        pass
-    return info
-
-
-def _compile(source: str, out: Path) -> None:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if compiler is None:
-        raise OSError("no C compiler (cc, gcc or clang) on PATH")
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        src = Path(tmp) / "scan.c"
-        src.write_text(source)
-        so = Path(tmp) / out.name
-        err = ""
-        for arch in (["-march=native"], []):
-            cmd = [compiler, *_C_FLAGS, *arch, str(src), "-o", str(so), "-lm"]
-            res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-            if res.returncode == 0:
-                os.replace(so, out)
-                return
-            err = (res.stderr.strip().splitlines() or [f"exit status {res.returncode}"])[-1]
-        raise OSError(f"compiling the scan kernels failed: {err}")
+# --- build, cache, load (the project's kernels package: verified private cache, one warning on failure) ---------
+# -ffinite-math-only lets the exp clamps compile to vmaxps / vminps (NaN inputs still give NaN outputs: they reach
+# the state through dl u B); -ffp-contract=fast fuses the multiply-adds (-std=c99 alone turns that off).
+EXTRA_FLAGS = ("-ffinite-math-only", "-ffp-contract=fast")
+_P, _I = ctypes.c_void_p, ctypes.c_int64
+_SIGNATURES = {
+    **{f"scan_fwd_{sfx}": ([_P] * 10 + [_I] * 7, None) for sfx in _DTYPES},
+    **{f"scan_bwd_{sfx}": ([_P] * 18 + [_I] * 7, None) for sfx in _DTYPES},
+}
+ScanKernels = ctypes.CDLL
 
 
 def load_scan_kernels(n_state: int) -> ScanKernels | None:
     """The compiled scan kernels for state size N, built on first use and cached; None when unavailable (no
     compiler, build error, or MAMBA_KAN_KERNELS=0): callers then run the PyTorch path."""
-    if os.environ.get(_ENV_SWITCH, "1") == "0":
-        return None
-    if n_state in _LOADED:
-        return _LOADED[n_state]
-    kernels = None
-    try:
-        source = scan_source(n_state)
-        digest = hashlib.sha256("\0".join([source, *_C_FLAGS, _machine_tag()]).encode()).hexdigest()[:20]
-        path = _cache_dir() / f"scan_n{n_state}_{digest}.so"
-        if not path.exists():
-            t0 = time.perf_counter()
-            _compile(source, path)
-            log.info("built scan kernels N=%d in %.1f s: %s", n_state, time.perf_counter() - t0, path)
-        kernels = ScanKernels(path)
-    except (OSError, subprocess.SubprocessError, AttributeError) as exc:
-        log.warning("scan C kernels unavailable (%s); using the PyTorch path", exc)
-    _LOADED[n_state] = kernels
-    return kernels
+    return load_kernel(f"scan_n{int(n_state)}", scan_source(n_state), EXTRA_FLAGS, _SIGNATURES)
 
 
-# --- threaded calls ----------------------------------------------------------------------------------------------
-_POOL: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
-
-
-def _parts(n_items: int) -> int:
-    return max(1, min(torch.get_num_threads(), n_items))
-
-
-def _run(fn, n_items: int, parts: int) -> None:
-    """fn(item0, item1, part) over ``parts`` contiguous ranges of [0, n_items) (one per thread)."""
-    if parts == 1:
-        fn(0, n_items, 0)
-        return
-    pool = _POOL.get(parts)
-    if pool is None:
-        pool = _POOL[parts] = concurrent.futures.ThreadPoolExecutor(
-            parts, thread_name_prefix="mamba-kan-scan"
-        )
-    bounds = [n_items * i // parts for i in range(parts + 1)]
-    for fut in [pool.submit(fn, bounds[i], bounds[i + 1], i) for i in range(parts)]:
-        fut.result()
+def _run(fn, n_items: int, row_elems: int) -> int:
+    """fn(item0, item1, part) over contiguous ranges of [0, n_items), one per thread; returns the part count."""
+    return run_rows(fn, n_items, row_elems)
 
 
 def _p(t: Tensor | None) -> int | None:
@@ -560,7 +448,7 @@ def scan_forward(
     n = At.shape[0]
     out = torch.empty_like(u)
     hck = torch.empty(-(-L // chunk), bsz, n, d, dtype=u.dtype)
-    fn = getattr(kernels.lib, f"scan_fwd_{_sfx(u.dtype)}")
+    fn = getattr(kernels, f"scan_fwd_{_sfx(u.dtype)}")
     flags = (1 if z is not None else 0) | (2 if softplus else 0)
     args = [_p(t) for t in (u, delta, z, B, C, At, D, bias, out, hck)]
     n_items = _items(bsz, d, u.dtype)
@@ -569,7 +457,7 @@ def scan_forward(
         fn(*args, L, bsz, d, chunk, i0, i1, flags)
 
     if L > 0:
-        _run(part, n_items, _parts(n_items))
+        _run(part, n_items, L * n * _BLOCK[_sfx(u.dtype)])
     return out, hck
 
 
@@ -592,7 +480,7 @@ def scan_backward(
     L, bsz, d = u.shape
     n = At.shape[0]
     n_items = _items(bsz, d, u.dtype)
-    parts = _parts(n_items)
+    parts = max(1, min(torch.get_num_threads(), n_items))  # at most; _run reports how many it used
     gu, gdelta = torch.empty_like(u), torch.empty_like(delta)
     gz = None if z is None else torch.empty_like(z)
     # per-thread partial sums of the gradients that add over channels or over (time, batch)
@@ -601,7 +489,7 @@ def scan_backward(
     gA = torch.zeros(parts, n, d, dtype=u.dtype)
     gD = torch.zeros(parts, d, dtype=u.dtype)
     gbias = torch.zeros(parts, d, dtype=u.dtype)
-    fn = getattr(kernels.lib, f"scan_bwd_{_sfx(u.dtype)}")
+    fn = getattr(kernels, f"scan_bwd_{_sfx(u.dtype)}")
     flags = (1 if z is not None else 0) | (2 if softplus else 0)
     head = [_p(t) for t in (u, delta, z, B, C, At, D, bias, hck, gout, gu, gdelta, gz)]
 
@@ -610,7 +498,7 @@ def scan_backward(
            L, bsz, d, chunk, i0, i1, flags)  # fmt: skip
 
     if L > 0:
-        _run(part, n_items, parts)
+        parts = _run(part, n_items, L * n * _BLOCK[_sfx(u.dtype)])
     if parts == 1:
         return gu, gdelta, gz, gB[0], gC[0], gA[0], gD[0], gbias[0]
-    return gu, gdelta, gz, gB.sum(0), gC.sum(0), gA.sum(0), gD.sum(0), gbias.sum(0)
+    return tuple([gu, gdelta, gz] + [t[:parts].sum(0) for t in (gB, gC, gA, gD, gbias)])  # type: ignore[return-value]
