@@ -399,21 +399,21 @@ def selective_scan(
         time_major: layout switch (module docstring).
         chunk: time steps per chunk: checkpoint interval of the fused C scan (default CHECKPOINT_STEPS), chunk
             length of the PyTorch scan (default :func:`auto_chunk`); tuning only, the result does not depend on it.
-        fused: on CPU, use the fused C scan when it builds (False: always the PyTorch scan, as with
-            MAMBA_KAN_KERNELS=0; for comparisons).
+        fused: use a fused kernel when one is available - mamba-ssm's on CUDA, the C scan on CPU (False:
+            always the project's PyTorch scan, on any device; for comparisons and tests).
     Returns:
         y shaped like u, in u's dtype.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias, time_major)
     if chunk is not None and chunk < 1:
         raise UserError(f"selective_scan: chunk must be >= 1 (or None for automatic), got {chunk}")
-    if u.is_cuda:
-        fused = _mamba_ssm_scan()
-        if fused is not None:
+    if u.is_cuda and fused:
+        mamba_ssm_fn = _mamba_ssm_scan()
+        if mamba_ssm_fn is not None:
             if time_major:  # mamba-ssm wants (batch, d, L) and (batch, N, L)
                 u, delta, B, C = (t.permute(1, 2, 0) for t in (u, delta, B, C))
                 z = None if z is None else z.permute(1, 2, 0)
-            y = fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+            y = mamba_ssm_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
             return y.permute(2, 0, 1) if time_major else y
     with torch.autocast(device_type=u.device.type, enabled=False):
         return _scan_project_kernel(
