@@ -261,7 +261,7 @@ def _build_scan(spec: dict[str, Any], device: torch.device, precision: str) -> I
         flops=0
         if kind == "scan_roofline_copy"
         else TRAIN_FLOPS_FACTOR * SCAN_FLOPS_PER_STATE * batch * length * d * n,
-        params=0,
+        params=0 if kind == "scan_roofline_copy" else d * n + 2 * d,  # the layer's A, D and dt bias
         details={"d_inner": d, "d_state": n, "seq_len": length, "batch": batch, "bytes_moved": moved},
     )
 
