@@ -128,23 +128,28 @@ static inline float mk_sigmoidf(float x) { return 1.0f / (1.0f + mk_expf(-x)); }
     }
 #if defined(__AVX__) && NS % 8 == 0
 #include <immintrin.h>
-static inline void lane_sums_f32(const float (*v)[8], float* out) {
+static inline __attribute__((always_inline)) void lane_sums_f32(const float* v, float* out, const int db) {
     for (int n = 0; n < NS; n += 8) {
-        __m256 s01 = _mm256_hadd_ps(_mm256_loadu_ps(v[n]), _mm256_loadu_ps(v[n + 1]));
-        __m256 s23 = _mm256_hadd_ps(_mm256_loadu_ps(v[n + 2]), _mm256_loadu_ps(v[n + 3]));
-        __m256 s45 = _mm256_hadd_ps(_mm256_loadu_ps(v[n + 4]), _mm256_loadu_ps(v[n + 5]));
-        __m256 s67 = _mm256_hadd_ps(_mm256_loadu_ps(v[n + 6]), _mm256_loadu_ps(v[n + 7]));
+        __m256 r[8];
+        for (int k = 0; k < 8; ++k) {
+            r[k] = _mm256_loadu_ps(v + (n + k) * db);
+            for (int h = 8; h < db; h += 8) r[k] = _mm256_add_ps(r[k], _mm256_loadu_ps(v + (n + k) * db + h));
+        }
+        __m256 s01 = _mm256_hadd_ps(r[0], r[1]);
+        __m256 s23 = _mm256_hadd_ps(r[2], r[3]);
+        __m256 s45 = _mm256_hadd_ps(r[4], r[5]);
+        __m256 s67 = _mm256_hadd_ps(r[6], r[7]);
         __m256 s03 = _mm256_hadd_ps(s01, s23); /* [rows 0-3, lanes 0-3 | rows 0-3, lanes 4-7] */
         __m256 s47 = _mm256_hadd_ps(s45, s67);
-        __m256 r = _mm256_add_ps(_mm256_permute2f128_ps(s03, s47, 0x20), _mm256_permute2f128_ps(s03, s47, 0x31));
-        _mm256_storeu_ps(out + n, _mm256_add_ps(_mm256_loadu_ps(out + n), r));
+        __m256 t = _mm256_add_ps(_mm256_permute2f128_ps(s03, s47, 0x20), _mm256_permute2f128_ps(s03, s47, 0x31));
+        _mm256_storeu_ps(out + n, _mm256_add_ps(_mm256_loadu_ps(out + n), t));
     }
 }
-#define LANE_SUMS_f32(v, out) lane_sums_f32((const float (*)[8])(v), (out))
+#define LANE_SUMS_f32(v, out) lane_sums_f32(&(v)[0][0], (out), DB) /* DB: a multiple of 8 */
 #else
-#define LANE_SUMS_f32(v, out) LANE_SUMS_GENERIC(v, out, 8)
+#define LANE_SUMS_f32(v, out) LANE_SUMS_GENERIC(v, out, DB)
 #endif
-#define LANE_SUMS_f64(v, out) LANE_SUMS_GENERIC(v, out, 4)
+#define LANE_SUMS_f64(v, out) LANE_SUMS_GENERIC(v, out, DB)
 
 static inline double mk_softplusd(double x) { return x > 20.0 ? x : log1p(exp(x)); }
 static inline double mk_sigmoidd(double x) { return 1.0 / (1.0 + exp(-x)); }
