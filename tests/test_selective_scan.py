@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from mamba_kan.errors import UserError
-from mamba_kan.ops.selective_scan import auto_chunk, selective_scan, selective_scan_ref
+from mamba_kan.ops.scan_kernel import load_scan_kernels
+from mamba_kan.ops.selective_scan import auto_chunk, fused_kernels, selective_scan, selective_scan_ref
 
 ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -49,6 +50,15 @@ def loop_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus
             chans.append(torch.stack(ys) if ys else torch.zeros(0, dtype=torch.float64))
         rows.append(torch.stack(chans))
     return torch.stack(rows)
+
+
+@pytest.fixture(params=["fused", "pytorch"])
+def backend(request, monkeypatch):
+    """Run a test on the fused C scan (skipped where no C compiler builds it) and on the PyTorch fallback."""
+    monkeypatch.setenv("MAMBA_KAN_KERNELS", "1" if request.param == "fused" else "0")
+    if request.param == "fused" and load_scan_kernels(4) is None:
+        pytest.skip("no C compiler: the fused scan cannot be built here")
+    return request.param
 
 
 def make_inputs(bsz, d, n, L, dtype=torch.float64, seed=0, delta_scale=0.5, a_max=2.0):
@@ -88,7 +98,7 @@ def outputs_and_grads(fn, x, softplus, weight):
 
 @pytest.mark.parametrize("L", [1, 7, 33, 100])
 @pytest.mark.parametrize("options", list(OPTION_SETS))
-def test_float64_matches_loop_outputs_and_every_gradient(L, options):
+def test_float64_matches_loop_outputs_and_every_gradient(L, options, backend):
     opt = OPTION_SETS[options]
     raw = make_inputs(2, 3, 4, L, seed=L)
     weight = torch.randn(2, 3, L, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -105,7 +115,7 @@ def test_float64_matches_loop_outputs_and_every_gradient(L, options):
 
 
 @pytest.mark.parametrize("L", [7, 100])
-def test_float32_agrees_with_float64_loop(L):
+def test_float32_agrees_with_float64_loop(L, backend):
     raw = make_inputs(2, 5, 16, L, seed=3)
     weight = torch.randn(2, 5, L, dtype=torch.float64)
     ref_y, ref_g = outputs_and_grads(loop_scan, leaf(raw, torch.float64, ARGS), True, weight)
@@ -137,7 +147,7 @@ def test_gradcheck_tiny_double():
     assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-7)
 
 
-def test_chunk_length_does_not_change_result():
+def test_chunk_length_does_not_change_result(backend):
     raw = make_inputs(2, 3, 4, 45, seed=11)
     weight = torch.randn(2, 3, 45, dtype=torch.float64)
     results = []
@@ -151,7 +161,7 @@ def test_chunk_length_does_not_change_result():
             torch.testing.assert_close(g[name], g0[name], rtol=1e-11, atol=1e-13)
 
 
-def test_large_steps_over_long_sequence_stay_finite_and_correct():
+def test_large_steps_over_long_sequence_stay_finite_and_correct(backend):
     """sum(delta * |A|) over a chunk far beyond 88: an exp(-cumsum) chunk scan would overflow in float32 here."""
     L, n = 300, 16
     raw = make_inputs(1, 2, n, L, seed=13, delta_scale=1.0)
@@ -169,7 +179,7 @@ def test_large_steps_over_long_sequence_stay_finite_and_correct():
         torch.testing.assert_close(g[name].double(), ref_g[name], rtol=1e-3, atol=1e-5 * scale, msg=name)
 
 
-def test_time_major_layout_matches_batch_major():
+def test_time_major_layout_matches_batch_major(backend):
     raw = make_inputs(2, 3, 4, 21, seed=17)
     y_bm = selective_scan(**raw, delta_softplus=True, chunk=5)
     tm = {k: (v.permute(2, 0, 1) if v.dim() == 3 else v) for k, v in raw.items()}
@@ -202,13 +212,13 @@ def find_node(grad_fn, name):
     raise AssertionError(f"{name} not in the autograd graph")
 
 
-def test_backward_keeps_only_chunk_boundary_states():
+def test_backward_keeps_only_chunk_boundary_states(backend):
     """Saved for backward: inputs plus L / chunk states, not the (batch, L, d, N) states of every step."""
     bsz, d, n, L, chunk = 2, 32, 16, 256, 32
     raw = make_inputs(bsz, d, n, L, dtype=torch.float32, seed=23)
     x = {k: v.float().requires_grad_() for k, v in raw.items()}
     y = selective_scan(**x, delta_softplus=True, chunk=chunk)
-    node = find_node(y.grad_fn, "_ChunkedScanBackward")
+    node = find_node(y.grad_fn, "_FusedScanBackward" if backend == "fused" else "_ChunkedScanBackward")
     saved = sum(t.numel() for t in node.saved_tensors)
     inputs = sum(v.numel() for v in x.values())
     extra = saved - inputs
@@ -272,3 +282,124 @@ def test_softplus_matches_torch():
     """The loop's log1p(exp(x)) is torch's softplus for the moderate values used here (guards the reference)."""
     x = torch.linspace(-5, 5, 11, dtype=torch.float64)
     torch.testing.assert_close(torch.log1p(torch.exp(x)), F.softplus(x))
+
+
+# --- the fused C scan ------------------------------------------------------------------------------------------
+@pytest.fixture
+def fused(monkeypatch):
+    monkeypatch.setenv("MAMBA_KAN_KERNELS", "1")
+    if load_scan_kernels(16) is None:
+        pytest.skip("no C compiler: the fused scan cannot be built here")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("options", list(OPTION_SETS))
+def test_fused_long_sequence_many_chunks_every_gradient(fused, dtype, options):
+    """L = 300 over chunks of 32 (ragged last chunk), 13 channels (a partial channel block), N = 16: the fused
+    kernel's outputs and all eight gradients against the float64 reference."""
+    opt = OPTION_SETS[options]
+    bsz, d, n, L = 2, 13, 16, 300
+    raw = make_inputs(bsz, d, n, L, seed=41)
+    if not opt["softplus"]:  # keep delta > 0 (a growing state would overflow float32 over 300 steps)
+        raw["delta"] = raw["delta"].abs() * 0.2
+        raw["delta_bias"] = raw["delta_bias"].abs()
+    weight = torch.randn(bsz, d, L, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    ref_y, ref_g = outputs_and_grads(
+        selective_scan_ref, leaf(raw, torch.float64, opt["use"]), opt["softplus"], weight
+    )
+    y, g = outputs_and_grads(selective_scan, leaf(raw, dtype, opt["use"]), opt["softplus"], weight)
+    rtol = 1e-10 if dtype == torch.float64 else 2e-4
+    torch.testing.assert_close(y.double(), ref_y, rtol=rtol, atol=rtol * ref_y.abs().max().item())
+    for name in opt["use"]:
+        scale = ref_g[name].abs().max().item()
+        torch.testing.assert_close(g[name].double(), ref_g[name], rtol=rtol, atol=rtol * scale, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_extreme_delta_times_a_underflows_cleanly(fused, dtype):
+    """delta * A from -1e4 (exp underflows to 0: the state forgets everything) to -1e-9 (dA ~ 1), softplus of
+    very negative inputs (delta ~ 1e-13, log1p accuracy) and of large ones (delta = x above 20)."""
+    bsz, d, n, L = 1, 9, 16, 120
+    raw = make_inputs(bsz, d, n, L, seed=43)
+    g = torch.Generator().manual_seed(44)
+    pre = torch.empty(bsz, d, L, dtype=torch.float64)
+    pre[:, :3] = torch.rand(bsz, 3, L, generator=g, dtype=torch.float64) * 10 + 25  # softplus(x) = x, large
+    pre[:, 3:6] = -torch.rand(bsz, 3, L, generator=g, dtype=torch.float64) * 5 - 28  # softplus ~ 1e-13
+    pre[:, 6:] = torch.randn(bsz, 3, L, generator=g, dtype=torch.float64)
+    raw["delta"], raw["delta_bias"] = pre, torch.zeros(d, dtype=torch.float64)
+    raw["A"] = -torch.logspace(-4, 3, n, dtype=torch.float64).repeat(d, 1)  # -1e-4 .. -1e3
+    weight = torch.randn(bsz, d, L, dtype=torch.float64, generator=g)
+    ref_y, ref_g = outputs_and_grads(selective_scan_ref, leaf(raw, torch.float64, ARGS), True, weight)
+    y, grads = outputs_and_grads(selective_scan, leaf(raw, dtype, ARGS), True, weight)
+    assert torch.isfinite(y).all() and all(torch.isfinite(v).all() for v in grads.values())
+    rtol = 1e-10 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(y.double(), ref_y, rtol=rtol, atol=rtol * ref_y.abs().max().item())
+    for name in ARGS:
+        scale = ref_g[name].abs().max().item()
+        torch.testing.assert_close(grads[name].double(), ref_g[name], rtol=rtol, atol=rtol * scale, msg=name)
+
+
+def test_fused_module_layout_noncontiguous_time_major_views(fused):
+    """As modules/mamba.py calls it: time-major, B and C (L, batch, N) are views split from one projection."""
+    L, bsz, d, n = 70, 3, 20, 16
+    g = torch.Generator().manual_seed(47)
+    x_dbl = torch.randn(L, bsz, 4 + 2 * n, generator=g)
+    _, B, C = torch.split(x_dbl, [4, n, n], dim=-1)  # non-contiguous (L, batch, N)
+    u, dt, z = (torch.randn(L, bsz, d, generator=g) for _ in range(3))
+    A = -torch.rand(d, n, generator=g) * 3 - 0.1
+    D, bias = torch.randn(d, generator=g), torch.randn(d, generator=g)
+    tensors = [u, dt, A, B, C, D, z, bias]
+    leaves = [t.clone().requires_grad_() for t in tensors]
+    y = selective_scan(*leaves, delta_softplus=True, time_major=True)
+    assert y.shape == (L, bsz, d)
+    ref_leaves = [t.double().requires_grad_() for t in tensors]
+    bm = [ref_leaves[i].permute(1, 2, 0) for i in (0, 1)] + [ref_leaves[2]]
+    bm += [ref_leaves[i].permute(1, 2, 0) for i in (3, 4)] + [ref_leaves[5], ref_leaves[6].permute(1, 2, 0)]
+    ref = selective_scan_ref(*bm, ref_leaves[7], delta_softplus=True).permute(2, 0, 1)
+    w = torch.randn(L, bsz, d, generator=g)
+    torch.testing.assert_close(y.double(), ref, rtol=1e-4, atol=1e-4)
+    got = torch.autograd.grad((y * w).sum(), leaves)
+    want = torch.autograd.grad((ref * w.double()).sum(), ref_leaves)
+    for name, a, b in zip(ARGS, got, want):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4 * b.abs().max().item(), msg=name)
+
+
+def test_fused_threads_agree_with_one_thread(fused, monkeypatch):
+    """Items split over 2 threads (per-thread partial sums of dA, dB, dC, dD, d bias) = the 1-thread result."""
+    import mamba_kan.ops.scan_kernel as sk
+
+    parts_used = []
+    real_run = sk._run
+    monkeypatch.setattr(sk, "_run", lambda *a: parts_used.append(real_run(*a)) or parts_used[-1])
+    raw = make_inputs(3, 48, 16, 100, seed=53)
+    weight = torch.randn(3, 48, 100, dtype=torch.float64)
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(outputs_and_grads(selective_scan, leaf(raw, torch.float64, ARGS), True, weight))
+    finally:
+        torch.set_num_threads(before)
+    assert parts_used == [1, 1, 2, 2]  # forward and backward, on 1 and then on 2 threads
+    (y1, g1), (y2, g2) = results
+    torch.testing.assert_close(y2, y1, rtol=0, atol=0)
+    for name in ARGS:
+        torch.testing.assert_close(g2[name], g1[name], rtol=1e-13, atol=1e-14, msg=name)
+
+
+def test_kernels_disabled_runs_the_pytorch_path(monkeypatch):
+    """MAMBA_KAN_KERNELS=0: no fused kernel is offered and the chunked PyTorch scan still gives the reference."""
+    monkeypatch.setenv("MAMBA_KAN_KERNELS", "0")
+    raw = make_inputs(2, 3, 4, 20, seed=59)
+    assert fused_kernels(raw["u"], 4) is None
+    x = {k: v.float().requires_grad_() for k, v in raw.items()}
+    y = selective_scan(**x, delta_softplus=True)
+    find_node(y.grad_fn, "_ChunkedScanBackward")
+    torch.testing.assert_close(y.double(), loop_scan(**raw, delta_softplus=True), rtol=1e-4, atol=1e-5)
+
+
+def test_fused_kernel_is_used_on_cpu_when_available(fused):
+    x = {k: v.float().requires_grad_() for k, v in make_inputs(1, 2, 16, 5).items()}
+    find_node(selective_scan(**x).grad_fn, "_FusedScanBackward")
+    assert fused_kernels(torch.zeros(1, dtype=torch.bfloat16), 16) is None  # bf16 is cast to float32 first

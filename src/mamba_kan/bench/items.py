@@ -7,6 +7,11 @@ An item is rebuilt from a small JSON-able ``spec`` (so a fresh process can rebui
 * ``{"kind": "mixer", "mixer": "attention"|"mamba"|"mambapy", "d_model", "n_heads", "seq_len", "batch"}`` - one
   sequence mixer, forward + backward on (batch, seq_len, d_model). ``mambapy`` is the PyPI package's
   ``MambaBlock`` (pure PyTorch, parallel scan) with the same sizes as the project's :class:`Mamba`.
+* ``{"kind": "mixer", "mixer": "scan_fused"|"scan_pytorch"|"scan_mambapy"|"scan_roofline_copy", "d_inner",
+  "d_state", "seq_len", "batch"}`` - the selective scan op alone with the Mamba layer's options (D skip, z gate,
+  delta bias, softplus), forward + backward. ``scan_mambapy`` is mambapy's ``MambaBlock.selective_scan`` with the
+  softplus and the gate applied around it in PyTorch; ``scan_roofline_copy`` copies as many bytes as the scan
+  must move (:func:`scan_bytes_moved`), so scan time / copy time is the distance from the memory roofline.
 * ``{"kind": "model", "variant", "task", "task_options", "batch_size", "model_cfg"}`` - one training step of a
   parameter-matched variant: forward, task loss, backward, gradient clipping, AdamW step (the training loop's
   optimizer), as in ``mamba_kan.training``.
@@ -30,6 +35,9 @@ from mamba_kan.errors import UserError, unknown_choice
 
 FFN_KINDS = ("mlp", "bspline", "kan", "pykan")
 MIXER_KINDS = ("attention", "mamba", "mambapy")
+# the selective scan op alone (mixer suite): the fused C scan, the PyTorch scan, mambapy's parallel scan, and a
+# memory copy of the bytes the scan must move (its roofline)
+SCAN_KINDS = ("scan_fused", "scan_pytorch", "scan_mambapy", "scan_roofline_copy")
 TRAIN_FLOPS_FACTOR = 3  # forward + backward
 
 
@@ -164,7 +172,101 @@ def _build_ffn(spec: dict[str, Any], device: torch.device, precision: str) -> It
 
 
 # --- sequence mixers ------------------------------------------------------------------------------------------
+def scan_bytes_moved(batch: int, d_inner: int, d_state: int, seq_len: int, itemsize: int = 4) -> int:
+    """Bytes a selective scan with D, z, delta bias and softplus must move, forward + backward, in the best case.
+
+    Forward reads u, delta, z (batch, d_inner, L) and B, C (batch, N, L), writes y; backward reads u, delta, z,
+    B, C and dy, writes du, d delta, dz, dB, dC. Parameters (A, D, bias: O(d_inner N)) and any saved state are
+    left out: a kernel that recomputes everything from its inputs moves no more than this.
+    """
+    big, small = batch * d_inner * seq_len, batch * d_state * seq_len
+    return itemsize * ((4 * big + 2 * small) + (7 * big + 4 * small))
+
+
+def _scan_inputs(spec: dict[str, Any], device: torch.device) -> dict[str, Tensor]:
+    """Inputs of the Mamba layer's scan at its initialisation: time-major (L, batch, .), A = -(1..N)."""
+    d, n, length, batch = int(spec["d_inner"]), int(spec["d_state"]), int(spec["seq_len"]), int(spec["batch"])
+    g = torch.Generator().manual_seed(0)
+    r = lambda *shape: torch.randn(*shape, generator=g).to(device)  # noqa: E731
+    return {
+        "u": r(length, batch, d),
+        "delta": r(length, batch, d) * 0.5,
+        "A": -torch.arange(1, n + 1, dtype=torch.float32, device=device).repeat(d, 1),
+        "B": r(length, batch, n),
+        "C": r(length, batch, n),
+        "D": torch.ones(d, device=device),
+        "z": r(length, batch, d),
+        "delta_bias": torch.full(
+            (d,), -4.0, device=device
+        ),  # softplus(-4 + N(0, 1/4)) ~ 0.02, mamba's dt range
+        "grad": r(length, batch, d),
+    }
+
+
+def _build_scan(spec: dict[str, Any], device: torch.device, precision: str) -> Item:
+    """The selective scan op alone (see the module docstring); every kind gets the fused scan's FLOPs."""
+    import torch.nn.functional as F
+
+    from mamba_kan.modules.mamba import SCAN_FLOPS_PER_STATE
+    from mamba_kan.ops.selective_scan import selective_scan
+
+    kind = spec["mixer"]
+    d, n, length, batch = int(spec["d_inner"]), int(spec["d_state"]), int(spec["seq_len"]), int(spec["batch"])
+    x = _scan_inputs(spec, device)
+    grad = x.pop("grad")
+    names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+    moved = scan_bytes_moved(batch, d, n, length)
+    if kind == "scan_roofline_copy":
+        src = torch.empty(moved // 8, dtype=torch.float32, device=device).normal_()
+        dst = torch.empty_like(src)  # copying k bytes reads k and writes k: half of `moved` each way
+
+        def step() -> None:
+            dst.copy_(src)
+
+    elif kind in ("scan_fused", "scan_pytorch"):
+        fused = kind == "scan_fused"
+
+        def step() -> None:
+            leaves = [x[k].detach().requires_grad_(True) for k in names]
+            with _autocast(device, precision):
+                y = selective_scan(*leaves, delta_softplus=True, time_major=True, fused=fused)
+            y.backward(grad)
+
+    elif kind == "scan_mambapy":
+        if not optional_package("mambapy"):
+            raise UserError("the mambapy comparison needs the 'mambapy' package (pip install mambapy)")
+        from mambapy.mamba import MambaBlock
+
+        bm = {
+            k: (v.transpose(0, 1).contiguous() if v.dim() == 3 else v) for k, v in x.items()
+        }  # (batch, L, .)
+        grad_bm = grad.transpose(0, 1).contiguous()
+
+        def step() -> None:
+            u, delta, A, B, C, D, z, bias = (bm[k].detach().requires_grad_(True) for k in names)
+            with _autocast(device, precision):
+                # selective_scan does not use its instance (mambapy 1.2); softplus and gate as MambaBlock.ssm
+                y = MambaBlock.selective_scan(None, u, F.softplus(delta + bias), A, B, C, D) * F.silu(z)
+            y.backward(grad_bm)
+
+    else:
+        raise unknown_choice("scan", kind, SCAN_KINDS)
+    return Item(
+        name=kind,
+        group=f"L={length}",
+        spec=spec,
+        step=step,
+        flops=0
+        if kind == "scan_roofline_copy"
+        else TRAIN_FLOPS_FACTOR * SCAN_FLOPS_PER_STATE * batch * length * d * n,
+        params=0 if kind == "scan_roofline_copy" else d * n + 2 * d,  # the layer's A, D and dt bias
+        details={"d_inner": d, "d_state": n, "seq_len": length, "batch": batch, "bytes_moved": moved},
+    )
+
+
 def _build_mixer(spec: dict[str, Any], device: torch.device, precision: str) -> Item:
+    if spec["mixer"] in SCAN_KINDS:
+        return _build_scan(spec, device, precision)
     from mamba_kan.models.config import ModelConfig
     from mamba_kan.modules.attention import CausalSelfAttention
     from mamba_kan.modules.mamba import Mamba

@@ -4,7 +4,9 @@
   at the widths training builds (printed in the notes), plus pykan's KAN layer at the kan block's shape when
   ``pykan`` is installed.
 * ``mixer`` - causal attention vs the project's Mamba layer at L = 256, 1024, 4096 (d_model 128, batch 4), plus
-  ``mambapy``'s Mamba layer with the same sizes when installed.
+  ``mambapy``'s Mamba layer with the same sizes when installed; and the selective scan op alone at L = 1024
+  (batch 4, d_inner 256, N 16): the fused C scan, the PyTorch scan, mambapy's scan, and the memory roofline (a
+  copy of the bytes the scan must move, timed in the same rounds).
 * ``model`` - one training step of each of the six variants at the ``quick`` preset's size, and the training
   loop's own overhead (``run_experiment``'s steps/s against a bare forward/backward/optimizer loop).
 
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 from mamba_kan.bench.items import matched_ffn_widths, optional_package
 from mamba_kan.errors import unknown_choice
@@ -139,7 +143,7 @@ def mixer_plan(sizes: Sizes, judge: bool) -> SuitePlan:
     ref = 1024 if 1024 in lengths else lengths[len(lengths) // 2]
     g = f"L={ref}"
     comps = [Comparison(f"mamba / attention time, {g}", _key("mamba", g), _key("attention", g), "ms",
-                        *(("<=", 4.0) if judge else ()))]  # fmt: skip
+                        *(("<=", 1.0) if judge else ()))]  # fmt: skip
     if with_mambapy:
         comps += [
             Comparison(f"mambapy / mamba time, {g}", _key("mambapy", g), _key("mamba", g), "ms",
@@ -158,8 +162,49 @@ def mixer_plan(sizes: Sizes, judge: bool) -> SuitePlan:
             Comparison(f"attention time L={longest} / L={ref}", _key("attention", f"L={longest}"),
                        _key("attention", g), "ms")
         )  # fmt: skip
+        comps.append(
+            Comparison(f"attention / mamba time, L={longest}", _key("attention", f"L={longest}"),
+                       _key("mamba", f"L={longest}"), "ms", *((">=", 3.0) if judge else ()))
+        )  # fmt: skip
     notes = [] if with_mambapy else ["mambapy is not installed: its Mamba layer was not measured"]
-    return SuitePlan("mixer", groups, comps, notes)
+    scan_group, scan_comps, scan_notes = _scan_group(sizes, ref, with_mambapy, judge)
+    groups.append(scan_group)
+    return SuitePlan("mixer", groups, comps + scan_comps, notes + scan_notes)
+
+
+def _scan_group(
+    sizes: Sizes, length: int, with_mambapy: bool, judge: bool
+) -> tuple[list[dict[str, Any]], list[Comparison], list[str]]:
+    """The selective scan op alone at the Mamba layer's size (d_inner = 2 d_model, N 16): the fused C scan,
+    the PyTorch scan, mambapy's scan, and a copy of the bytes the scan must move (its memory roofline)."""
+    from mamba_kan.ops.selective_scan import fused_kernels
+
+    fused_ok = fused_kernels(torch.zeros(1), 16) is not None
+    kinds = (
+        (["scan_fused"] if fused_ok else []) + ["scan_pytorch"] + (["scan_mambapy"] if with_mambapy else [])
+    )
+    kinds.append("scan_roofline_copy")
+    specs = [
+        {"kind": "mixer", "mixer": k, "d_inner": 2 * sizes.mixer_d_model, "d_state": 16, "seq_len": length,
+         "batch": sizes.mixer_batch}
+        for k in kinds
+    ]  # fmt: skip
+    g = f"L={length}"
+    fast = "scan_fused" if fused_ok else "scan_pytorch"
+    comps = [
+        Comparison(f"{fast} / roofline copy time, {g}", _key(fast, g), _key("scan_roofline_copy", g), "ms",
+                   *(("<=", 3.0) if judge else ())),
+    ]  # fmt: skip
+    if fused_ok:
+        comps.append(Comparison(f"scan_pytorch / scan_fused time, {g}", _key("scan_pytorch", g),
+                                _key("scan_fused", g), "ms"))  # fmt: skip
+    if with_mambapy:
+        comps.append(Comparison(f"scan_mambapy / {fast} time, {g}", _key("scan_mambapy", g), _key(fast, g), "ms",
+                                *((">=", 20.0) if judge else ())))  # fmt: skip
+    notes = (
+        [] if fused_ok else ["the fused C scan did not build (no C compiler?): the PyTorch scan was timed"]
+    )
+    return specs, comps, notes
 
 
 def model_settings(sizes: Sizes) -> tuple[str, dict[str, Any], dict[str, Any], int]:

@@ -18,11 +18,14 @@ maths runs in float32 (float64 inputs stay float64, so gradcheck works), with au
 Implementations:
 
 * :func:`selective_scan_ref` - a plain per-time-step loop recorded by autograd. Readable; tests and tiny inputs.
-* :func:`selective_scan` - mamba-ssm's fused kernel when the input is on CUDA and ``mamba_ssm`` is importable;
-  otherwise :class:`_ChunkedScan`, this project's kernel (CPU, or CUDA without mamba-ssm).
+* :func:`selective_scan` dispatches: CUDA -> mamba-ssm's fused kernel when ``mamba_ssm`` is importable;
+  CPU float32 / float64 -> :class:`_FusedScan`, the fused C scan of :mod:`mamba_kan.ops.scan_kernel` (state in
+  registers, checkpointed recomputing backward; built with the system C compiler on first use and cached) when
+  it builds and MAMBA_KAN_KERNELS is not 0; otherwise :class:`_ChunkedScan`, the PyTorch scan below (the
+  fallback, and with the float64 loop the reference the fused scan is tested against).
 
-Algorithm of the project's kernel (chosen by measurement)
----------------------------------------------------------
+The PyTorch scan (chosen by measurement among PyTorch formulations)
+-------------------------------------------------------------------
 A blocked *sequential* scan in a ``torch.autograd.Function`` with a hand-written backward. Time is cut into chunks
 of T steps. Per chunk, dA and dBu are formed for that chunk only, in (T, batch, N, d_inner) buffers, so a time step
 is one contiguous slice: the recurrence runs in place with one fused ``addcmul_`` per step and y is one batched
@@ -66,6 +69,13 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from mamba_kan.errors import UserError
+from mamba_kan.ops.scan_kernel import (
+    CHECKPOINT_STEPS,
+    ScanKernels,
+    load_scan_kernels,
+    scan_backward,
+    scan_forward,
+)
 
 __all__ = ["CHUNK_ELEMENTS", "auto_chunk", "selective_scan", "selective_scan_ref"]
 
@@ -300,6 +310,45 @@ class _ChunkedScan(torch.autograd.Function):
         return g_u, g_delta, g_At.t(), g_B, g_C, g_D, g_z, g_bias, None, None
 
 
+def fused_kernels(u: Tensor, n_state: int) -> ScanKernels | None:
+    """The fused C scan for this input, or None when the PyTorch path must run: not a CPU float32 / float64
+    tensor, no C compiler, or the kernels switched off with MAMBA_KAN_KERNELS=0."""
+    if u.device.type != "cpu" or u.dtype not in (torch.float32, torch.float64):
+        return None
+    return load_scan_kernels(n_state)
+
+
+class _FusedScan(torch.autograd.Function):
+    """The whole selective scan in generated C (:mod:`mamba_kan.ops.scan_kernel`), forward and backward.
+
+    Inputs as :class:`_ChunkedScan` (time-major, contiguous, one dtype: float32 or float64). Saved for backward:
+    the inputs and the state entering every ``chunk`` steps, (ceil(L / chunk), batch, N, d_inner); the backward
+    recomputes each chunk's states from there.
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus: bool, chunk: int, kernels):  # type: ignore[override]
+        d = u.shape[2]
+        At = A.t().contiguous()  # (N, d_inner): a state row is contiguous over channels
+        Dv = torch.zeros(d, dtype=u.dtype) if D is None else D.contiguous()
+        bias = torch.zeros(d, dtype=u.dtype) if delta_bias is None else delta_bias.contiguous()
+        y, hck = scan_forward(kernels, u, delta, At, B, C, Dv, z, bias, softplus, chunk)
+        ctx.save_for_backward(u, delta, At, B, C, Dv, z, bias, hck)
+        ctx.opts = (softplus, chunk, kernels, D is not None, delta_bias is not None)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out: Tensor):  # type: ignore[override]
+        u, delta, At, B, C, Dv, z, bias, hck = ctx.saved_tensors
+        softplus, chunk, kernels, has_d, has_bias = ctx.opts
+        gu, gdelta, gz, gB, gC, gAt, gD, gbias = scan_backward(
+            kernels, u, delta, At, B, C, Dv, z, bias, softplus, chunk, hck, g_out.contiguous()
+        )
+        return (gu, gdelta, gAt.t(), gB, gC, gD if has_d else None, gz, gbias if has_bias else None,
+                None, None, None)  # fmt: skip
+
+
 def _step_size(delta: Tensor, delta_bias: Tensor | None, softplus: bool) -> Tensor:
     """softplus(delta + delta_bias) (each part optional) for one chunk, (T, batch, d_inner)."""
     pre = delta if delta_bias is None else delta + delta_bias
@@ -336,6 +385,7 @@ def selective_scan(
     *,
     time_major: bool = False,
     chunk: int | None = None,
+    fused: bool = True,
 ) -> Tensor:
     """Selective scan with mamba-ssm's ``selective_scan_fn`` signature; differentiable in every tensor input.
 
@@ -347,24 +397,28 @@ def selective_scan(
         D: optional (d_inner,) skip.  z: optional gate shaped like u.  delta_bias: optional (d_inner,).
         delta_softplus: apply softplus to delta + delta_bias.
         time_major: layout switch (module docstring).
-        chunk: time steps per chunk of the project's kernel (default :func:`auto_chunk`); tuning only, the result
-            does not depend on it.
+        chunk: time steps per chunk: checkpoint interval of the fused C scan (default CHECKPOINT_STEPS), chunk
+            length of the PyTorch scan (default :func:`auto_chunk`); tuning only, the result does not depend on it.
+        fused: use a fused kernel when one is available - mamba-ssm's on CUDA, the C scan on CPU (False:
+            always the project's PyTorch scan, on any device; for comparisons and tests).
     Returns:
         y shaped like u, in u's dtype.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias, time_major)
     if chunk is not None and chunk < 1:
         raise UserError(f"selective_scan: chunk must be >= 1 (or None for automatic), got {chunk}")
-    if u.is_cuda:
-        fused = _mamba_ssm_scan()
-        if fused is not None:
+    if u.is_cuda and fused:
+        mamba_ssm_fn = _mamba_ssm_scan()
+        if mamba_ssm_fn is not None:
             if time_major:  # mamba-ssm wants (batch, d, L) and (batch, N, L)
                 u, delta, B, C = (t.permute(1, 2, 0) for t in (u, delta, B, C))
                 z = None if z is None else z.permute(1, 2, 0)
-            y = fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+            y = mamba_ssm_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
             return y.permute(2, 0, 1) if time_major else y
     with torch.autocast(device_type=u.device.type, enabled=False):
-        return _scan_project_kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, time_major, chunk)
+        return _scan_project_kernel(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, time_major, chunk, fused
+        )
 
 
 def _scan_project_kernel(
@@ -379,8 +433,10 @@ def _scan_project_kernel(
     delta_softplus: bool,
     time_major: bool,
     chunk: int | None,
+    fused: bool = True,
 ) -> Tensor:
-    """Cast to the compute dtype, bring to time-major layout, run :class:`_ChunkedScan`, and back."""
+    """Cast to the compute dtype, bring to time-major layout, run :class:`_FusedScan` (CPU, when the C kernel
+    builds) or :class:`_ChunkedScan`, and back."""
     dtype_in = u.dtype
     ct = _compute_dtype(u)
     u, delta, A, B, C = (t.to(ct) for t in (u, delta, A, B, C))
@@ -391,9 +447,15 @@ def _scan_project_kernel(
         u, delta, B, C = (t.permute(2, 0, 1) for t in (u, delta, B, C))
         z = None if z is None else z.permute(2, 0, 1)
     L, bsz, d = u.shape
-    T = auto_chunk(bsz, d, A.shape[1]) if chunk is None else chunk
     u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
-    y = _ChunkedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, T)  # (L, batch, d_inner)
+    kernels = fused_kernels(u, A.shape[1]) if fused else None
+    if kernels is not None:
+        T = CHECKPOINT_STEPS if chunk is None else chunk
+        z = None if z is None else z.contiguous()
+        y = _FusedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, T, kernels)
+    else:
+        T = auto_chunk(bsz, d, A.shape[1]) if chunk is None else chunk
+        y = _ChunkedScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, T)  # (L, batch, d_inner)
     if not time_major:
         y = y.permute(1, 2, 0)
     return y.to(dtype_in)

@@ -1,0 +1,539 @@
+"""Fused CPU selective scan: generated C, one pass per direction, the state in registers.
+
+The maths is the selective scan of Gu & Dao 2023 (§3.2, Algorithm 2), with the options of mamba-ssm's
+``selective_scan_ref``; see :mod:`mamba_kan.ops.selective_scan`. All arrays are time-major and contiguous:
+u, delta, z, y: (L, batch, D); B, C: (L, batch, N); A: given transposed, (N, D); D, delta_bias: (D,).
+
+Work split. One *item* is (batch b, a block of DB adjacent channels). The scan runs sequentially in time for an
+item with its (N, DB) state in local arrays (vector registers: DB lanes per state row, N rows unrolled), so no
+(batch, L, D, N) tensor is ever written. Items are independent, so threads take contiguous ranges of them.
+
+Forward. Per step: dl = softplus(delta + bias) (optional parts), dA = exp(dl A), h = dA h + dl u B_t,
+y = <C_t, h> + D u, y *= silu(z). The state entering every chunk of K steps is stored (checkpoints,
+(L / K, batch, N, D): 1/K of the full state history).
+
+Backward. Chunks are visited in reverse. A chunk's states are recomputed from its checkpoint into a per-thread
+(K, N, DB) buffer together with dA (K, N, DB), dl, sigmoid(delta + bias) and y (K, DB), then the adjoint runs
+backwards in time:
+
+    g  = dout * silu(z)                       (dz = dout * y * s (1 + z (1 - s)), s = sigmoid(z))
+    dh_t = C_t g_t + dA_{t+1} dh_{t+1}        (the carry dA dh crosses chunk boundaries)
+    w  = dh_t * h_{t-1} * dA_t                (d loss / d (dl A))
+    dl_t = sum_n w A + u sum_n B_t dh_t,  du_t = dl sum_n B_t dh_t + D g,  dA += w dl,  dD += g u
+    dB_t[n] = sum_d dh dl u,  dC_t[n] = sum_d h g     (sums over the item's channels; per-thread partials)
+    d delta = dl_t * sigmoid(delta + bias) under softplus;  d bias = sum over (t, batch) of d delta
+
+Every channel's gradients are summed in a fixed order for a given thread count, so results are reproducible.
+
+exp in float32 is a Cephes-style polynomial (relative error ~1e-7, 0 below exp(-87), saturating above exp(88)),
+written with selects so gcc vectorises it; softplus uses a vectorisable log1p (Goldberg's correction,
+log1p(e) = log(1 + e) e / ((1 + e) - 1)) and returns x above 20 as torch does. float64 uses libm (exact to the
+last bits; the float64 kernel is the accurate one, not the fast one).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import torch
+from torch import Tensor
+
+from mamba_kan.ops.kernels import load_kernel, run_rows
+
+__all__ = ["ScanKernels", "load_scan_kernels", "scan_backward", "scan_forward", "CHECKPOINT_STEPS"]
+
+# Steps per checkpoint chunk of the backward's recomputation: the per-thread buffers (K, N, DB) of states and of
+# dA stay in L1/L2 (K 32, N 16, DB 8, fp32: 2 x 16 KiB).
+CHECKPOINT_STEPS = 32
+# Channels per item (vector lanes): one AVX2 register of float32 / two of float64.
+_BLOCK = {"f32": 8, "f64": 4}
+
+_HELPERS = r"""
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* 2^x: n = round(x), 2^(x - n) by its degree-7 Taylor polynomial on [-1/2, 1/2] (relative error < 5e-9 before
+   float32 rounding), n added to the exponent bits. 0 below 2^-126 (float32's normal range; the state then just
+   forgets), saturating at 2^127. NaN propagates (through the polynomial). */
+static inline float mk_exp2f(float x) {
+    float xc = fminf(fmaxf(x, -126.0f), 127.0f); /* vmaxps / vminps under -ffinite-math-only */
+    float n = floorf(xc + 0.5f);
+    float f = xc - n;
+    float p = 1.5252733804059841e-5f;
+    p = fmaf(p, f, 1.5403530393381609e-4f);
+    p = fmaf(p, f, 1.3333558146428443e-3f);
+    p = fmaf(p, f, 9.6181291076284772e-3f);
+    p = fmaf(p, f, 5.5504108664821580e-2f);
+    p = fmaf(p, f, 2.4022650695910071e-1f);
+    p = fmaf(p, f, 6.9314718055994531e-1f);
+    p = fmaf(p, f, 1.0f);
+    int32_t pb;
+    memcpy(&pb, &p, 4);
+    pb += (int32_t)n << 23;
+    memcpy(&p, &pb, 4);
+    return x < -126.0f ? 0.0f : p;
+}
+
+static inline float mk_expf(float x) { return mk_exp2f(x * 1.44269504088896341f); }
+
+/* log(y) for y >= 1 (Cephes logf): y = m 2^k, m in [sqrt(1/2), sqrt(2)), log m by its degree-9 polynomial. */
+static inline float mk_logf_ge1(float y) {
+    int32_t bits;
+    memcpy(&bits, &y, 4);
+    int32_t k = ((bits >> 23) & 0xff) - 126;
+    int32_t mb = (bits & 0x807fffff) | 0x3f000000; /* m in [0.5, 1) */
+    float m;
+    memcpy(&m, &mb, 4);
+    float small = m < 0.707106781186547524f ? 1.0f : 0.0f;
+    float kf = (float)k - small;
+    float x = m + m * small - 1.0f;
+    float z = x * x;
+    float p = 7.0376836292e-2f;
+    p = fmaf(p, x, -1.1514610310e-1f);
+    p = fmaf(p, x, 1.1676998740e-1f);
+    p = fmaf(p, x, -1.2420140846e-1f);
+    p = fmaf(p, x, 1.4249322787e-1f);
+    p = fmaf(p, x, -1.6668057665e-1f);
+    p = fmaf(p, x, 2.0000714765e-1f);
+    p = fmaf(p, x, -2.4999993993e-1f);
+    p = fmaf(p, x, 3.3333331174e-1f);
+    float yv = p * x * z;
+    yv = fmaf(kf, -2.12194440e-4f, yv);
+    yv = fmaf(z, -0.5f, yv);
+    return fmaf(kf, 0.693359375f, x + yv);
+}
+
+/* softplus as torch (threshold 20): x > 20 -> x, else log1p(exp(x)) with Goldberg's log1p correction. */
+static inline float mk_softplusf(float x) {
+    float e = mk_expf(x < 20.0f ? x : 20.0f);
+    float u = 1.0f + e;
+    float l = mk_logf_ge1(u);
+    float d = u - 1.0f;
+    float lp = d == 0.0f ? e : l * (e / d);
+    return x > 20.0f ? x : lp;
+}
+
+static inline float mk_sigmoidf(float x) { return 1.0f / (1.0f + mk_expf(-x)); }
+
+/* out[n] += sum_j v[n][j] for an (NS, DB) array: generic loop, or on AVX for float32 rows of 8 one transposing
+   hadd tree per 8 rows (12 instructions instead of 8 horizontal sums). */
+#define LANE_SUMS_GENERIC(v, out, DBV)                                                                      \
+    for (int n_ = 0; n_ < NS; ++n_) {                                                                       \
+        double s_ = 0;                                                                                     \
+        for (int j_ = 0; j_ < DBV; ++j_) s_ += v[n_][j_];                                                 \
+        out[n_] += s_;                                                                                     \
+    }
+#if defined(__AVX__) && NS % 8 == 0
+#include <immintrin.h>
+static inline __attribute__((always_inline)) void lane_sums_f32(const float* v, float* out, const int db) {
+    for (int n = 0; n < NS; n += 8) {
+        __m256 r[8];
+        for (int k = 0; k < 8; ++k) {
+            r[k] = _mm256_loadu_ps(v + (n + k) * db);
+            for (int h = 8; h < db; h += 8) r[k] = _mm256_add_ps(r[k], _mm256_loadu_ps(v + (n + k) * db + h));
+        }
+        __m256 s01 = _mm256_hadd_ps(r[0], r[1]);
+        __m256 s23 = _mm256_hadd_ps(r[2], r[3]);
+        __m256 s45 = _mm256_hadd_ps(r[4], r[5]);
+        __m256 s67 = _mm256_hadd_ps(r[6], r[7]);
+        __m256 s03 = _mm256_hadd_ps(s01, s23); /* [rows 0-3, lanes 0-3 | rows 0-3, lanes 4-7] */
+        __m256 s47 = _mm256_hadd_ps(s45, s67);
+        __m256 t = _mm256_add_ps(_mm256_permute2f128_ps(s03, s47, 0x20), _mm256_permute2f128_ps(s03, s47, 0x31));
+        _mm256_storeu_ps(out + n, _mm256_add_ps(_mm256_loadu_ps(out + n), t));
+    }
+}
+#define LANE_SUMS_f32(v, out) lane_sums_f32(&(v)[0][0], (out), DB) /* DB: a multiple of 8 */
+#else
+#define LANE_SUMS_f32(v, out) LANE_SUMS_GENERIC(v, out, DB)
+#endif
+#define LANE_SUMS_f64(v, out) LANE_SUMS_GENERIC(v, out, DB)
+
+static inline double mk_softplusd(double x) { return x > 20.0 ? x : log1p(exp(x)); }
+static inline double mk_sigmoidd(double x) { return 1.0 / (1.0 + exp(-x)); }
+"""
+
+# The body, once per dtype: REAL, SFX, EXP, SOFTPLUS, SIGMOID, DB substituted; NS = N is a #define.
+_BODY = r"""
+/* ---- REAL ---- */
+#define DB_SFX DB
+
+/* Forward of one item: batch b, channels [d0, d0 + W). */
+static inline __attribute__((always_inline)) void fwd_item_SFX(
+    const REAL* restrict u, const REAL* restrict delta, const REAL* restrict z, const REAL* restrict Bm,
+    const REAL* restrict Cm, const REAL* restrict At, const REAL* restrict Dv, const REAL* restrict bias,
+    REAL* restrict out, REAL* restrict hck, int64_t L, int64_t Bsz, int64_t D, int64_t K, int64_t b,
+    int64_t d0, int64_t flags, const int W)
+{
+    const int has_z = flags & 1, softplus = (flags >> 1) & 1;
+    REAL h[NS][DB], a[NS][DB], dv[DB], bv[DB];
+    for (int n = 0; n < NS; ++n)
+#pragma omp simd
+        for (int j = 0; j < DB; ++j) {
+            h[n][j] = 0;
+            a[n][j] = j < W ? At[n * D + d0 + j] * LOG2E : 0; /* A log2(e): dA = 2^(dl a) */
+        }
+#pragma omp simd
+    for (int j = 0; j < DB; ++j) {
+        dv[j] = j < W ? Dv[d0 + j] : 0;
+        bv[j] = j < W ? bias[d0 + j] : 0;
+    }
+    int64_t tck = 0;
+    for (int64_t t = 0; t < L; ++t) {
+        if (t == tck) { /* the state entering chunk tck / K */
+            REAL* restrict hc = hck + ((t / K) * Bsz + b) * NS * D + d0;
+            for (int n = 0; n < NS; ++n)
+#pragma omp simd
+                for (int j = 0; j < W; ++j) hc[n * D + j] = h[n][j];
+            tck += K;
+        }
+        const int64_t base = (t * Bsz + b) * D + d0;
+        const REAL* restrict Bt = Bm + (t * Bsz + b) * NS;
+        const REAL* restrict Ct = Cm + (t * Bsz + b) * NS;
+        REAL dl[DB], du[DB], y[DB];
+#pragma omp simd
+        for (int j = 0; j < DB; ++j) {
+            REAL uu = j < W ? u[base + j] : 0;
+            REAL pre = (j < W ? delta[base + j] : 0) + bv[j];
+            dl[j] = softplus ? SOFTPLUS(pre) : pre;
+            du[j] = dl[j] * uu;
+            y[j] = dv[j] * uu;
+        }
+        for (int n = 0; n < NS; ++n) {
+            const REAL bn = Bt[n], cn = Ct[n];
+#pragma omp simd
+            for (int j = 0; j < DB; ++j) {
+                REAL hn = EXP2(dl[j] * a[n][j]) * h[n][j] + du[j] * bn;
+                h[n][j] = hn;
+                y[j] += cn * hn;
+            }
+        }
+        if (has_z)
+#pragma omp simd
+            for (int j = 0; j < DB; ++j) {
+                REAL zz = j < W ? z[base + j] : 0;
+                y[j] *= zz * SIGMOID(zz);
+            }
+#pragma omp simd
+        for (int j = 0; j < W; ++j) out[base + j] = y[j];
+    }
+}
+
+void scan_fwd_SFX(const REAL* u, const REAL* delta, const REAL* z, const REAL* Bm, const REAL* Cm,
+                  const REAL* At, const REAL* Dv, const REAL* bias, REAL* out, REAL* hck, int64_t L, int64_t Bsz,
+                  int64_t D, int64_t K, int64_t item0, int64_t item1, int64_t flags)
+{
+    const int64_t nblk = (D + DB - 1) / DB;
+    for (int64_t it = item0; it < item1; ++it) {
+        const int64_t b = it / nblk, d0 = (it % nblk) * DB;
+        if (d0 + DB <= D)
+            fwd_item_SFX(u, delta, z, Bm, Cm, At, Dv, bias, out, hck, L, Bsz, D, K, b, d0, flags, DB);
+        else
+            fwd_item_SFX(u, delta, z, Bm, Cm, At, Dv, bias, out, hck, L, Bsz, D, K, b, d0, flags, (int)(D - d0));
+    }
+}
+
+/* Backward of one item. gu, gdelta, gz: (L, Bsz, D), written; gB, gC: (L, Bsz, N), gA: (N, D), gD, gbias: (D,),
+   accumulated (+=; per-thread partial buffers). work: 2 K NS DB + 3 K DB REALs. */
+static inline __attribute__((always_inline)) void bwd_item_SFX(
+    const REAL* restrict u, const REAL* restrict delta, const REAL* restrict z, const REAL* restrict Bm,
+    const REAL* restrict Cm, const REAL* restrict At, const REAL* restrict Dv, const REAL* restrict bias,
+    const REAL* restrict hck, const REAL* restrict gout, REAL* restrict gu, REAL* restrict gdelta,
+    REAL* restrict gz, REAL* restrict gB, REAL* restrict gC, REAL* restrict gA, REAL* restrict gD,
+    REAL* restrict gbias, REAL* restrict work, int64_t L, int64_t Bsz, int64_t D, int64_t K, int64_t b,
+    int64_t d0, int64_t flags, const int W)
+{
+    const int has_z = flags & 1, softplus = (flags >> 1) & 1;
+    REAL (*restrict hbuf)[NS][DB] = (REAL (*)[NS][DB])work;
+    REAL (*restrict abuf)[NS][DB] = (REAL (*)[NS][DB])(work + K * NS * DB);
+    REAL (*restrict lbuf)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB);
+    REAL (*restrict sbuf)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB + K * DB);
+    REAL (*restrict ybuf)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB + 2 * K * DB);
+    REAL a[NS][DB], carry[NS][DB], accA[NS][DB], h0[NS][DB], dv[DB], bv[DB], accD[DB], accBias[DB];
+    for (int n = 0; n < NS; ++n)
+#pragma omp simd
+        for (int j = 0; j < DB; ++j) {
+            a[n][j] = j < W ? At[n * D + d0 + j] * LOG2E : 0; /* A log2(e): dA = 2^(dl a) */
+            carry[n][j] = 0;
+            accA[n][j] = 0;
+        }
+#pragma omp simd
+    for (int j = 0; j < DB; ++j) {
+        dv[j] = j < W ? Dv[d0 + j] : 0;
+        bv[j] = j < W ? bias[d0 + j] : 0;
+        accD[j] = 0;
+        accBias[j] = 0;
+    }
+    const int64_t nck = (L + K - 1) / K;
+    for (int64_t c = nck - 1; c >= 0; --c) {
+        const int64_t t0 = c * K, t1 = t0 + K < L ? t0 + K : L;
+        /* recompute the chunk: states after each step, dA, dl, sigmoid(pre), y before the gate */
+        const REAL* restrict hc = hck + (c * Bsz + b) * NS * D + d0;
+        for (int n = 0; n < NS; ++n)
+#pragma omp simd
+            for (int j = 0; j < DB; ++j) h0[n][j] = j < W ? hc[n * D + j] : 0;
+        for (int64_t t = t0; t < t1; ++t) {
+            const int64_t i = t - t0, base = (t * Bsz + b) * D + d0;
+            const REAL* restrict Bt = Bm + (t * Bsz + b) * NS;
+            const REAL* restrict Ct = Cm + (t * Bsz + b) * NS;
+            REAL dl[DB], du[DB], y[DB];
+#pragma omp simd
+            for (int j = 0; j < DB; ++j) {
+                REAL uu = j < W ? u[base + j] : 0;
+                REAL pre = (j < W ? delta[base + j] : 0) + bv[j];
+                dl[j] = softplus ? SOFTPLUS(pre) : pre;
+                sbuf[i][j] = softplus ? SIGMOID(pre) : 1;
+                lbuf[i][j] = dl[j];
+                du[j] = dl[j] * uu;
+                y[j] = dv[j] * uu;
+            }
+            const REAL (*restrict hp)[DB] = i == 0 ? (const REAL (*)[DB])h0 : (const REAL (*)[DB])hbuf[i - 1];
+            for (int n = 0; n < NS; ++n) {
+                const REAL bn = Bt[n], cn = Ct[n];
+#pragma omp simd
+                for (int j = 0; j < DB; ++j) {
+                    REAL e = EXP2(dl[j] * a[n][j]);
+                    REAL hn = e * hp[n][j] + du[j] * bn;
+                    abuf[i][n][j] = e;
+                    hbuf[i][n][j] = hn;
+                    y[j] += cn * hn;
+                }
+            }
+#pragma omp simd
+            for (int j = 0; j < DB; ++j) ybuf[i][j] = y[j];
+        }
+        /* adjoint, backwards in time */
+        for (int64_t t = t1 - 1; t >= t0; --t) {
+            const int64_t i = t - t0, base = (t * Bsz + b) * D + d0;
+            const REAL* restrict Bt = Bm + (t * Bsz + b) * NS;
+            const REAL* restrict Ct = Cm + (t * Bsz + b) * NS;
+            REAL* restrict gBt = gB + (t * Bsz + b) * NS;
+            REAL* restrict gCt = gC + (t * Bsz + b) * NS;
+            REAL g[DB], uu[DB], du[DB], gdl[DB], q[DB];
+#pragma omp simd
+            for (int j = 0; j < DB; ++j) {
+                g[j] = j < W ? gout[base + j] : 0;
+                uu[j] = j < W ? u[base + j] : 0;
+            }
+            if (has_z)
+#pragma omp simd
+                for (int j = 0; j < DB; ++j) {
+                    REAL zz = j < W ? z[base + j] : 0;
+                    REAL s = SIGMOID(zz);
+                    REAL gzj = g[j] * ybuf[i][j] * s * (1 + zz * (1 - s));
+                    if (j < W) gz[base + j] = gzj;
+                    g[j] *= zz * s;
+                }
+#pragma omp simd
+            for (int j = 0; j < DB; ++j) {
+                accD[j] += g[j] * uu[j];
+                du[j] = lbuf[i][j] * uu[j];
+                gdl[j] = 0;
+                q[j] = 0;
+            }
+            const REAL (*restrict hp)[DB] = i == 0 ? (const REAL (*)[DB])h0 : (const REAL (*)[DB])hbuf[i - 1];
+            REAL pc[NS][DB], pb[NS][DB]; /* lane products, summed over the lanes below (dC_t, dB_t) */
+            for (int n = 0; n < NS; ++n) {
+                const REAL bn = Bt[n], cn = Ct[n];
+#pragma omp simd
+                for (int j = 0; j < DB; ++j) {
+                    REAL dh = cn * g[j] + carry[n][j];
+                    pc[n][j] = hbuf[i][n][j] * g[j];
+                    REAL w = dh * hp[n][j] * abuf[i][n][j];
+                    gdl[j] += w * a[n][j];
+                    accA[n][j] += w * lbuf[i][j];
+                    q[j] += bn * dh;
+                    pb[n][j] = dh * du[j];
+                    carry[n][j] = abuf[i][n][j] * dh;
+                }
+            }
+            LANE_SUMS(pc, gCt);
+            LANE_SUMS(pb, gBt);
+#pragma omp simd
+            for (int j = 0; j < DB; ++j) {
+                REAL gd = (gdl[j] * LN2 + q[j] * uu[j]) * sbuf[i][j]; /* sum w A = ln2 sum w a */
+                accBias[j] += gd;
+                if (j < W) {
+                    gu[base + j] = q[j] * lbuf[i][j] + g[j] * dv[j];
+                    gdelta[base + j] = gd;
+                }
+            }
+        }
+    }
+    for (int n = 0; n < NS; ++n)
+#pragma omp simd
+        for (int j = 0; j < W; ++j) gA[n * D + d0 + j] += accA[n][j];
+#pragma omp simd
+    for (int j = 0; j < W; ++j) {
+        gD[d0 + j] += accD[j];
+        gbias[d0 + j] += accBias[j];
+    }
+}
+
+void scan_bwd_SFX(const REAL* u, const REAL* delta, const REAL* z, const REAL* Bm, const REAL* Cm,
+                  const REAL* At, const REAL* Dv, const REAL* bias, const REAL* hck, const REAL* gout, REAL* gu,
+                  REAL* gdelta, REAL* gz, REAL* gB, REAL* gC, REAL* gA, REAL* gD, REAL* gbias, int64_t L,
+                  int64_t Bsz, int64_t D, int64_t K, int64_t item0, int64_t item1, int64_t flags)
+{
+    const int64_t nblk = (D + DB - 1) / DB;
+    REAL* work = (REAL*)malloc(sizeof(REAL) * (size_t)(2 * K * NS * DB + 3 * K * DB));
+    if (!work) return;
+    for (int64_t it = item0; it < item1; ++it) {
+        const int64_t b = it / nblk, d0 = (it % nblk) * DB;
+        if (d0 + DB <= D)
+            bwd_item_SFX(u, delta, z, Bm, Cm, At, Dv, bias, hck, gout, gu, gdelta, gz, gB, gC, gA, gD, gbias,
+                         work, L, Bsz, D, K, b, d0, flags, DB);
+        else
+            bwd_item_SFX(u, delta, z, Bm, Cm, At, Dv, bias, hck, gout, gu, gdelta, gz, gB, gC, gA, gD, gbias,
+                         work, L, Bsz, D, K, b, d0, flags, (int)(D - d0));
+    }
+    free(work);
+}
+#undef DB
+"""
+
+_DTYPES = {
+    "f32": {
+        "LANE_SUMS": "LANE_SUMS_f32",
+        "REAL": "float",
+        "EXP2": "mk_exp2f",
+        "LOG2E": "1.44269504088896341f",
+        "LN2": "0.693147180559945309f",
+        "SOFTPLUS": "mk_softplusf",
+        "SIGMOID": "mk_sigmoidf",
+    },
+    "f64": {
+        "LANE_SUMS": "LANE_SUMS_f64",
+        "REAL": "double",
+        "EXP2": "exp2",
+        "LOG2E": "1.4426950408889634074",
+        "LN2": "0.69314718055994530942",
+        "SOFTPLUS": "mk_softplusd",
+        "SIGMOID": "mk_sigmoidd",
+    },
+}
+
+
+def scan_source(n_state: int) -> str:
+    """C source of the forward and backward kernels, float32 and float64, for state size N = ``n_state``."""
+    parts = [f"#define NS {int(n_state)}", _HELPERS]
+    for sfx, subs in _DTYPES.items():
+        body = _BODY.replace("#define DB_SFX DB", f"#define DB {_BLOCK[sfx]}").replace("_SFX", f"_{sfx}")
+        for key, val in subs.items():
+            body = body.replace(key, val)
+        parts.append(body)
+    return "\n".join(parts)
+
+
+# --- build, cache, load (the project's kernels package: verified private cache, one warning on failure) ---------
+# -ffinite-math-only lets the exp clamps compile to vmaxps / vminps (NaN inputs still give NaN outputs: they reach
+# the state through dl u B); -ffp-contract=fast fuses the multiply-adds (-std=c99 alone turns that off).
+EXTRA_FLAGS = ("-ffinite-math-only", "-ffp-contract=fast")
+_P, _I = ctypes.c_void_p, ctypes.c_int64
+_SIGNATURES = {
+    **{f"scan_fwd_{sfx}": ([_P] * 10 + [_I] * 7, None) for sfx in _DTYPES},
+    **{f"scan_bwd_{sfx}": ([_P] * 18 + [_I] * 7, None) for sfx in _DTYPES},
+}
+ScanKernels = ctypes.CDLL
+
+
+def load_scan_kernels(n_state: int) -> ScanKernels | None:
+    """The compiled scan kernels for state size N, built on first use and cached; None when unavailable (no
+    compiler, build error, or MAMBA_KAN_KERNELS=0): callers then run the PyTorch path."""
+    return load_kernel(f"scan_n{int(n_state)}", scan_source(n_state), EXTRA_FLAGS, _SIGNATURES)
+
+
+def _run(fn, n_items: int, row_elems: int) -> int:
+    """fn(item0, item1, part) over contiguous ranges of [0, n_items), one per thread; returns the part count."""
+    return run_rows(fn, n_items, row_elems)
+
+
+def _p(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+@functools.cache
+def _sfx(dtype: torch.dtype) -> str:
+    return {torch.float32: "f32", torch.float64: "f64"}[dtype]
+
+
+def _items(bsz: int, d: int, dtype: torch.dtype) -> int:
+    block = _BLOCK[_sfx(dtype)]
+    return bsz * (-(-d // block))
+
+
+def scan_forward(
+    kernels: ScanKernels,
+    u: Tensor,
+    delta: Tensor,
+    At: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor,
+    z: Tensor | None,
+    bias: Tensor,
+    softplus: bool,
+    chunk: int,
+) -> tuple[Tensor, Tensor]:
+    """(y (L, batch, D), checkpoints (ceil(L / chunk), batch, N, D)); inputs contiguous, time-major, one dtype
+    (float32 or float64); At = A^T (N, D); D and bias given (zeros when the caller has none)."""
+    L, bsz, d = u.shape
+    n = At.shape[0]
+    out = torch.empty_like(u)
+    hck = torch.empty(-(-L // chunk), bsz, n, d, dtype=u.dtype)
+    fn = getattr(kernels, f"scan_fwd_{_sfx(u.dtype)}")
+    flags = (1 if z is not None else 0) | (2 if softplus else 0)
+    args = [_p(t) for t in (u, delta, z, B, C, At, D, bias, out, hck)]
+    n_items = _items(bsz, d, u.dtype)
+
+    def part(i0: int, i1: int, _k: int) -> None:
+        fn(*args, L, bsz, d, chunk, i0, i1, flags)
+
+    if L > 0:
+        _run(part, n_items, L * n * _BLOCK[_sfx(u.dtype)])
+    return out, hck
+
+
+def scan_backward(
+    kernels: ScanKernels,
+    u: Tensor,
+    delta: Tensor,
+    At: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor,
+    z: Tensor | None,
+    bias: Tensor,
+    softplus: bool,
+    chunk: int,
+    hck: Tensor,
+    gout: Tensor,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients (du, d delta, dz or None, dB, dC, dA^T (N, D), dD, d bias) of the fused forward's output."""
+    L, bsz, d = u.shape
+    n = At.shape[0]
+    n_items = _items(bsz, d, u.dtype)
+    parts = max(1, min(torch.get_num_threads(), n_items))  # at most; _run reports how many it used
+    gu, gdelta = torch.empty_like(u), torch.empty_like(delta)
+    gz = None if z is None else torch.empty_like(z)
+    # per-thread partial sums of the gradients that add over channels or over (time, batch)
+    gB = torch.zeros(parts, *B.shape, dtype=u.dtype)
+    gC = torch.zeros(parts, *C.shape, dtype=u.dtype)
+    gA = torch.zeros(parts, n, d, dtype=u.dtype)
+    gD = torch.zeros(parts, d, dtype=u.dtype)
+    gbias = torch.zeros(parts, d, dtype=u.dtype)
+    fn = getattr(kernels, f"scan_bwd_{_sfx(u.dtype)}")
+    flags = (1 if z is not None else 0) | (2 if softplus else 0)
+    head = [_p(t) for t in (u, delta, z, B, C, At, D, bias, hck, gout, gu, gdelta, gz)]
+
+    def part(i0: int, i1: int, k: int) -> None:
+        fn(*head, gB[k].data_ptr(), gC[k].data_ptr(), gA[k].data_ptr(), gD[k].data_ptr(), gbias[k].data_ptr(),
+           L, bsz, d, chunk, i0, i1, flags)  # fmt: skip
+
+    if L > 0:
+        parts = _run(part, n_items, L * n * _BLOCK[_sfx(u.dtype)])
+    if parts == 1:
+        return gu, gdelta, gz, gB[0], gC[0], gA[0], gD[0], gbias[0]
+    return tuple([gu, gdelta, gz] + [t[:parts].sum(0) for t in (gB, gC, gA, gD, gbias)])  # type: ignore[return-value]
