@@ -2,8 +2,13 @@
 
 - ``quick``: all six variants on one representative configuration of each of the five task families, 3 seeds, at
   small sizes (d_model 32, 2 layers, short sequences), sized to finish within 15 minutes on a 2-core CPU.
-- ``paper``: the seed project's full settings for GPUs: 10 seeds, 10000 steps, d_model 128 x 4 layers, the
-  families' full-size defaults, and the long-context task at lengths 2048 and 4096 (two separate task labels).
+- ``study``: the six variants on six task configurations chosen because they discriminate (selective copying,
+  induction heads with 8x length extrapolation, two small-budget symbolic regressions, the synthetic language, a
+  real time series), 10 seeds, sized from a power analysis to finish within 75 minutes with ``--workers 2`` on a
+  2-core CPU (docs/study.md).
+- ``paper``: the original Mamba_KAN project's full settings for GPUs: 10 seeds, 10000 steps, d_model 128 x 4
+  layers, the families' defaults, and every long-context task at paper scale (MQAR at 512 and 2048, selective
+  copying at 4096, induction heads trained at 256 and tested up to 16384).
 
 Without ``--preset`` the grid uses the library defaults (``TrainConfig``, ``ModelConfig`` and each family's
 documented defaults), so a ``compare`` cell is exactly the ``train`` run with the same flags. Explicit flags
@@ -49,7 +54,7 @@ class Preset:
             if not preset_specs:
                 specs = [TaskSpec(name if "/" in name else family)]
             elif "/" in name:
-                specs = [TaskSpec(f"{family}/{config}", s.options) for s in preset_specs]
+                specs = [TaskSpec(f"{family}/{config}", s.options, s.settings) for s in preset_specs]
             else:
                 specs = list(preset_specs)
             out.extend(s for s in specs if s not in out)
@@ -91,8 +96,8 @@ QUICK = Preset(
 
 PAPER = Preset(
     name="paper",
-    description="the seed project's full settings for GPUs: 10 seeds, 10000 steps, d_model 128 x 4 layers, "
-    "long-context lengths 2048 and 4096",
+    description="the original Mamba_KAN project's full settings for GPUs: 10 seeds, 10000 steps, d_model 128 x 4 "
+    "layers, every long-context task at paper scale",
     seeds=10,
     settings={
         "max_steps": 10000,
@@ -101,9 +106,65 @@ PAPER = Preset(
         "model_cfg": {"d_model": 128, "n_layers": 4, "n_heads": 4},
     },
     family_tasks={
+        # the paper-scale lengths of the three long-context tasks (the family defaults train at 256)
         "long_context": (
-            TaskSpec("long_context", {"seq_len": 2048}),
-            TaskSpec("long_context", {"seq_len": 4096}),
+            # Zoology's hardest standard setting (Arora et al. 2023): length 512, 64 key-value pairs, vocab 8192
+            TaskSpec("long_context/mqar", {"seq_len": 512, "n_pairs": 64}),
+            # the original Mamba_KAN project's long-context length
+            TaskSpec("long_context/mqar", {"seq_len": 2048, "n_pairs": 64}),
+            # Mamba paper §4.1 (Gu & Dao 2023): length 4096, 16 data tokens, vocab 16
+            TaskSpec("long_context/selective_copying", {"seq_len": 4096, "n_tokens": 16}),
+            # Mamba paper Table 2: trained at 256, tested far longer (here up to 64x = 16384 tokens)
+            TaskSpec(
+                "long_context/induction_heads",
+                {"seq_len": 256, "eval_lengths": [512, 1024, 2048, 4096, 8192, 16384]},
+            ),
+        ),
+    },
+)
+
+# Study: the configuration that answers the research question on a 2-core CPU (docs/study.md has the design,
+# the pilot, the power analysis and the time measurement). Every task carries its own training budget and model
+# size (TaskSpec.settings); the preset's common settings and explicit flags (--max-steps, --set) override them.
+# Sizes keep every feedforward width above the fairness floor max(8, d_model / 8).
+_STUDY_SEQ = {"d_model": 64, "n_layers": 2, "n_heads": 4}  # ffn widths 13 (kan) .. 256 (mlp)
+# small-budget regression (KAN's regime, Liu et al. 2024 §3.1): one layer of width 16, reference MLP width 128,
+# a light Mamba block (state 4, expand 1) so the mixer does not eat the budget; kan width 13, ~5.5k parameters
+_STUDY_SMALL = {"d_model": 16, "n_layers": 1, "n_heads": 4, "ref_hidden": 128, "d_state": 4, "expand": 1}
+_STUDY_FUNCTION = {"n_train": 1000, "n_val": 200, "n_test": 1000}
+_SEQ_TRAIN = {"max_steps": 400, "batch_size": 16, "eval_every": 200, "model_cfg": _STUDY_SEQ}
+_FUNCTION_TRAIN = {"max_steps": 1500, "batch_size": 32, "eval_every": 500, "model_cfg": _STUDY_SMALL}
+STUDY = Preset(
+    name="study",
+    description="6 variants x 6 discriminating task configurations x 10 seeds, sized by a power analysis; "
+    "<= 75 min with --workers 2 on a 2-core CPU (docs/study.md)",
+    seeds=10,
+    settings={"eval_batch_size": 256},
+    families=("symbolic", "timeseries", "language", "long_context"),
+    family_tasks={
+        "symbolic": (
+            TaskSpec("symbolic/exp_sin", _STUDY_FUNCTION, _FUNCTION_TRAIN),
+            TaskSpec("symbolic/feynman_I.6.20", _STUDY_FUNCTION, _FUNCTION_TRAIN),
+        ),
+        "timeseries": (TaskSpec("timeseries/elnino", {"context": 48, "horizon": 12}, _SEQ_TRAIN),),
+        "language": (TaskSpec("language/synthetic", {"context": 128, "eval_sequences": 64}, _SEQ_TRAIN),),
+        "long_context": (
+            TaskSpec(
+                "long_context/selective_copying",
+                {"seq_len": 32, "n_tokens": 4, "n_val": 64, "n_test": 256},
+                _SEQ_TRAIN,
+            ),
+            TaskSpec(
+                "long_context/induction_heads",
+                {
+                    "seq_len": 32,
+                    "eval_lengths": [64, 128, 256],
+                    "n_val": 64,
+                    "n_test": 256,
+                    "n_extrapolation": 128,
+                },
+                _SEQ_TRAIN,
+            ),
         ),
     },
 )
@@ -113,7 +174,7 @@ DEFAULT = Preset(
     name="default", description="library defaults (TrainConfig, ModelConfig, task families)", seeds=3
 )
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (QUICK, PAPER)}
+PRESETS: dict[str, Preset] = {p.name: p for p in (QUICK, PAPER, STUDY)}
 
 
 def get_preset(name: str | None) -> Preset:
