@@ -31,7 +31,7 @@ def test_tasks_json_lists_all_five_families_with_configs_and_defaults(capsys):
     )
     assert by_name["language"]["primary_metric"] == "loss" and not by_name["language"]["higher_is_better"]
     assert (
-        by_name["timeseries"]["options"]["context"] == 256
+        by_name["timeseries"]["options"]["context"] == 128
         and by_name["timeseries"]["options"]["horizon"] == 20
     )
     # null = the configuration's own default length (256 for all three)
