@@ -42,8 +42,9 @@ class Preset:
     def task_specs(self, names: Sequence[str] | None = None) -> list[TaskSpec]:
         """Task entries for ``names`` (families or ``family/config``; None = the preset's families).
 
-        A family name expands to the preset's entries for it; an explicit ``family/config`` keeps the preset's
-        option overrides for its family (sizes, lengths) but runs the named configuration.
+        A family name expands to the preset's entries for it; an explicit ``family/config`` runs the preset's
+        entries for that configuration, or, when the preset has none, the named configuration with the preset's
+        option overrides for its family (sizes, lengths).
         """
         from mamba_kan.tasks.registry import parse_task_name
 
@@ -54,7 +55,10 @@ class Preset:
             if not preset_specs:
                 specs = [TaskSpec(name if "/" in name else family)]
             elif "/" in name:
-                specs = [TaskSpec(f"{family}/{config}", s.options, s.settings) for s in preset_specs]
+                # the preset's own entries for this configuration if it has any (study: induction_heads keeps its
+                # lengths), else its family entries' options and sizes applied to the named configuration
+                own = [s for s in preset_specs if s.name == f"{family}/{config}"]
+                specs = own or [TaskSpec(f"{family}/{config}", s.options, s.settings) for s in preset_specs]
             else:
                 specs = list(preset_specs)
             out.extend(s for s in specs if s not in out)
@@ -134,11 +138,14 @@ _STUDY_SEQ = {"d_model": 64, "n_layers": 2, "n_heads": 4}  # ffn widths 13 (kan)
 # a light Mamba block (state 4, expand 1) so the mixer does not eat the budget; kan width 13, ~5.5k parameters
 _STUDY_SMALL = {"d_model": 16, "n_layers": 1, "n_heads": 4, "ref_hidden": 128, "d_state": 4, "expand": 1}
 _STUDY_FUNCTION = {"n_train": 1000, "n_val": 200, "n_test": 1000}
-# long-context tasks need their 400 steps to learn the copy/induction mechanism at all; the smoother language and
-# forecasting tasks get 300 (time budget: docs/study.md)
+# Budgets from the time measurement in docs/study.md (CPU seconds per cell; Mamba's scan makes its cells ~2x the
+# transformer's and grows with the length, so every sequence task stays at 32-48 tokens): the recall tasks get 400
+# steps (they must learn a copy/induction mechanism at all), the language 300, the 512-point real series 200
+# (it overfits long before), the small regressions 1000 steps of batch 32 (~30 epochs of the 1000 points).
 _RECALL_TRAIN = {"max_steps": 400, "batch_size": 16, "eval_every": 200, "model_cfg": _STUDY_SEQ}
-_SEQ_TRAIN = {"max_steps": 300, "batch_size": 16, "eval_every": 150, "model_cfg": _STUDY_SEQ}
-_FUNCTION_TRAIN = {"max_steps": 1500, "batch_size": 32, "eval_every": 500, "model_cfg": _STUDY_SMALL}
+_LANGUAGE_TRAIN = {"max_steps": 300, "batch_size": 16, "eval_every": 150, "model_cfg": _STUDY_SEQ}
+_FORECAST_TRAIN = {"max_steps": 200, "batch_size": 16, "eval_every": 100, "model_cfg": _STUDY_SEQ}
+_FUNCTION_TRAIN = {"max_steps": 1000, "batch_size": 32, "eval_every": 250, "model_cfg": _STUDY_SMALL}
 STUDY = Preset(
     name="study",
     description="6 variants x 6 discriminating task configurations x 10 seeds, sized by a power analysis; "
@@ -151,8 +158,10 @@ STUDY = Preset(
             TaskSpec("symbolic/exp_sin", _STUDY_FUNCTION, _FUNCTION_TRAIN),
             TaskSpec("symbolic/feynman_I.6.20", _STUDY_FUNCTION, _FUNCTION_TRAIN),
         ),
-        "timeseries": (TaskSpec("timeseries/elnino", {"context": 48, "horizon": 12}, _SEQ_TRAIN),),
-        "language": (TaskSpec("language/synthetic", {"context": 64, "eval_sequences": 64}, _SEQ_TRAIN),),
+        "timeseries": (TaskSpec("timeseries/elnino", {"context": 48, "horizon": 12}, _FORECAST_TRAIN),),
+        "language": (
+            TaskSpec("language/synthetic", {"context": 32, "eval_sequences": 128}, _LANGUAGE_TRAIN),
+        ),
         "long_context": (
             TaskSpec(
                 "long_context/selective_copying",
