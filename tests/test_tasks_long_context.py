@@ -157,8 +157,8 @@ def test_defaults_follow_the_papers():
     # laptop-sized training lengths inside the published settings: Zoology's MQAR grid (lengths 64-512, vocab 8192),
     # the Mamba paper's induction-heads training length 256 (Gu & Dao 2023 §4.1.2)
     mqar = make_task("long_context", 0)
-    assert mqar.name == "long_context/mqar" and mqar.seq_len == 256 and mqar.vocab_size == 8192
-    assert mqar.n_pairs == 16 and 64 <= mqar.seq_len <= 512
+    assert mqar.name == "long_context/mqar" and mqar.seq_len == 128 and mqar.vocab_size == 8192
+    assert mqar.n_pairs == 8 and 64 <= mqar.seq_len <= 512
     copy = make_task("long_context/selective_copying", 0)
     assert copy.vocab_size == 16 and copy.n_tokens == 16 and copy.seq_len == 256
     ind = make_task("long_context/induction_heads", 0)

@@ -197,11 +197,12 @@ class MetricState:
 
     def update(self, output: Tensor, batch: Batch) -> None:
         if isinstance(self.spec, NextTokenOutput):
-            logits = output.reshape(-1, output.shape[-1]).double()
+            logits = output.reshape(-1, output.shape[-1])
             targets = batch.targets.reshape(-1)
-            if batch.mask is not None:
+            if batch.mask is not None:  # select the scored positions first: float64 copies only of those
                 mask = batch.mask.reshape(-1)
                 logits, targets = logits[mask], targets[mask]
+            logits = logits.double()
             nll = F.cross_entropy(logits, targets, reduction="sum")
             self._add("nll", nll.item())
             self._add("correct", (logits.argmax(-1) == targets).sum().item())

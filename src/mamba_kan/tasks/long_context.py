@@ -9,7 +9,7 @@ settings do, so a laptop can run them; paper-scale lengths are set by the ``pape
   queried again in random order at even offsets of the remaining space, the offset drawn without replacement from
   a power law p(i) ~ a i^(a-1) (a = ``power_a`` = 0.01); the answer at a query position is the value bound to that
   key; every other position holds a random token from [0, V). Needs 4 * n_pairs <= L and V > L (Zoology's checks).
-  Default L 256 with 16 pairs and V 8192: inside Zoology's grid (lengths 64-512, 4-64 pairs, vocab 8192).
+  Default L 128 with 8 pairs and V 8192: inside Zoology's grid (lengths 64-512, 4-64 pairs, vocab 8192).
 - ``selective_copying`` (Mamba paper §4.1, Gu & Dao 2023, following the H3 ``copying`` generator): ``n_tokens``
   data tokens from [1, V-2] at random sorted positions among the first L - n_tokens positions, noise token 0
   elsewhere, then n_tokens marker tokens V-1; at the i-th marker the answer is the i-th data token. Vocabulary 16
@@ -66,8 +66,11 @@ CONFIGS = ("mqar", "selective_copying", "induction_heads")
 DEFAULT_VOCAB = {"mqar": 8192, "selective_copying": 16, "induction_heads": 16}
 
 #: Per-configuration defaults of seq_len / n_pairs (see the module docstring for their sources).
-DEFAULT_SEQ_LEN = {"mqar": 256, "selective_copying": 256, "induction_heads": 256}
-DEFAULT_N_PAIRS = {"mqar": 16}
+DEFAULT_SEQ_LEN = {"mqar": 128, "selective_copying": 256, "induction_heads": 256}
+DEFAULT_N_PAIRS = {"mqar": 8}
+#: evaluation batches hold at most this many logits (batch x length x vocab): MQAR's vocabulary of 8192 at length
+#: 256 would otherwise need 2 GB per batch of 256 (the metrics do not depend on the batch size)
+MAX_EVAL_LOGITS = 1 << 24
 #: induction_heads: extra test lengths as multiples of the training length when eval_lengths is null
 EXTRAPOLATION_FACTORS = (2, 4, 8)
 
@@ -83,9 +86,9 @@ OPTIONS: dict[str, Any] = {
     "n_extrapolation": 128,
 }
 OPTION_HELP: dict[str, str] = {
-    "seq_len": "training sequence length (null = 256 for every configuration; paper preset: longer)",
+    "seq_len": "training sequence length (null = mqar 128, selective_copying and induction_heads 256)",
     "vocab_size": "vocabulary (null = configuration default: mqar 8192, selective_copying 16, induction_heads 16)",
-    "n_pairs": "mqar: key-value pairs per sequence, 4 * n_pairs <= seq_len (null = 16)",
+    "n_pairs": "mqar: key-value pairs per sequence, 4 * n_pairs <= seq_len (null = 8)",
     "power_a": "mqar: power-law exponent a of the query offsets (Zoology default 0.01)",
     "n_tokens": "selective_copying: data tokens to copy",
     "eval_lengths": "extra test lengths, e.g. [512, 2048] (null = 2x, 4x, 8x seq_len for induction_heads, none else)",
@@ -285,12 +288,13 @@ class LongContextTask(Task):
         device: torch.device | str = "cpu",
     ) -> dict[str, float]:
         """Primary metrics at seq_len; on the test split also accuracy/loss at each extra length."""
+        batch_size = self._eval_batch(batch_size, self.seq_len)
         metrics = super().evaluate(model, split, batch_size, device)
         if split != "test":
             return metrics
         for length in self.eval_lengths:
             # keep tokens per batch (and so memory) about constant as sequences get longer
-            size = max(1, batch_size * self.seq_len // length)
+            size = self._eval_batch(max(1, batch_size * self.seq_len // length), length)
             state = self.new_metric_state()
             try:
                 for batch in self.extrapolation_batches(length, size):
@@ -303,6 +307,10 @@ class LongContextTask(Task):
             metrics[f"accuracy@L={length}"] = result["accuracy"]
             metrics[f"loss@L={length}"] = result["loss"]
         return metrics
+
+    def _eval_batch(self, batch_size: int, length: int) -> int:
+        """``batch_size`` capped so one evaluation batch holds at most MAX_EVAL_LOGITS logits."""
+        return max(1, min(batch_size, MAX_EVAL_LOGITS // (length * self.vocab_size)))
 
     # --- ends and metrics ----------------------------------------------------------------------------------
     @property
@@ -364,14 +372,14 @@ INFO = register_family(
     FamilyInfo(
         name="long_context",
         description="long-range recall and copying (MQAR, selective copying, induction heads with length "
-        "extrapolation), trained at 256 tokens by default; Mamba-favourable",
+        "extrapolation), trained at 128-256 tokens by default; Mamba-favourable",
         configs=CONFIGS,
         default_config="mqar",
         factory=make_long_context_task,
         options=dict(OPTIONS),
         option_help=dict(OPTION_HELP),
         config_help={
-            "mqar": "multi-query associative recall (Zoology); length 256, vocab 8192, 16 key-value pairs",
+            "mqar": "multi-query associative recall (Zoology); length 128, vocab 8192, 8 key-value pairs",
             "selective_copying": "copy 16 randomly spaced data tokens after the markers (Mamba §4.1); length 256, "
             "vocab 16",
             "induction_heads": "recall the token after the first special token (Mamba §4.1.2); trained at 256, "
