@@ -122,7 +122,7 @@ def test_presets_cover_the_design():
     assert all("@" not in c.task for c in quick)  # one configuration per family: plain family/config labels
     paper_tasks = PAPER.task_specs()
     lengths = sorted(s.options["seq_len"] for s in paper_tasks if s.name.startswith("long_context"))
-    assert lengths == [2048, 4096] and PAPER.seeds == 10 and PAPER.settings["max_steps"] == 10000
+    assert lengths == [256, 512, 2048, 4096] and PAPER.seeds == 10 and PAPER.settings["max_steps"] == 10000
     with pytest.raises(UserError, match="valid choices: quick, paper"):
         get_preset("fast")
 

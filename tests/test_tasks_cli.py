@@ -31,10 +31,11 @@ def test_tasks_json_lists_all_five_families_with_configs_and_defaults(capsys):
     )
     assert by_name["language"]["primary_metric"] == "loss" and not by_name["language"]["higher_is_better"]
     assert (
-        by_name["timeseries"]["options"]["context"] == 256
+        by_name["timeseries"]["options"]["context"] == 128
         and by_name["timeseries"]["options"]["horizon"] == 20
     )
-    assert by_name["long_context"]["options"]["seq_len"] == 2048
+    # null = the configuration's own default length (256 for all three)
+    assert by_name["long_context"]["options"]["seq_len"] is None
     assert {"co2", "elnino", "lorenz"} <= set(by_name["timeseries"]["configs"])
     assert sum(c.startswith("feynman_") for c in by_name["symbolic"]["configs"]) >= 10
 
@@ -50,7 +51,7 @@ def test_tasks_text_output_names_every_task(capsys):
 def test_tasks_describes_one_task_with_overrides(capsys):
     assert main(["tasks", "long_context/induction_heads", "-o", "seq_len=256", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["seq_len"] == 256 and info["eval_lengths"] == [512, 1024]
+    assert info["seq_len"] == 256 and info["eval_lengths"] == [512, 1024, 2048]
     assert info["input"] == {"type": "TokenInput", "vocab_size": 16} and info["primary_metric"] == "accuracy"
 
 

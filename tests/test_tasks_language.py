@@ -41,8 +41,11 @@ def plugin_conditional_entropy(seqs: np.ndarray, order: int) -> float:
 
 def test_exact_entropy_rate_is_the_zipf_entropy():
     task = make_task("language", 0, context=32, eval_sequences=4)
-    assert task.floor == pytest.approx(zipf_entropy(4, 1.0), rel=1e-12)
+    assert task.source.entropy_rate == pytest.approx(zipf_entropy(4, 1.0), rel=1e-12)
+    assert task.reference_values("test")["floor_expected"] == task.source.entropy_rate
     uniform = make_task("language", 0, context=32, eval_sequences=4, zipf=0.0, branching=5)
+    assert uniform.source.entropy_rate == pytest.approx(math.log(5), rel=1e-12)
+    # with uniform successors every realised transition costs exactly log(branching): floor = expectation
     assert uniform.floor == pytest.approx(math.log(5), rel=1e-12)
 
 
@@ -87,11 +90,18 @@ def test_the_true_source_reaches_the_floor_and_masked_positions_lack_context():
         and batch.mask[:, source.order - 1 :].all()
     )
     metrics = task.evaluate(oracle, "test", 16)
-    # 48 x 62 scored symbols: the standard error of the mean log-loss is ~0.02 nats
-    assert metrics["loss"] == pytest.approx(task.floor, abs=0.06)
-    assert metrics["floor"] == task.floor and metrics["gap_to_floor"] == pytest.approx(
-        metrics["loss"] - task.floor
-    )
+    # the realised floor is exactly the true source's log-loss on these test sequences (computed per position
+    # by log_prob_next above, vectorised by the task)
+    assert metrics["loss"] == pytest.approx(task.floor, rel=1e-9)
+    assert metrics["floor"] == task.floor and metrics["gap_to_floor"] == pytest.approx(0.0, abs=1e-9)
+    # 48 x 62 scored symbols: the realised floor is within sampling error (~0.02 nats) of the entropy rate
+    assert metrics["floor_expected"] == source.entropy_rate
+    assert metrics["floor"] == pytest.approx(source.entropy_rate, abs=0.06)
+    # the unigram baseline is the entropy of the scored targets' byte frequencies, well above the floor
+    targets = torch.cat([b.targets[b.mask] for b in task.eval_batches("test", 16)]).numpy()
+    freq = np.bincount(targets, minlength=256) / targets.size
+    assert metrics["baseline_unigram"] == pytest.approx(-(freq[freq > 0] * np.log(freq[freq > 0])).sum())
+    assert metrics["baseline_unigram"] > metrics["floor"] + 0.5
     assert metrics["bpb"] == pytest.approx(metrics["loss"] / math.log(2))
     assert metrics["perplexity"] == pytest.approx(math.exp(metrics["loss"]))
 

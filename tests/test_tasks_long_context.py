@@ -98,7 +98,7 @@ def _induction_oracle(x: torch.Tensor) -> torch.Tensor:
 
 def test_induction_heads_is_evaluated_at_longer_lengths_on_the_test_split():
     task = make_task("long_context/induction_heads", 0, seq_len=64, n_test=16, n_extrapolation=8)
-    assert task.eval_lengths == (128, 256)
+    assert task.eval_lengths == (128, 256, 512)  # 2x, 4x, 8x the training length by default
     seen_lengths = []
 
     def model(x):
@@ -108,7 +108,8 @@ def test_induction_heads_is_evaluated_at_longer_lengths_on_the_test_split():
     metrics = task.evaluate(model, "test", 8)
     assert metrics["accuracy"] == 1.0
     assert metrics["accuracy@L=128"] == 1.0 and metrics["accuracy@L=256"] == 1.0
-    assert set(seen_lengths) == {64, 128, 256}
+    assert metrics["accuracy@L=512"] == 1.0
+    assert set(seen_lengths) == {64, 128, 256, 512}
     val = task.evaluate(_induction_oracle, "val", 8)
     assert "accuracy@L=128" not in val  # extrapolation only on the test split
 
@@ -153,13 +154,66 @@ def test_bad_settings_are_user_errors(config, options, message):
 
 
 def test_defaults_follow_the_papers():
+    # laptop-sized training lengths inside the published settings: Zoology's MQAR grid (lengths 64-512, vocab 8192),
+    # the Mamba paper's induction-heads training length 256 (Gu & Dao 2023 §4.1.2)
     mqar = make_task("long_context", 0)
-    assert mqar.name == "long_context/mqar" and mqar.seq_len == 2048 and mqar.vocab_size == 8192
+    assert mqar.name == "long_context/mqar" and mqar.seq_len == 128 and mqar.vocab_size == 8192
+    assert mqar.n_pairs == 8 and 64 <= mqar.seq_len <= 512
     copy = make_task("long_context/selective_copying", 0)
-    assert copy.vocab_size == 16 and copy.n_tokens == 16
-    ind = make_task("long_context/induction_heads", 0, seq_len=4096)
-    assert ind.vocab_size == 16 and ind.eval_lengths == (8192, 16384)
+    assert copy.vocab_size == 16 and copy.n_tokens == 16 and copy.seq_len == 256
+    ind = make_task("long_context/induction_heads", 0)
+    assert ind.seq_len == 256 and ind.vocab_size == 16 and ind.eval_lengths == (512, 1024, 2048)
+    assert make_task("long_context/induction_heads", 0, seq_len=4096).eval_lengths == (8192, 16384, 32768)
     assert copy.primary_metric == "accuracy" and copy.higher_is_better and copy.floor == 1.0
+    # test sets resolve 1%: 256 sequences at the training length, 128 (one answer each) at every extra length
+    assert ind.n["test"] >= 100 and ind.n_extrapolation >= 100
+
+
+def test_chance_baselines_are_the_accuracy_of_a_uniform_guess():
+    # the analytic values against a Monte Carlo uniform guesser over the tokens the test answers take
+    rng = np.random.default_rng(0)
+    for config, options in [
+        ("selective_copying", {"seq_len": 64, "n_tokens": 8}),
+        ("induction_heads", {"seq_len": 64}),
+        ("mqar", {"seq_len": 64, "vocab_size": 128, "n_pairs": 4}),
+    ]:
+        task = make_task(f"long_context/{config}", 0, n_test=512, **options)
+        answers = torch.cat([b.targets[b.mask] for b in task.eval_batches("test", 64)]).numpy()
+        support = np.unique(answers)
+        guesses = rng.integers(support.min(), support.max() + 1, size=(200, answers.size))
+        assert task.reference_values("test")["baseline_chance"] == pytest.approx(
+            (guesses == answers).mean(), abs=0.01
+        ), config
+
+
+def _positional_model(n_pairs: int, vocab: int):
+    """Logits that answer the r-th query position with the r-th pair's value (found from the inputs alone)."""
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(*x.shape, vocab)
+        for row in range(x.shape[0]):
+            keys = x[row, 0 : 2 * n_pairs : 2].tolist()
+            values = x[row, 1 : 2 * n_pairs : 2].tolist()
+            # query positions: the later occurrences of the keys, in position order
+            queries = [t for t in range(2 * n_pairs, x.shape[1]) if int(x[row, t]) in keys]
+            for r, t in enumerate(queries[:n_pairs]):
+                out[row, t, values[r]] = 1.0
+        return out
+
+    return model
+
+
+def test_mqar_baselines_in_context_and_positional():
+    # a large vocabulary makes fillers that repeat a key (which would fool the input-only model below) rare
+    task = make_task("long_context/mqar", 0, seq_len=32, vocab_size=8192, n_pairs=4, n_test=256)
+    refs = task.reference_values("test")
+    assert refs["baseline_in_context"] == 0.25 and refs["baseline_chance"] == 1 / 4096
+    # the positional shortcut scored through the ordinary metric path: its accuracy is the baseline
+    metrics = task.evaluate(_positional_model(4, 8192), "test", 64)
+    assert metrics["accuracy"] == pytest.approx(refs["baseline_positional"], abs=0.01)
+    # Zoology's power-law query offsets keep the pairs' order more often than a random order would (0.25)
+    assert refs["baseline_positional"] > 0.27
+    assert metrics["baseline_positional"] == refs["baseline_positional"] and metrics["floor"] == 1.0
 
 
 def test_batches_at_4096_are_generated_on_demand_in_milliseconds():

@@ -156,3 +156,21 @@ def test_standardize_uses_training_statistics_only():
 def test_bad_option_values_are_user_errors():
     with pytest.raises(UserError, match="standardize must be true or false"):
         make_task("symbolic", 0, standardize="maybe")
+
+
+@pytest.mark.parametrize("name", ["symbolic/exp_sin", "symbolic/exp_mean_sin2_100d"])
+def test_constant_baseline_and_nmse(name):
+    task = make_task(name, 0, n_train=300, n_val=50, n_test=400)
+    y_train = task.raw("train")[1]
+    mean = float(y_train.mean())
+
+    def constant(x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 1), mean, dtype=torch.float64)
+
+    metrics = task.evaluate(constant, "test", 128)
+    y_test = task.raw("test")[1]
+    assert metrics["baseline_constant"] == pytest.approx(np.mean((y_test - mean) ** 2), rel=1e-9)
+    assert metrics["mse"] == pytest.approx(metrics["baseline_constant"], rel=1e-5)  # float32 targets
+    # nmse = MSE / test-target variance: the constant predictor scores ~1 whatever the target's scale
+    assert metrics["nmse"] == pytest.approx(np.mean((y_test - mean) ** 2) / y_test.var(), rel=1e-5)
+    assert metrics["nmse"] == pytest.approx(1.0, abs=0.05)

@@ -123,7 +123,8 @@ def test_ar_floor_matches_statsmodels_psi_weights_and_the_optimal_forecast():
     task = make_task("timeseries/ar", 3, context=64, horizon=10, series_length=40000, eval_windows=2000)
     psi = arma2ma(np.r_[1.0, -np.array(AR_COEFFS)], [1.0], lags=task.horizon)
     floor = np.mean(np.cumsum(psi**2)) / task.norm_std**2
-    assert task.floor == pytest.approx(floor, rel=1e-12)
+    assert task.expected_floor == pytest.approx(floor, rel=1e-12)
+    assert task.reference_values("test")["floor_expected"] == pytest.approx(floor, rel=1e-12)
 
     def optimal(x: torch.Tensor) -> torch.Tensor:
         # recursive conditional expectation on the raw scale, then back to the normalised scale
@@ -136,11 +137,36 @@ def test_ar_floor_matches_statsmodels_psi_weights_and_the_optimal_forecast():
         return (torch.stack(out, 1) - task.norm_mean) / task.norm_std
 
     metrics = task.evaluate(optimal, "test", 256)
-    # 2000 overlapping windows over 6000 points: the empirical MSE is within ~10% of its expectation
-    assert metrics["mse"] == pytest.approx(task.floor, rel=0.12)
-    assert metrics["floor"] == task.floor and metrics["gap_to_floor"] == pytest.approx(
-        metrics["mse"] - task.floor
+    # the realised floor is the optimal forecast's MSE on these very windows (float32 inputs: ~1e-6 relative)
+    assert metrics["mse"] == pytest.approx(task.floor, rel=1e-4)
+    assert metrics["floor"] == task.floor and metrics["gap_to_floor"] == pytest.approx(0.0, abs=1e-4)
+    # 2000 overlapping windows over 6000 points: the realised MSE is within ~10% of its expectation
+    assert task.floor == pytest.approx(floor, rel=0.12)
+
+
+def test_forecast_baselines_are_the_mse_of_the_naive_forecasts():
+    task = make_task("timeseries/elnino", 0, context=48, horizon=12)
+    m = task.spec.season  # 12
+
+    def naive(x: torch.Tensor) -> torch.Tensor:
+        return x[:, -1:].expand(-1, task.horizon)
+
+    def seasonal(x: torch.Tensor) -> torch.Tensor:
+        return x[:, -m:][:, : task.horizon]  # horizon 12 = one season: the last season repeated
+
+    def constant(x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], task.horizon)  # the training mean on the normalised scale
+
+    refs = task.reference_values("test")
+    assert task.evaluate(naive, "test", 64)["mse"] == pytest.approx(refs["baseline_naive"], rel=1e-5)
+    assert task.evaluate(seasonal, "test", 64)["mse"] == pytest.approx(
+        refs["baseline_seasonal_naive"], rel=1e-5
     )
+    metrics = task.evaluate(constant, "test", 64)
+    assert metrics["mse"] == pytest.approx(refs["baseline_constant"], rel=1e-5)
+    assert metrics["nmse"] == pytest.approx(1 - metrics["r2"]) and "floor" not in metrics
+    # the seasonal-naive forecast is a strong baseline for a monthly temperature series
+    assert refs["baseline_seasonal_naive"] < refs["baseline_constant"] < refs["baseline_naive"]
 
 
 def test_lorenz_generator_converges_to_scipy_solve_ivp_at_fourth_order():

@@ -57,10 +57,14 @@ def make_cell_key(config_hash: str, version: str) -> str:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task entry of a grid: ``name`` (``family`` or ``family/config``) and option overrides for it."""
+    """One task entry of a grid: ``name`` (``family`` or ``family/config``) and option overrides for it.
+
+    ``settings``: TrainConfig fields for this task's cells only (e.g. a smaller model_cfg for a small-budget
+    regression); the grid's own settings (a preset's common settings and explicit flags) are merged over them."""
 
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -165,10 +169,14 @@ def expand_grid(
     for spec in tasks:
         probe = TrainConfig.from_dict(
             merge_settings(
-                settings, {"model": models[0], "task": spec.name, "task_options": dict(spec.options)}
+                merge_settings(spec.settings, settings),
+                {"model": models[0], "task": spec.name, "task_options": dict(spec.options)},
             )
         ).resolved()
-        if not any(name == probe.task and opts == probe.task_options for name, opts, _ in entries):
+        if not any(
+            name == probe.task and opts == probe.task_options and s.settings == spec.settings
+            for name, opts, s in entries
+        ):
             entries.append((probe.task, probe.task_options, spec))
     if not entries:
         raise UserError("no tasks given")
@@ -180,7 +188,7 @@ def expand_grid(
             for model in models:
                 cfg = TrainConfig.from_dict(
                     merge_settings(
-                        settings,
+                        merge_settings(spec.settings, settings),
                         {"model": model, "task": spec.name, "seed": int(seed), "task_options": spec.options},
                     )
                 ).resolved()

@@ -7,6 +7,17 @@ Determinism contract:
 - ``train_batch(step, batch_size)`` is a pure function of (task config, seed, step, batch_size). Resuming a run at
   step s therefore needs no saved data state beyond s, and two models given the same seed see identical batches.
 - ``eval_batches(split, batch_size)`` yields the same fixed batches every call.
+
+Reference values reported beside the metrics (``evaluate()`` adds them to every split's metrics, so figures and
+tables can draw them next to the learned models):
+- ``floor``: the best achievable value of the primary metric, where it is known. Where the data come from a known
+  generator it is *realised*: the score of the exact (Bayes-optimal) predictor on the split's actual examples
+  (a finite set can make it lower than its expectation); the expected value is then ``floor_expected``.
+  ``gap_to_floor`` = how far the model is from it, in the metric's good direction (>= 0 unless the model beats it).
+- ``baseline_<what>``: the primary metric of a named predictor that needs none of the structure the task tests
+  (chance, a constant, a positional shortcut, a naive forecast), computed on the same split's examples unless the
+  name says it is analytic. Always in the units of the primary metric, so it can be drawn on the same axis; a
+  model that does not beat its baselines has learned nothing the task is about.
 """
 
 from __future__ import annotations
@@ -60,8 +71,9 @@ class Batch:
 class Task(ABC):
     """Base class of every task. Subclasses set the class attributes and implement the data methods.
 
-    ``floor`` is the best achievable value of the primary metric when it is known (e.g. the entropy rate of the
-    synthetic language), else None.
+    ``floor`` is the best achievable value of the primary metric on the test split when it is known (e.g. the
+    realised optimal cross-entropy of the synthetic language), else None; :meth:`reference_values` gives it with
+    the baselines per split (see the module docstring).
     """
 
     family: ClassVar[str]
@@ -71,6 +83,7 @@ class Task(ABC):
     def __init__(self, config_name: str, seed: int) -> None:
         self.config_name = config_name
         self.seed = int(seed)
+        self._reference_cache: dict[str, dict[str, float]] = {}
 
     @property
     def name(self) -> str:
@@ -87,7 +100,20 @@ class Task(ABC):
 
     @property
     def floor(self) -> float | None:
-        return None
+        """Best achievable primary metric on the test split (None = unknown)."""
+        value = self.reference_values("test").get("floor")
+        return None if value is None else float(value)
+
+    def reference_values(self, split: str) -> dict[str, float]:
+        """``floor`` / ``floor_expected`` / ``baseline_<what>`` of ``split`` (cached: computed once per split)."""
+        if split not in self._reference_cache:
+            values = self.compute_reference_values(split)
+            self._reference_cache[split] = {k: float(v) for k, v in values.items()}
+        return dict(self._reference_cache[split])
+
+    def compute_reference_values(self, split: str) -> dict[str, float]:
+        """Override: the split's floor and baselines (see the module docstring); default none."""
+        return {}
 
     @property
     def tokens_per_sample(self) -> int:
@@ -128,10 +154,16 @@ class Task(ABC):
         for batch in self.eval_batches(split, batch_size):
             batch = batch.to(device)
             state.update(model(batch.inputs).float(), batch)
-        return self.finalize_metrics(state.compute())
+        metrics = self.finalize_metrics(state.compute())
+        refs = self.reference_values(split)
+        metrics.update(refs)
+        if "floor" in refs:
+            value, floor = metrics[self.primary_metric], refs["floor"]
+            metrics["gap_to_floor"] = floor - value if self.higher_is_better else value - floor
+        return metrics
 
     def finalize_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Hook to add task-specific metrics (e.g. gap to the entropy floor)."""
+        """Hook to add task-specific metrics computed from the model's metrics."""
         return metrics
 
 
@@ -150,7 +182,9 @@ class MetricState:
     """Accumulates sufficient statistics over evaluation batches (exact, independent of batch size).
 
     Token outputs: cross-entropy in nats (``loss``), bits per token (``bpb``), perplexity, accuracy.
-    Regression/forecast: MSE, RMSE, MAE, R^2 (R^2 pooled over output dimensions).
+    Regression/forecast: MSE, RMSE, MAE, R^2 and ``nmse`` = MSE / the variance of the split's targets (= 1 - R^2;
+    comparable across targets of different scale; the constant mean predictor scores about 1), pooled over output
+    dimensions.
     """
 
     def __init__(self, spec: OutputSpec) -> None:
@@ -163,11 +197,12 @@ class MetricState:
 
     def update(self, output: Tensor, batch: Batch) -> None:
         if isinstance(self.spec, NextTokenOutput):
-            logits = output.reshape(-1, output.shape[-1]).double()
+            logits = output.reshape(-1, output.shape[-1])
             targets = batch.targets.reshape(-1)
-            if batch.mask is not None:
+            if batch.mask is not None:  # select the scored positions first: float64 copies only of those
                 mask = batch.mask.reshape(-1)
                 logits, targets = logits[mask], targets[mask]
+            logits = logits.double()
             nll = F.cross_entropy(logits, targets, reduction="sum")
             self._add("nll", nll.item())
             self._add("correct", (logits.argmax(-1) == targets).sum().item())
@@ -196,6 +231,7 @@ class MetricState:
         var = s.get("yy", 0.0) / n - (s.get("y", 0.0) / n) ** 2
         out = {"mse": mse, "rmse": math.sqrt(mse), "mae": s.get("ae", math.nan) / n}
         out["r2"] = 1.0 - mse / var if var > 0 else math.nan
+        out["nmse"] = mse / var if var > 0 else math.nan
         return out
 
 

@@ -12,6 +12,10 @@ is the same function of the new variables; it keeps every variable on the scale 
 Targets are kept raw unless the configuration (or ``standardize``) asks for standardisation with the mean and
 standard deviation of the *training* targets; metrics are then on the standardised scale (raw MSE = MSE * std^2,
 ``describe()`` reports the statistics).
+
+Beside the MSE (primary) the metrics carry ``nmse`` (MSE / variance of the split's targets, = 1 - R^2, comparable
+across functions whose target variances differ by orders of magnitude) and ``baseline_constant``: the MSE of
+predicting the training-target mean everywhere, the score of a model that learned nothing about f.
 """
 
 from __future__ import annotations
@@ -165,6 +169,13 @@ class FunctionRegressionTask(Task):
         for start in range(0, x.shape[0], batch_size):
             yield Batch(x[start : start + batch_size], y[start : start + batch_size])
 
+    def compute_reference_values(self, split: str) -> dict[str, float]:
+        """``baseline_constant``: MSE on ``split`` of the training-target mean (on the metric's scale)."""
+        check_split(split)
+        y = (self._raw[split][1] - self.target_mean) / self.target_std
+        centre = (self._raw["train"][1].mean() - self.target_mean) / self.target_std
+        return {"baseline_constant": float(np.mean((y - centre) ** 2))}
+
     # --- declared ends -------------------------------------------------------------------------------------
     @property
     def input_spec(self) -> ContinuousInput:
@@ -213,5 +224,6 @@ def function_fit_family(
         output_end="regression (out_dim 1)",
         primary_metric="mse",
         higher_is_better=False,
-        metrics=("mse", "rmse", "mae", "r2"),
+        metrics=("mse", "rmse", "mae", "r2", "nmse", "baseline_constant"),
+        floor="none known; baseline_constant = MSE of the training-target mean",
     )
