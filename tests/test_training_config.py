@@ -3,10 +3,9 @@ and the CLI's handling of bad settings (exit status 2, one line, no traceback)."
 
 from __future__ import annotations
 
-import math
-
 import hashlib
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
