@@ -77,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     except sqlite3.Error as exc:  # a corrupted database, a full disk: one line naming the database
         print(f"mamba-kan {args.command}: error: {_sqlite_message(args, exc)}", file=sys.stderr)
         return 2
-    except (
-        OSError
-    ) as exc:  # a file that cannot be read or written (disk full, read-only, a directory in the way)
+    except OSError as exc:
+        # a file that cannot be read or written (disk full, read-only, a directory in the way)
+        if isinstance(exc.__cause__, sqlite3.Error):  # pandas.errors.DatabaseError wraps the sqlite3 error
+            print(f"mamba-kan {args.command}: error: {_sqlite_message(args, exc.__cause__)}", file=sys.stderr)
+            return 2
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"mamba-kan {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -39,7 +39,7 @@ from mamba_kan.experiments.backends import (
     plan_workers,
 )
 from mamba_kan.experiments.grid import Cell
-from mamba_kan.experiments.store import ResultsStore, check_database, db_path
+from mamba_kan.experiments.store import ResultsStore, check_database, db_path, read_runs
 from mamba_kan.experiments.worker import CellJob, failed_result
 
 log = logging.getLogger(__name__)
@@ -182,8 +182,8 @@ def run_sweep(
         raise ValueError("duplicate cells in the grid")
     existing: dict[str, str] = {}
     if check_database(root):  # schema check before anything is written
-        with ResultsStore(root) as probe:
-            existing = probe.statuses()
+        runs = read_runs(root)  # read-only: a database that cannot be read is left exactly as it was
+        existing = dict(zip(runs["cell_key"], runs["status"]))
     retry = set(RETRYABLE) if options.retry_failed else set()
     todo = [c for c in cells if c.cell_key not in existing or existing[c.cell_key] in retry]
     if backend is None:  # may fail (Ray unreachable) before the database is created
