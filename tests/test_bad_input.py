@@ -69,59 +69,150 @@ def a_file(tmp: Path) -> Path:
 Row = tuple[str, Callable[[Path], list[str]], str]
 ROWS: list[Row] = [
     # 6: non-finite numbers (compare and train)
-    *[(f"compare-{key}-inf", lambda t, k=key: ["compare", *GRID, "--output-dir", str(t / "out"), "--set", f"{k}=.inf"],
-       f"'{key}' must be a finite number")
-      for key in ("weight_decay", "adam_eps", "grad_clip", "kan_reg_l1", "kan_reg_entropy")],  # fmt: skip
-    *[(f"train-{key}-inf", lambda t, k=key: ["train", *ONE, "--output-dir", str(t / "out"), "--set", f"{k}=.inf"],
-       f"'{key}' must be a finite number")
-      for key in ("weight_decay", "adam_eps", "grad_clip", "kan_reg_l1", "kan_reg_entropy")],  # fmt: skip
+    *[
+        (
+            f"compare-{key}-inf",
+            lambda t, k=key: ["compare", *GRID, "--output-dir", str(t / "out"), "--set", f"{k}=.inf"],
+            f"'{key}' must be a finite number",
+        )
+        for key in ("weight_decay", "adam_eps", "grad_clip", "kan_reg_l1", "kan_reg_entropy")
+    ],  # fmt: skip
+    *[
+        (
+            f"train-{key}-inf",
+            lambda t, k=key: ["train", *ONE, "--output-dir", str(t / "out"), "--set", f"{k}=.inf"],
+            f"'{key}' must be a finite number",
+        )
+        for key in ("weight_decay", "adam_eps", "grad_clip", "kan_reg_l1", "kan_reg_entropy")
+    ],  # fmt: skip
     # 6: --config with non-UTF-8 bytes
-    ("compare-config-latin1", lambda t: ["compare", *GRID, "--output-dir", str(t / "out"), "--config",
-                                         str(latin1_config(t))], "is not UTF-8 text"),  # fmt: skip
-    ("train-config-latin1", lambda t: ["train", *ONE, "--output-dir", str(t / "out"), "--config",
-                                       str(latin1_config(t))], "is not UTF-8 text"),  # fmt: skip
+    (
+        "compare-config-latin1",
+        lambda t: ["compare", *GRID, "--output-dir", str(t / "out"), "--config", str(latin1_config(t))],
+        "is not UTF-8 text",
+    ),  # fmt: skip
+    (
+        "train-config-latin1",
+        lambda t: ["train", *ONE, "--output-dir", str(t / "out"), "--config", str(latin1_config(t))],
+        "is not UTF-8 text",
+    ),  # fmt: skip
     # 6: train --output-dir that is a file, under a file, or unwritable
-    ("train-output-dir-is-a-file", lambda t: ["train", *ONE, "--output-dir", str(a_file(t))],
-     "exists and is not a directory"),
-    ("train-output-dir-under-a-file", lambda t: ["train", *ONE, "--output-dir", str(a_file(t) / "out")],
-     "is not a directory"),
-    ("train-output-dir-unwritable", lambda t: ["train", *ONE, "--output-dir", "/proc/mamba-kan-test-out"],
-     "is not writable"),
+    (
+        "train-output-dir-is-a-file",
+        lambda t: ["train", *ONE, "--output-dir", str(a_file(t))],
+        "exists and is not a directory",
+    ),
+    (
+        "train-output-dir-under-a-file",
+        lambda t: ["train", *ONE, "--output-dir", str(a_file(t) / "out")],
+        "is not a directory",
+    ),
+    (
+        "train-output-dir-unwritable",
+        lambda t: ["train", *ONE, "--output-dir", "/proc/mamba-kan-test-out"],
+        "is not writable",
+    ),
     # 6: a database with corrupted pages
-    *[(f"{cmd}-corrupted-database", lambda t, c=cmd: [c, str(corrupt_database(t / "db").parent)], "is corrupted")
-      for cmd in ("analyze", "export", "report")],  # fmt: skip
-    ("compare-corrupted-database", lambda t: ["compare", *GRID, "--output-dir", str(corrupt_database(t / "db").parent)],
-     "is corrupted"),  # fmt: skip
-    ("compare-dry-run-corrupted-database",
-     lambda t: ["compare", *GRID, "--dry-run", "--output-dir", str(corrupt_database(t / "db").parent)],
-     "is corrupted"),  # fmt: skip
+    *[
+        (
+            f"{cmd}-corrupted-database",
+            lambda t, c=cmd: [c, str(corrupt_database(t / "db").parent)],
+            "is corrupted",
+        )
+        for cmd in ("analyze", "export", "report")
+    ],  # fmt: skip
+    (
+        "compare-corrupted-database",
+        lambda t: ["compare", *GRID, "--output-dir", str(corrupt_database(t / "db").parent)],
+        "is corrupted",
+    ),  # fmt: skip
+    (
+        "compare-dry-run-corrupted-database",
+        lambda t: ["compare", *GRID, "--dry-run", "--output-dir", str(corrupt_database(t / "db").parent)],
+        "is corrupted",
+    ),  # fmt: skip
     # 6: export into a directory that cannot be written
-    ("export-into-unwritable-dir", lambda t: ["export", str(make_database(t / "db").parent), "--output-dir",
-                                              "/proc/mamba-kan-test-export"], "is not writable"),  # fmt: skip
-    ("export-into-dir-under-a-file", lambda t: ["export", str(make_database(t / "db").parent), "--output-dir",
-                                                str(a_file(t) / "export")], "is not a directory"),  # fmt: skip
+    (
+        "export-into-unwritable-dir",
+        lambda t: [
+            "export",
+            str(make_database(t / "db").parent),
+            "--output-dir",
+            "/proc/mamba-kan-test-export",
+        ],
+        "is not writable",
+    ),  # fmt: skip
+    (
+        "export-into-dir-under-a-file",
+        lambda t: ["export", str(make_database(t / "db").parent), "--output-dir", str(a_file(t) / "export")],
+        "is not a directory",
+    ),  # fmt: skip
     # 6: analyze --markdown/--latex to a directory or an unwritable path, refused before the analysis runs: the
     # comparison directory does not even exist, so an error about it would mean the analysis ran first
-    ("analyze-markdown-to-a-directory", lambda t: ["analyze", str(t / "missing"), "--markdown", str(t)],
-     "--markdown"),
-    ("analyze-latex-unwritable", lambda t: ["analyze", str(t / "missing"), "--latex", "/proc/mamba-kan.tex"],
-     "cannot write --latex"),
-    ("analyze-latex-under-a-file", lambda t: ["analyze", str(t / "missing"), "--latex", str(a_file(t) / "t.tex")],
-     "--latex"),  # fmt: skip
+    (
+        "analyze-markdown-to-a-directory",
+        lambda t: ["analyze", str(t / "missing"), "--markdown", str(t)],
+        "--markdown",
+    ),
+    (
+        "analyze-latex-unwritable",
+        lambda t: ["analyze", str(t / "missing"), "--latex", "/proc/mamba-kan.tex"],
+        "cannot write --latex",
+    ),
+    (
+        "analyze-latex-under-a-file",
+        lambda t: ["analyze", str(t / "missing"), "--latex", str(a_file(t) / "t.tex")],
+        "--latex",
+    ),  # fmt: skip
     # 6: a model setting of the wrong type names its key
-    ("compare-model-cfg-type", lambda t: ["compare", *GRID, "--output-dir", str(t / "out"), "--set",
-                                          "model_cfg.d_model=abc"], "'model_cfg.d_model' must be an integer"),  # fmt: skip
-    ("train-model-cfg-type", lambda t: ["train", *ONE, "--output-dir", str(t / "out"), "--set",
-                                        "model_cfg.d_model=abc"], "'model_cfg.d_model' must be an integer"),  # fmt: skip
+    (
+        "compare-model-cfg-type",
+        lambda t: ["compare", *GRID, "--output-dir", str(t / "out"), "--set", "model_cfg.d_model=abc"],
+        "'model_cfg.d_model' must be an integer",
+    ),  # fmt: skip
+    (
+        "train-model-cfg-type",
+        lambda t: ["train", *ONE, "--output-dir", str(t / "out"), "--set", "model_cfg.d_model=abc"],
+        "'model_cfg.d_model' must be an integer",
+    ),  # fmt: skip
     # 7: task options and data files are checked (the task is built) before any cell, also with --dry-run
-    *[(f"compare-n-train-0{suffix}", lambda t, x=extra: ["compare", *GRID, "--output-dir", str(t / "out"), "--set",
-                                                         "task_options.n_train=0", *x], "n_train must be positive")
-      for suffix, extra in (("", []), ("-dry-run", ["--dry-run"]))],  # fmt: skip
-    *[(f"compare-missing-text-file{suffix}",
-       lambda t, x=extra: ["compare", "--models", "mlp_mamba", "--tasks", "language/text", "--seeds", "1",
-                           "--output-dir", str(t / "out"), "--set", f"task_options.data_path={t / 'no.txt'}", *x],
-       "text file not found")
-      for suffix, extra in (("", []), ("-dry-run", ["--dry-run"]))],  # fmt: skip
+    *[
+        (
+            f"compare-n-train-0{suffix}",
+            lambda t, x=extra: [
+                "compare",
+                *GRID,
+                "--output-dir",
+                str(t / "out"),
+                "--set",
+                "task_options.n_train=0",
+                *x,
+            ],
+            "n_train must be positive",
+        )
+        for suffix, extra in (("", []), ("-dry-run", ["--dry-run"]))
+    ],  # fmt: skip
+    *[
+        (
+            f"compare-missing-text-file{suffix}",
+            lambda t, x=extra: [
+                "compare",
+                "--models",
+                "mlp_mamba",
+                "--tasks",
+                "language/text",
+                "--seeds",
+                "1",
+                "--output-dir",
+                str(t / "out"),
+                "--set",
+                f"task_options.data_path={t / 'no.txt'}",
+                *x,
+            ],
+            "text file not found",
+        )
+        for suffix, extra in (("", []), ("-dry-run", ["--dry-run"]))
+    ],  # fmt: skip
 ]
 
 
@@ -149,7 +240,9 @@ def test_bad_input_is_one_line_exit_2_no_traceback_nothing_written(tmp_path, cap
 
 
 def _limit_file_size() -> None:  # runs in the child before exec
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+    signal.signal(
+        signal.SIGXFSZ, signal.SIG_IGN
+    )  # a write past the limit fails with EFBIG instead of killing
     resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
 
 
@@ -163,7 +256,9 @@ def test_a_failing_disk_is_reported_as_such_never_as_a_foreign_database(tmp_path
     )  # fmt: skip
     err = proc.stderr.strip()
     assert proc.returncode == 2, proc.stderr
-    assert len(err.splitlines()) == 1 and str(db) in err and "not a mamba-kan results database" not in err, err
+    assert len(err.splitlines()) == 1 and str(db) in err and "not a mamba-kan results database" not in err, (
+        err
+    )
     assert "disk I/O error" in err or "disk is full" in err, err
     assert db.read_bytes() == before
 
