@@ -156,3 +156,23 @@ def test_directory_without_results_database(tmp_path, capsys):
     assert "no results database" in err and "\n" not in err
     assert main(["analyze", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_calibrate_simulates_a_grid_shaped_like_the_users(comparison_dir, capsys):
+    assert main(["analyze", "--calibrate", str(comparison_dir), "--n-sims", "200", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(doc["shape"]["tasks"]) == ["long_context/mqar", "symbolic/exp_sin"]
+    assert doc["shape"]["n_seeds"] == 3  # exp_sin has 3 seeds with every variant (one run diverged)
+    assert dict(zip(doc["shape"]["tasks"], doc["shape"]["scales"]))["symbolic/exp_sin"] == "log"
+    null = next(r for r in doc["rows"] if r["scenario"] == "null" and r["level"] == "per task")
+    assert 0.0 <= null["false_claim"] <= 0.1 and null["n"] == 400
+    assert main(["analyze", "--calibrate", str(comparison_dir), "--n-sims", "100"]) == 0
+    assert "| null | per task |" in capsys.readouterr().out
+    assert main(["analyze", "--calibrate", str(comparison_dir), "--n-sims", "3"]) == 2
+    assert "n_sims must be >= 10" in capsys.readouterr().err
+
+
+def test_scale_flag_switches_the_mse_task_to_raw(comparison_dir, capsys):
+    assert main(["analyze", str(comparison_dir), "--json", "--scale", "raw"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["tasks"]["symbolic/exp_sin"]["scale"] == "raw" and doc["settings"]["scale"] == "raw"

@@ -79,9 +79,9 @@ def test_ranks_follow_metric_direction():
     assert rank_blocks(m, higher_is_better=True)[0].tolist() == [3, 2, 1]
     res = friedman_test(np.array([[1.0, 2.0, 3.0]] * 4), ["a", "b", "c"], higher_is_better=True, alpha=0.05)
     assert res["average_ranks"] == {"a": 3.0, "b": 2.0, "c": 1.0}
-    # perfect agreement: chi2 = N(k-1) and Iman-Davenport's F is infinite with p = 0 (not a division error)
+    # perfect agreement: chi2 = N(k-1), Iman-Davenport's F is not computable: n/a, not "p = 0"
     assert res["chi2"] == pytest.approx(8.0)
-    assert res["iman_davenport_p"] == 0.0
+    assert res["iman_davenport_F"] is None and res["iman_davenport_p"] is None
 
 
 def test_cd_cliques_group_variants_closer_than_cd():
@@ -266,6 +266,12 @@ def test_contrasts_equal_hand_built_cell_mean_differences():
         - (cm["bspline_mamba"] - cm["mlp_mamba"]),
         ("D2", "interaction", "transformer - mamba"): (cm["kan_transformer"] - cm["bspline_transformer"])
         - (cm["kan_mamba"] - cm["bspline_mamba"]),
+        ("K", "pooled", None): (
+            (cm["kan_transformer"] - cm["mlp_transformer"]) + (cm["kan_mamba"] - cm["mlp_mamba"])
+        )
+        / 2,
+        ("K", "within", "transformer"): cm["kan_transformer"] - cm["mlp_transformer"],
+        ("K", "within", "mamba"): cm["kan_mamba"] - cm["mlp_mamba"],
     }
     assert {(r["name"], r["scope"], r["mixer"]) for r in recs} == set(expected)
     for r in recs:
@@ -275,8 +281,14 @@ def test_contrasts_equal_hand_built_cell_mean_differences():
         assert r["p_value"] == pytest.approx(ref.pvalue, rel=1e-10)
         lo, hi = ref.confidence_interval(0.95)
         assert (r["ci_low"], r["ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
-    ref_holm = multipletests([r["p_value"] for r in recs], method="holm")[1]
-    assert np.allclose([r["p_holm"] for r in recs], ref_holm)
+    # families: K pooled is the gate (unadjusted), {D1, D2 pooled} the primary Holm family, the rest secondary
+    fam = {(r["name"], r["scope"]): r["family"] for r in recs}
+    assert fam[("K", "pooled")] == "gate" and fam[("D1", "pooled")] == fam[("D2", "pooled")] == "primary"
+    for family, size in (("gate", 1), ("primary", 2), ("secondary", 8)):
+        members = [r for r in recs if r["family"] == family]
+        assert len(members) == size
+        ref_holm = multipletests([r["p_value"] for r in members], method="holm")[1]
+        assert np.allclose([r["p_holm"] for r in members], ref_holm)
 
 
 def test_contrast_direction_uses_the_metric_direction():
@@ -299,19 +311,33 @@ def test_contrast_direction_uses_the_metric_direction():
 
 
 def test_verdict_rule():
-    def rec(p_holm, favourable):
-        return {"p_holm": p_holm, "favourable": favourable, "statement": "s"}
+    def rec(p_holm, favourable, equivalent=False):
+        return {
+            "p_holm": p_holm,
+            "favourable": favourable,
+            "equivalent": equivalent,
+            "statement": "s",
+            "p_equivalence": 0.01 if equivalent else 0.5,
+        }
 
-    assert decide(rec(0.01, True), rec(0.6, True), 3.0, 0.5, 0.05)["verdict"] == "activation"
-    assert decide(rec(0.6, True), rec(0.01, True), 3.0, 0.5, 0.05)["verdict"] == "topology"
-    assert decide(rec(0.01, True), rec(0.01, True), 3.0, 0.5, 0.05)["verdict"] == "both"
-    assert decide(rec(0.6, True), rec(0.6, False), 3.0, 0.5, 0.05)["verdict"] == "inconclusive at this power"
-    assert decide(rec(0.6, True), rec(0.6, False), 0.4, 0.5, 0.05)["verdict"] == "neither"
-    # both significantly worse: ruled out however small the design
-    assert decide(rec(0.01, False), rec(0.01, False), 3.0, 0.5, 0.05)["verdict"] == "neither"
-    # one hurts, the other is untested at this power: still inconclusive
-    assert decide(rec(0.01, False), rec(0.6, True), 3.0, 0.5, 0.05)["verdict"] == "inconclusive at this power"
-    assert decide(None, rec(0.01, True), 3.0, 0.5, 0.05)["verdict"] == "not estimable"
+    better, worse, ns = rec(0.01, True), rec(0.01, False), rec(0.6, True)
+    assert decide(better, rec(0.01, True), ns, 0.05)["verdict"] == "activation"
+    assert decide(better, ns, rec(0.01, True), 0.05)["verdict"] == "topology"
+    assert decide(better, rec(0.01, True), rec(0.01, True), 0.05)["verdict"] == "both"
+    assert decide(better, ns, ns, 0.05)["verdict"] == "undetermined"
+    # the question comes first: a KAN worse than the MLP never gets "activation"/"topology", whatever D1/D2 say
+    for d1, d2 in ((worse, rec(0.01, True)), (rec(0.01, True), worse), (ns, ns)):
+        v = decide(worse, d1, d2, 0.05)
+        assert v["verdict"] == "no KAN advantage" and v["kan_vs_mlp"] == "worse"
+        assert "no KAN advantage to explain" in v["headline"]
+    # not significant and not equivalent: inconclusive; "neither" needs both steps shown equivalent (TOST)
+    assert decide(ns, ns, ns, 0.05)["verdict"] == "inconclusive at this power"
+    assert decide(ns, rec(0.6, True, True), ns, 0.05)["verdict"] == "inconclusive at this power"
+    assert decide(ns, rec(0.6, True, True), rec(0.7, False, True), 0.05)["verdict"] == "neither"
+    assert decide(rec(0.6, True, True), ns, ns, 0.05)["kan_vs_mlp"] == "equivalent"
+    # a gate passed at p < alpha but a primary D1 just above alpha after Holm: undetermined
+    assert decide(better, rec(0.051, True), ns, 0.05)["verdict"] == "undetermined"
+    assert decide(None, better, better, 0.05)["verdict"] == "not estimable"
 
 
 # --- bootstrap ----------------------------------------------------------------------------------------------------

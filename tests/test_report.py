@@ -199,7 +199,7 @@ def test_learning_curve_band_is_a_student_t_interval_over_seeds(cmp_dir, data):
 
 
 def test_pairwise_heatmap_effects_are_oriented_paired_dz(cmp_dir, data):
-    from mamba_kan.reporting.figures import pairwise_matrices, pairwise_source
+    from mamba_kan.reporting.specs import pairwise_matrices, pairwise_source
 
     task = "symbolic/exp_sin"
     v: dict[str, dict[int, float]] = defaultdict(dict)
@@ -302,13 +302,219 @@ def test_every_static_figure_is_written(report, data):
 
 def test_vector_formats_are_valid_svg_and_pdf(data, tmp_path):
     from mamba_kan.reporting import figures as F
+    from mamba_kan.reporting import specs as S
 
-    paths = F.save_figure(F.final_metric(data), tmp_path, "final_metric", ("svg", "pdf"))
+    paths = F.save_figure(F.render(S.final_metric(data)), tmp_path, "final_metric", ("svg", "pdf"))
     svg, pdf = paths
     assert ET.parse(svg).getroot().tag.endswith("svg")
     raw = pdf.read_bytes()
     assert raw.startswith(b"%PDF-") and raw.rstrip().endswith(b"%%EOF") and len(raw) > 5000
     assert b"CreationDate" not in raw  # reproducible files: no timestamp
+    # fonts embedded as TrueType (Type 42: /CIDFontType2 or /TrueType), never as Type 3 procedures
+    assert b"/FontType 3" not in raw and b"/Type3" not in raw
+    assert b"/CIDFontType2" in raw or b"/Subtype /TrueType" in raw
+
+
+# --------------------------------------------------------------------------------------------------------------
+# figures as data: one spec per figure, two renderers
+# --------------------------------------------------------------------------------------------------------------
+def _all_specs(data: Any) -> list[tuple[str, Any]]:
+    from mamba_kan.reporting import specs as S
+    from mamba_kan.reporting.report import load_learned_functions, static_figures
+
+    out = [(stem, build()) for stem, _, _, build in static_figures(data)]
+    splines, _ = load_learned_functions(data)
+    return out + [(f"learned_functions {t}", S.learned_functions(splines.get(t, []), t)) for t in data.tasks]
+
+
+def _finite_list(values: Any) -> list[float]:
+    return [float(v) for v in values if v is not None and np.isfinite(float(v))]
+
+
+def test_each_figure_is_one_spec_that_both_renderers_draw(data):
+    from matplotlib.figure import Figure
+
+    from mamba_kan.reporting import figures as F
+    from mamba_kan.reporting import interactive as ix
+    from mamba_kan.reporting.specs import FigureSpec, SkipFigure
+
+    specs = _all_specs(data)
+    kinds = {spec.kind for _, spec in specs}
+    assert kinds == {"learning_curves", "final_metric", "interaction", "speed", "perf_vs_params", "perf_vs_flops",
+                     "contrasts", "cd_diagram", "pairwise", "learned_functions"}  # fmt: skip
+    for name, spec in specs:
+        assert isinstance(spec, FigureSpec) and spec.skip is None and spec.caption, name
+        fig = F.render(spec)
+        assert isinstance(fig, Figure)
+        if spec.cd is not None:  # the CD diagram is drawn by the analysis' own static plot
+            with pytest.raises(SkipFigure):
+                ix.render(spec)
+            continue
+        panels = [p for p in spec.panels if p.series or p.heatmap]
+        assert len([ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]) == len(
+            panels
+        )
+        pfig = ix.render(spec)
+        # the same numbers reach both renderers: every finite y of the spec is a y of some plotly trace
+        plotted = {round(v, 9) for tr in pfig.data if tr.type != "heatmap" for v in _finite_list(tr.y or [])}
+        for p in panels:
+            for s in p.series:
+                if s.kind == "barh":
+                    assert {round(v, 9) for v in _finite_list(s.x)} <= {
+                        round(v, 9) for tr in pfig.data if tr.type == "bar" for v in _finite_list(tr.x or [])
+                    }
+                    continue
+                assert {round(v, 9) for v in _finite_list(s.y)} <= plotted, (name, s.label)
+        # a variant's traces carry its name as legend group (the dashboard's filter)
+        groups = {s.group for p in panels for s in p.series if s.group}
+        assert groups <= {tr.legendgroup for tr in pfig.data}, name
+
+
+def test_skip_reason_is_the_same_in_both_renderers_and_the_dashboard(one_variant_dir):
+    from mamba_kan.reporting import figures as F
+    from mamba_kan.reporting import interactive as ix
+    from mamba_kan.reporting import specs as S
+    from mamba_kan.reporting.dashboard import DashboardBuilder
+    from mamba_kan.reporting.data import load_report_data
+
+    small = load_report_data(one_variant_dir)
+    for spec in (S.contrasts(small), S.interaction(small), S.pairwise(small, None), S.cd_diagram(small, None),
+                 S.learned_functions([], "symbolic/exp_sin")):  # fmt: skip
+        assert spec.skip, spec.kind
+        for renderer in (F.render, ix.render):
+            with pytest.raises(S.SkipFigure) as err:
+                renderer(spec)
+            assert str(err.value) == spec.skip
+        b = DashboardBuilder(small)
+        b.figure(spec.kind, spec)
+        assert b.skipped == [(spec.kind, spec.skip)]
+    assert "need at least 2 variants" in S.contrasts(small).skip
+
+
+def test_mse_and_loss_curves_use_a_log_axis_with_a_positive_band(cmp_dir, data):
+    from mamba_kan.reporting import figures as F
+    from mamba_kan.reporting import interactive as ix
+    from mamba_kan.reporting import specs as S
+
+    task = "timeseries/lorenz"
+    spec = S.learning_curves(data, task)
+    assert [p.yscale for p in spec.panels] == ["log", "log"]  # training loss (MSE) and validation mse
+    assert spec.panels[1].ylabel.endswith("; log scale)")
+    # independent reference: a t-interval of the log values over seeds, transformed back (always positive)
+    rows = sql(cmp_dir, "SELECT r.model, c.step, c.value FROM curves c JOIN runs r ON r.cell_key = c.cell_key "
+                        "WHERE r.task = ? AND c.split = 'val' AND c.metric = 'mse' AND r.status = 'completed'", task)  # fmt: skip
+    by: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for model, step, v in rows:
+        by[(model, step)].append(np.log(v))
+    series = {s.group: s for s in spec.panels[1].series}
+    for (model, step), logs in by.items():
+        s = series[model]
+        i = s.x.index(step)
+        lo, hi = stats.t.interval(0.95, len(logs) - 1, loc=np.mean(logs), scale=stats.sem(logs))
+        np.testing.assert_allclose([s.y[i], s.low[i], s.high[i]], np.exp([np.mean(logs), lo, hi]), rtol=1e-10)
+        assert s.low[i] > 0
+    fig = F.render(spec)
+    assert [ax.get_yscale() for ax in fig.axes] == ["log", "log"]
+    pfig = ix.render(spec)
+    assert pfig.layout.yaxis.type == "log" and pfig.layout.yaxis2.type == "log"
+    # accuracy-like metrics stay linear
+    assert S.LOG_METRICS.isdisjoint({"accuracy", "r2"})
+
+
+def _token_task_data(data: Any, floor: float = 1.2425) -> Any:
+    """The report data with symbolic/exp_sin dressed as a token task: its runs report cross-entropy metrics, a
+    known floor (as the training loop records it) and a ``baseline_unigram`` test metric."""
+    import dataclasses
+
+    runs = data.runs.copy()
+    sel = (runs["task"] == "symbolic/exp_sin").to_numpy()
+    runs.loc[sel, "metrics"] = pd_series([{"loss": 1.5, "bpb": 2.1, "perplexity": 4.5, "baseline_unigram": 2.77}
+                                          for _ in range(int(sel.sum()))], runs.index[sel])  # fmt: skip
+    runs.loc[sel, "extra"] = pd_series([{**(e or {}), "floor": floor} for e in runs.loc[sel, "extra"]],
+                                       runs.index[sel])  # fmt: skip
+    if "floor" in runs:
+        runs.loc[sel, "floor"] = floor
+    metric = {**data.metric, "symbolic/exp_sin": "mse"}
+    return dataclasses.replace(data, runs=runs, metric=metric)
+
+
+def pd_series(values: list[Any], index: Any) -> Any:
+    import pandas as pd
+
+    return pd.Series(values, index=index, dtype=object)
+
+
+def test_loss_axis_has_its_unit_and_floors_and_baselines_are_drawn(data):
+    from matplotlib.lines import Line2D
+
+    from mamba_kan.reporting import figures as F
+    from mamba_kan.reporting import interactive as ix
+    from mamba_kan.reporting import specs as S
+
+    # regression: the training loss is an MSE; nothing known about floors or baselines, so no reference line
+    lorenz = S.learning_curves(data, "timeseries/lorenz")
+    assert lorenz.panels[0].ylabel.startswith("training loss (MSE") and lorenz.panels[1].lines == []
+    tok = _token_task_data(data)
+    spec = S.learning_curves(tok, "symbolic/exp_sin")
+    assert "nats/token" in spec.panels[0].ylabel
+    fm = S.final_metric(tok, ["symbolic/exp_sin"])
+    lines = sorted((r.style, r.value) for r in fm.panels[0].lines)
+    assert [r[0] for r in lines] == ["baseline", "floor"]
+    assert [r[1] for r in lines] == pytest.approx([2.77, 1.2425], rel=1e-12)
+    fig = F.render(fm)
+    drawn = [ln for ln in fig.axes[0].get_lines() if isinstance(ln, Line2D) and ln.get_label().startswith(("floor",
+             "unigram"))]  # fmt: skip
+    assert sorted(float(ln.get_ydata()[0]) for ln in drawn) == pytest.approx([1.2425, 2.77], rel=1e-12)
+    legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert any(t.startswith("floor 1.242") for t in legend) and any("unigram baseline" in t for t in legend)
+    pfig = ix.render(fm)
+    assert sorted(sh.y0 for sh in pfig.layout.shapes) == pytest.approx([1.2425, 2.77], rel=1e-12)
+    assert any((tr.name or "").startswith("floor") for tr in pfig.data)
+
+
+def test_learned_functions_label_the_reference_curve(data):
+    from mamba_kan.reporting import figures as F
+    from mamba_kan.reporting import specs as S
+    from mamba_kan.reporting.report import load_learned_functions
+
+    splines, _ = load_learned_functions(data)
+    spec = S.learned_functions(splines["symbolic/exp_sin"], "symbolic/exp_sin")
+    ref = [s for p in spec.panels for s in p.series if s.label and "silu" in s.label]
+    assert ref and all(np.allclose(s.y, np.asarray(s.x) / (1 + np.exp(-np.asarray(s.x)))) for s in ref)
+    legend = [t.get_text() for leg in F.render(spec).legends for t in leg.get_texts()]
+    assert "silu(x) (reference)" in legend
+
+
+def _overlaps(boxes: list[Any]) -> list[tuple[int, int]]:
+    return [
+        (i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])
+    ]
+
+
+def test_tick_labels_do_not_overlap_and_log_ticks_are_plain_numbers(data):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from mamba_kan.reporting import figures as F
+
+    for name, spec in _all_specs(data):
+        if spec.cd is not None:
+            continue
+        fig = F.render(spec)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        for ax in fig.axes:
+            if not ax.get_visible():
+                continue
+            for axis, labels in (("x", ax.get_xticklabels()), ("y", ax.get_yticklabels())):
+                shown = [t for t in labels if t.get_visible() and t.get_text() and t.get_rotation() == 0]
+                boxes = [t.get_window_extent(renderer) for t in shown]
+                assert _overlaps(boxes) == [], (name, axis, [t.get_text() for t in shown])
+                if (ax.get_xscale() if axis == "x" else ax.get_yscale()) == "log":
+                    for t in labels + (
+                        ax.get_xminorticklabels() if axis == "x" else ax.get_yminorticklabels()
+                    ):
+                        assert re.fullmatch(r"(-?[0-9.]+k?)?", t.get_text()), (name, t.get_text())
 
 
 def test_gif_shows_the_spline_snapshots_in_order(report, cmp_dir):

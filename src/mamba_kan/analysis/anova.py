@@ -14,7 +14,20 @@ the reference): for each effect separately (1) residual = y - cell mean over the
 residual + the estimated effect (main effect of A: mean_A - grand mean; interaction: cell mean - mean_A - mean_B +
 grand mean), marginal means taken over the observations; (3) rank the aligned values (average ranks for ties);
 (4) run the full factorial ANOVA (same block term) on the ranks and read only the row of the aligned effect.
-The seed block is not aligned away, as ARTool keeps the subject in its error model.
+The seed block is not aligned away, as ARTool keeps the subject in its error model. As in ARTool
+(``art(rank.comparison.digits = -floor(log10(sqrt(.Machine$double.eps))))``, i.e. 8), aligned values are rounded to
+8 decimals before ranking, so that values equal in exact arithmetic tie despite floating-point noise (checked
+against ARTool's F values on the Higgins, Blair & Tashtoush 1990 data it ships).
+
+Rounding noise: an ANOVA whose residuals are all rounding error (every variant gives the same value within each
+seed) has a residual mean square of ~1e-32 and F = noise / noise. A sum of squares at or below
+n (1e-10 max|y|)^2 is treated as exactly zero: effects of that size get SS 0, and a residual of that size makes
+every F undefined (None) rather than infinite, with ``residual_is_rounding_noise`` set.
+
+Repeated measures (:func:`rm_anova`): with seed as the subject, each effect is tested against its own effect x seed
+interaction (the univariate repeated-measures ANOVA, e.g. Maxwell & Delaney 2004, ch. 12), with the
+Greenhouse-Geisser (1959) epsilon for effects with more than one df. The pooled-error ANOVA above tests every effect
+against one seed x treatment error; both are reported, and the contrasts (single df, paired) need no sphericity.
 """
 
 from __future__ import annotations
@@ -25,6 +38,9 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
+
+#: Decimals aligned values are rounded to before ranking (ARTool's ``rank.comparison.digits`` default).
+RANK_DIGITS = 8
 
 
 def sum_code(codes: np.ndarray, n_levels: int) -> np.ndarray:
@@ -85,11 +101,22 @@ def _fit_rss(y: np.ndarray, x: np.ndarray) -> tuple[float, int, np.ndarray]:
     return float(resid @ resid), int(rank), resid
 
 
-def anova_type3(y: np.ndarray, x: np.ndarray, effects: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Type III ANOVA table of ``effects`` for y (n,) on design x (n, p). Effects whose df or the residual df are 0
-    get F and p None. Returns table rows, residual SS/df and the residuals (n,) of the full model."""
+def rounding_tolerance(y: np.ndarray) -> float:
+    """Sums of squares at or below this are floating-point noise: n (1e-10 max|y|)^2."""
     y = np.asarray(y, dtype=float)
+    return float(y.size * (1e-10 * float(np.max(np.abs(y))) if y.size else 0.0) ** 2)
+
+
+def anova_type3(y: np.ndarray, x: np.ndarray, effects: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Type III ANOVA table of ``effects`` for y (n,) on design x (n, p). Effects whose df or the residual df are 0,
+    and every effect when the residual is rounding noise, get F and p None. Returns table rows, residual SS/df,
+    ``residual_is_rounding_noise`` and the residuals (n,) of the full model."""
+    y = np.asarray(y, dtype=float)
+    tol = rounding_tolerance(y)
     rss, rank, resid = _fit_rss(y, x)
+    noise = rss <= tol
+    if noise:
+        rss = 0.0
     df_resid = len(y) - rank
     ms_resid = rss / df_resid if df_resid > 0 else None
     rows = []
@@ -97,15 +124,12 @@ def anova_type3(y: np.ndarray, x: np.ndarray, effects: dict[str, np.ndarray]) ->
         keep = np.setdiff1d(np.arange(x.shape[1]), cols)
         rss_red, rank_red, _ = _fit_rss(y, x[:, keep])
         ss = max(rss_red - rss, 0.0)
+        ss = 0.0 if ss <= tol else ss
         df = rank - rank_red
         f = p = None
         if df > 0 and ms_resid is not None and ms_resid > 0:
             f = (ss / df) / ms_resid
             p = float(stats.f.sf(f, df, df_resid))
-        elif (
-            df > 0 and ms_resid == 0 and ss > 0
-        ):  # an exact fit: the effect is infinitely larger than the noise
-            f, p = float("inf"), 0.0
         eta = ss / (ss + rss) if (ss + rss) > 0 else None
         rows.append({"effect": name, "ss": ss, "df": int(df), "F": f, "p_value": p, "partial_eta_sq": eta})
     return {
@@ -113,6 +137,7 @@ def anova_type3(y: np.ndarray, x: np.ndarray, effects: dict[str, np.ndarray]) ->
         "ss_resid": rss,
         "df_resid": int(df_resid),
         "ms_resid": ms_resid,
+        "residual_is_rounding_noise": bool(noise),
         "residuals": resid,
     }
 
@@ -163,13 +188,115 @@ def art_anova(
     for name in effects:
         if name not in estimated:
             continue  # the block is a nuisance term, not an effect of interest
-        ranks = stats.rankdata(residual + estimated[name])
+        ranks = stats.rankdata(np.round(residual + estimated[name], RANK_DIGITS))
         res = anova_type3(ranks, x, effects)
         row = next(r for r in res["table"] if r["effect"] == name)
         rows.append({**row, "df_resid": res["df_resid"]})
     return {
         "table": rows,
         "method": "aligned rank transform (Wobbrock et al. 2011), type III ANOVA on aligned ranks",
+    }
+
+
+def _helmert(k: int) -> np.ndarray:
+    """(k - 1, k) orthonormal contrasts (rows orthogonal to the constant and to each other)."""
+    h = np.zeros((k - 1, k))
+    for i in range(1, k):
+        h[i - 1, :i] = 1.0
+        h[i - 1, i] = -float(i)
+        h[i - 1] /= np.linalg.norm(h[i - 1])
+    return h
+
+
+def gg_epsilon(scores: np.ndarray) -> float:
+    """Greenhouse-Geisser epsilon from (n_subjects, q) orthonormally transformed scores: tr(S)^2 / (q tr(S^2))."""
+    if scores.shape[1] <= 1:
+        return 1.0
+    cov = np.cov(scores, rowvar=False)
+    den = scores.shape[1] * float(np.trace(cov @ cov))
+    return float(np.trace(cov) ** 2 / den) if den > 0 else 1.0
+
+
+def rm_anova(cube: np.ndarray, names: tuple[str, str] = ("ffn", "mixer")) -> dict[str, Any]:
+    """Two-way repeated-measures ANOVA with the seed as subject: cube (n_subjects, a, b) of complete data.
+
+    Each effect E is tested against E x subject: F = (SS_E / df_E) / (SS_{E x S} / (df_E (n - 1))); with more
+    than one df also the Greenhouse-Geisser corrected p (both df scaled by epsilon). Sums of squares at or below
+    the rounding tolerance count as zero; a zero error term leaves F and p None."""
+    y = np.asarray(cube, dtype=float)
+    n, a, b = y.shape
+    tol = rounding_tolerance(y)
+    g = y.mean()
+    m_sa, m_sb, m_ab = y.mean(axis=2), y.mean(axis=1), y.mean(axis=0)
+    m_s, m_a, m_b = y.mean(axis=(1, 2)), y.mean(axis=(0, 2)), y.mean(axis=(0, 1))
+    parts = {
+        names[0]: (
+            n * b * np.sum((m_a - g) ** 2),
+            b * np.sum((m_sa - m_s[:, None] - m_a[None, :] + g) ** 2),
+            a - 1,
+            m_sa @ _helmert(a).T if a > 1 else np.zeros((n, 0)),
+        ),
+        names[1]: (
+            n * a * np.sum((m_b - g) ** 2),
+            a * np.sum((m_sb - m_s[:, None] - m_b[None, :] + g) ** 2),
+            b - 1,
+            m_sb @ _helmert(b).T if b > 1 else np.zeros((n, 0)),
+        ),
+        f"{names[0]} x {names[1]}": (
+            n * np.sum((m_ab - m_a[:, None] - m_b[None, :] + g) ** 2),
+            np.sum(
+                (
+                    y
+                    - m_sa[:, :, None]
+                    - m_sb[:, None, :]
+                    - m_ab[None]
+                    + m_s[:, None, None]
+                    + m_a[None, :, None]
+                    + m_b[None, None, :]
+                    - g
+                )
+                ** 2
+            ),
+            (a - 1) * (b - 1),
+            y.reshape(n, -1) @ np.kron(_helmert(a), _helmert(b)).T if a > 1 and b > 1 else np.zeros((n, 0)),
+        ),
+    }
+    rows = []
+    for effect, (ss, ss_err, df, scores) in parts.items():
+        if df == 0:
+            continue
+        ss = 0.0 if ss <= tol else float(ss)
+        ss_err = 0.0 if ss_err <= tol else float(ss_err)
+        df_err = df * (n - 1)
+        row: dict[str, Any] = {
+            "effect": effect,
+            "ss": ss,
+            "df": int(df),
+            "ss_error": ss_err,
+            "df_error": int(df_err),
+            "F": None,
+            "p_value": None,
+            "epsilon_gg": None,
+            "p_gg": None,
+            "partial_eta_sq": ss / (ss + ss_err) if ss + ss_err > 0 else None,
+        }
+        if df_err > 0 and ss_err > 0:
+            f = (ss / df) / (ss_err / df_err)
+            eps = gg_epsilon(scores) if df > 1 else 1.0
+            row.update(
+                {
+                    "F": float(f),
+                    "p_value": float(stats.f.sf(f, df, df_err)),
+                    "epsilon_gg": eps,
+                    "p_gg": float(stats.f.sf(f, eps * df, eps * df_err)),
+                }
+            )
+        rows.append(row)
+    return {
+        "method": "repeated measures (seed as subject), each effect against its effect x seed error; "
+        "Greenhouse-Geisser p for effects with > 1 df",
+        "n_subjects": int(n),
+        "table": rows,
     }
 
 

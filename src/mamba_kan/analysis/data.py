@@ -1,7 +1,7 @@
 """Input normalisation: every accepted input becomes one tidy frame, then one :class:`TaskData` per task.
 
 Accepted inputs
-- the seed project's dict ``{variant: [value per seed, ...]}`` (one task named ``"default"``; list position = seed;
+- the original Mamba_KAN project's dict ``{variant: [value per seed, ...]}`` (one task named ``"default"``; list position = seed;
   ``None``/NaN = a run without a result) or the nested form ``{task: {variant: [values]}}``;
 - a tidy DataFrame with at least ``model, seed, value`` and optionally ``task, ffn, mixer, status, metric,
   primary_metric, higher_is_better`` (the schema of :func:`mamba_kan.experiments.store.read_tidy`);
@@ -25,6 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mamba_kan.design import (
+    ALL_MIXERS,
+    FFN_LEVELS,
+    metric_higher_is_better,
+    try_parse_variant,
+    variant_sort_key,
+)
 from mamba_kan.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -33,63 +40,28 @@ DEFAULT_TASK = "default"
 DICT_METRIC = "score"
 COMPLETED = "completed"
 
-# Kept here rather than imported from mamba_kan.models so that the statistics never import torch.
-FFN_LEVELS: tuple[str, ...] = ("mlp", "bspline", "kan")
-MIXER_LEVELS: tuple[str, ...] = ("transformer", "mamba", "none")
+# The design vocabulary lives in mamba_kan.design (torch-free). These names stay importable from here for the
+# modules that used them: MIXER_LEVELS keeps its old meaning here (it includes the feedforward-only "none").
+MIXER_LEVELS: tuple[str, ...] = ALL_MIXERS
+parse_variant = try_parse_variant
+model_sort_key = variant_sort_key
+#: Direction by metric name, for user tables only (results from the store carry ``higher_is_better``).
+metric_direction = metric_higher_is_better
 
-# Direction of metrics that are not a task's primary metric (whose direction the store records).
-_HIGHER_BETTER = {"accuracy", "acc", "r2", "exact_match", "f1", "auc", "precision", "recall", "score"}
-_LOWER_BETTER = {
-    "mse",
-    "rmse",
-    "mae",
-    "mase",
-    "smape",
-    "mape",
-    "loss",
-    "nll",
-    "cross_entropy",
-    "perplexity",
-    "ppl",
-    "bits_per_byte",
-    "bpb",
-    "bpc",
-    "gap_to_floor",
-    "error",
-}
+#: Ratio-scale error metrics whose seed-to-seed spread is multiplicative: analysed on log scale by default.
+LOG_SCALE_METRICS = frozenset({"mse", "rmse", "mae", "mase", "gap_to_floor"})
+SCALES = ("auto", "raw", "log")
 
 
-def parse_variant(name: str) -> tuple[str, str] | None:
-    """``"kan_mamba" -> ("kan", "mamba")``; ``"mlp_ffn" -> ("mlp", "none")``; None if not a factorial variant."""
-    ffn, sep, mixer = str(name).partition("_")
-    if not sep:
-        return None
-    mixer = "none" if mixer == "ffn" else mixer
-    if ffn in FFN_LEVELS and mixer in MIXER_LEVELS:
-        return ffn, mixer
-    return None
-
-
-def model_sort_key(name: str) -> tuple[int, int, str]:
-    """Canonical order: mixer-major, then mlp < bspline < kan (the order of ``VARIANTS``); unknown names last."""
-    parsed = parse_variant(name)
-    if parsed is None:
-        return (len(MIXER_LEVELS), 0, str(name))
-    return (MIXER_LEVELS.index(parsed[1]), FFN_LEVELS.index(parsed[0]), str(name))
-
-
-def metric_direction(name: str) -> bool | None:
-    """True if higher is better, False if lower is better, None if the name is not recognised.
-
-    ``accuracy@L=512`` and ``test_mse`` style names are reduced to their base name first.
-    """
+def metric_base(name: str) -> str:
+    """``test_mse@L=512`` -> ``mse``: the metric's name without split prefix and qualifiers."""
     base = re.split(r"[@/\[(=]", str(name).lower())[0].strip()
-    base = re.sub(r"^(test|val|valid|train|eval)_", "", base)
-    if base in _HIGHER_BETTER:
-        return True
-    if base in _LOWER_BETTER:
-        return False
-    return None
+    return re.sub(r"^(test|val|valid|train|eval)_", "", base)
+
+
+def default_scale(metric: str) -> str:
+    """ "log" for MSE-type metrics (ratios of errors are what compares across seeds), else "raw"."""
+    return "log" if metric_base(metric) in LOG_SCALE_METRICS else "raw"
 
 
 @dataclass
@@ -99,6 +71,8 @@ class TaskData:
     ``values``: DataFrame (n_seeds, n_models), index = seed (sorted), columns = variants in canonical order, NaN where
     a run has no finite value. ``factors``: variant -> (ffn, mixer) for the variants that parse into the design.
     ``missing``: one record per grid cell without a value (task, model, seed, status, reason).
+    ``scale``: the scale of the factorial statistics (contrasts, ANOVA, ART, across-task scores): "raw" or "log"
+    (natural log of the values; effects then read as ratios). ``values`` always hold the raw values.
     """
 
     name: str
@@ -109,6 +83,11 @@ class TaskData:
     factors: dict[str, tuple[str, str]]
     missing: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    scale: str = "raw"
+
+    def analysed(self) -> pd.DataFrame:
+        """``values`` on the analysis scale: log(values) when ``scale == "log"``, else the values themselves."""
+        return np.log(self.values) if self.scale == "log" else self.values
 
     @property
     def models(self) -> list[str]:
@@ -136,7 +115,7 @@ def _is_missing_value(v: Any) -> bool:
 
 
 def tidy_from_dict(data: Mapping[str, Any], higher_is_better: bool | None = None) -> pd.DataFrame:
-    """The seed project's ``{variant: [values per seed]}`` (or ``{task: {variant: [values]}}``) as a tidy frame.
+    """The original Mamba_KAN project's ``{variant: [values per seed]}`` (or ``{task: {variant: [values]}}``) as a tidy frame.
 
     List position is the seed, so the lists must be aligned (position i = the same seed for every variant).
     """
@@ -277,13 +256,16 @@ def _grid_status(rows: pd.DataFrame) -> dict[tuple[str, Any], str]:
 
 
 def build_task_data(
-    tidy: pd.DataFrame, metric: str | None = None, higher_is_better: bool | None = None
+    tidy: pd.DataFrame, metric: str | None = None, higher_is_better: bool | None = None, scale: str = "auto"
 ) -> tuple[list[TaskData], list[str]]:
     """Split a tidy frame into per-task seed x variant matrices of the analysed metric.
 
     Returns (tasks, notes). Raises :class:`UserError` for a metric that exists nowhere (listing those that do), for
-    fewer than 2 variants or fewer than 2 seeds with results.
+    fewer than 2 variants or fewer than 2 seeds with results. ``scale``: "auto" (log for MSE-type metrics whose
+    values are all > 0, raw otherwise), "raw" or "log" (an error if a value is <= 0).
     """
+    if scale not in SCALES:
+        raise UserError(f"unknown scale {scale!r}; valid choices: {', '.join(SCALES)}")
     if tidy.empty:
         raise UserError("the results are empty: no runs to analyse")
     available = sorted(tidy["metric"].dropna().astype(str).unique())
@@ -338,9 +320,37 @@ def build_task_data(
             values = values.drop(columns=empty_models)
         values = values.dropna(axis=0, how="all")
         factors = {m: p for m in values.columns if (p := _factors_of(rows, m)) is not None}
-        tasks.append(TaskData(task, chosen, hib, source, values, factors, missing, td_notes))
+        chosen_scale = _choose_scale(task, chosen, values, scale, td_notes)
+        tasks.append(TaskData(task, chosen, hib, source, values, factors, missing, td_notes, chosen_scale))
     _check_enough(tasks)
     return tasks, notes
+
+
+def _choose_scale(task: str, metric: str, values: pd.DataFrame, scale: str, notes: list[str]) -> str:
+    """The analysis scale of one task (see :func:`build_task_data`); a note says when and why it is log."""
+    v = values.to_numpy(float)
+    positive = bool(np.all(v[np.isfinite(v)] > 0))
+    if scale == "log":
+        if not positive:
+            raise UserError(f"task {task!r}: --scale log needs {metric} > 0 in every run")
+        chosen = "log"
+    elif scale == "raw":
+        chosen = "raw"
+    elif default_scale(metric) == "log" and not positive:
+        notes.append(f"{metric} has values <= 0: analysed on the raw scale, not log")
+        chosen = "raw"
+    else:
+        chosen = default_scale(metric)
+    if chosen == "log":
+        notes.append(
+            f"{metric} analysed on log scale (effects are ratios, e.g. kan/bspline); "
+            + (
+                "chosen by --scale"
+                if scale == "log"
+                else "default for MSE-type metrics, --scale raw to turn off"
+            )
+        )
+    return chosen
 
 
 def _factors_of(rows: pd.DataFrame, model: str) -> tuple[str, str] | None:

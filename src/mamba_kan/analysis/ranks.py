@@ -5,7 +5,8 @@ metric, ties get their average rank. Formulas:
 
 - Friedman: chi2_F = 12N / (k(k+1)) [sum_j R_j^2 - k(k+1)^2 / 4] with R_j the average rank of variant j; with ties
   the statistic is divided by 1 - sum(t^3 - t) / (N k (k^2 - 1)) (as scipy.stats.friedmanchisquare does).
-- Iman-Davenport: F_F = (N - 1) chi2_F / (N(k - 1) - chi2_F), F-distributed with (k - 1, (k - 1)(N - 1)) df.
+- Iman-Davenport: F_F = (N - 1) chi2_F / (N(k - 1) - chi2_F), F-distributed with (k - 1, (k - 1)(N - 1)) df;
+  not computable (None, shown "n/a") when every block ranks the variants identically (denominator 0) or N = 1.
 - Nemenyi critical difference: CD = q_alpha sqrt(k(k+1) / (6N)), q_alpha = studentized range quantile / sqrt(2).
 """
 
@@ -35,9 +36,14 @@ def friedman_from_ranks(avg_ranks: Sequence[float], n_blocks: int) -> dict[str, 
 def _with_iman_davenport(chi2: float, k: int, n: int) -> dict[str, float]:
     df1, df2 = k - 1, (k - 1) * (n - 1)
     denom = n * (k - 1) - chi2
-    # chi2 reaches N(k-1) when every block ranks identically: F_F is then infinite and its p-value 0
-    f_f = float("inf") if denom <= 1e-12 else (n - 1) * chi2 / denom
-    p_f = 0.0 if not np.isfinite(f_f) else float(stats.f.sf(f_f, df1, df2))
+    # chi2 reaches N(k-1) when every block ranks identically: F_F is then infinite and the F approximation says
+    # nothing (its p-value would be 0 whatever N is); with N = 1 it has no denominator df. Report n/a (None).
+    if denom <= 1e-12 or df2 <= 0:
+        f_f: float | None = None
+        p_f: float | None = None
+    else:
+        f_f = (n - 1) * chi2 / denom
+        p_f = float(stats.f.sf(f_f, df1, df2))
     return {
         "chi2": chi2,
         "df": float(df1),
@@ -93,7 +99,10 @@ def friedman_test(
             "nemenyi_q": q,
             "cd": cd,
             "cliques_nemenyi": cliques_from_cd(avg_ranks, cd),
-            "significant": bool(out["iman_davenport_p"] < alpha),
+            # Iman-Davenport when it is computable, else the chi2 approximation
+            "significant": bool(
+                (out["iman_davenport_p"] if out["iman_davenport_p"] is not None else out["p_value"]) < alpha
+            ),
         }
     )
     return out

@@ -43,6 +43,14 @@ def _direction(hib: bool) -> str:
     return "higher is better" if hib else "lower is better"
 
 
+def interval_label(settings: Record) -> str:
+    """ "95% t" or "95% BCa bootstrap (under-covers with few seeds)": the label of the cell-mean intervals."""
+    conf = _f(settings.get("confidence", 0.95) * 100)
+    if settings.get("interval") == "bca":
+        return f"{conf}% BCa bootstrap (under-covers with few seeds)"
+    return f"{conf}% t"
+
+
 # --------------------------------------------------------------------------------------------------------------
 # terminal summary
 # --------------------------------------------------------------------------------------------------------------
@@ -51,7 +59,8 @@ def format_summary(analysis: Any) -> str:
     d = analysis.to_dict() if hasattr(analysis, "to_dict") else analysis
     s, inp = d["settings"], d["input"]
     out = [
-        f"mamba-kan analysis: alpha = {_f(s['alpha'])}; {_f(s['confidence'] * 100)}% BCa bootstrap CIs of cell means",
+        f"mamba-kan analysis: alpha = {_f(s['alpha'])}; {interval_label(s)} intervals of cell means; "
+        f"SESOI = {_f(s['sesoi_dz'])} (d_z per task, noise sds across tasks)",
         f"source: {inp['source']}; {inp['n_tasks']} task(s), {inp['n_models']} variant(s)",
     ]
     if d["missing_runs"]:
@@ -72,14 +81,17 @@ def format_summary(analysis: Any) -> str:
 
 
 def print_analysis_summary(analysis: Any, file: TextIO | None = None) -> None:
-    """Write :func:`format_summary` to ``file`` (default stdout): the seed project's console entry point."""
+    """Write :func:`format_summary` to ``file`` (default stdout): the original Mamba_KAN project's console entry point."""
     (file or sys.stdout).write(format_summary(analysis))
 
 
 def _task_summary(t: Record) -> list[str]:
+    log = t.get("scale") == "log"
     out = [
         f"=== task {t['task']}: {t['metric']} ({_direction(t['higher_is_better'])}), "
-        f"{t['n_seeds']} seed(s), {t['n_complete_seeds']} with every variant ==="
+        f"{t['n_seeds']} seed(s), {t['n_complete_seeds']} with every variant"
+        + (", factorial statistics on log scale (effects as ratios)" if log else "")
+        + " ==="
     ]
     rows = [
         [
@@ -90,9 +102,12 @@ def _task_summary(t: Record) -> list[str]:
             _f(c["sd"]),
             _f(c["average_rank"]),
         ]
+        + ([f"{_f(c.get('geo_mean'))} {_ci(c.get('geo_ci_low'), c.get('geo_ci_high'))}"] if log else [])
         for c in t["cells"]
     ]
-    out += _table(["variant", "n", "mean", "CI", "sd", "avg rank"], rows)
+    out += _table(
+        ["variant", "n", "mean", "CI", "sd", "avg rank"] + (["geometric mean [CI]"] if log else []), rows
+    )
     fr = t["friedman"]
     if fr:
         out.append(
@@ -103,27 +118,47 @@ def _task_summary(t: Record) -> list[str]:
     out += _anova_lines(t)
     if t["contrasts"]:
         out.append(
-            f"planned contrasts (paired t over seeds; Holm over {t['power']['family_sizes']['contrasts']}):"
+            "planned contrasts (paired t over seeds; families: gate K at alpha, then Holm over the primary "
+            f"{{D1, D2}}; Holm over the {t['power']['family_sizes'].get('secondary_contrasts', 0)} secondary)"
+            + ("; log scale: estimate and CI are ratios" if log else "")
+            + ":"
         )
         rows = [
             [
                 c["label"],
-                _f(c["estimate"]),
-                _ci(c["ci_low"], c["ci_high"]),
+                c.get("family", ""),
+                _f(c["ratio"] if log else c["estimate"]),
+                _ci(c["ratio_ci_low"], c["ratio_ci_high"]) if log else _ci(c["ci_low"], c["ci_high"]),
                 _f(c["n_pairs"]),
                 _f(c["d_z"]),
                 _p(c["p_value"]),
                 _p(c["p_holm"]),
-                c["statement"] + (" *" if c["significant"] else ""),
+                c["statement"]
+                + (" *" if c["significant"] else "")
+                + (" (equivalent)" if c.get("equivalent") else ""),
             ]
             for c in t["contrasts"]
         ]
         out += _table(
-            ["contrast", "estimate", "CI", "n", "d_z", "p", "p_holm", "reading (* = significant)"], rows
+            [
+                "contrast",
+                "family",
+                "ratio" if log else "estimate",
+                "CI",
+                "n",
+                "d_z",
+                "p",
+                "p_holm",
+                "reading (* = significant)",
+            ],
+            rows,
         )
     v = t.get("verdict")
     if v:
-        out.append(f"VERDICT: {v['verdict']} ({v['detail']})")
+        out.append(f"VERDICT: {v['verdict']} ({v.get('headline', v['detail'])})")
+        out.append(
+            f"  {v.get('question', 'is kan better than mlp?')} {v.get('kan_vs_mlp', '')}; {v['detail']}"
+        )
         if v.get("by_mixer"):
             out.append("  by mixer: " + "; ".join(f"{m}: {x}" for m, x in v["by_mixer"].items()))
         if v.get("mixer_dependent"):
@@ -143,11 +178,17 @@ def _anova_lines(t: Record) -> list[str]:
     a = t.get("anova")
     if not a:
         return []
-    out = [f"two-way ANOVA, type III with sum-to-zero coding: {a['formula']} (n = {a['n']}):"]
+    out = [
+        f"two-way ANOVA, type III with sum-to-zero coding: {a['formula']} (n = {a['n']}), pooled error; "
+        "RM: repeated measures with seed as subject, each effect against its own effect x seed error "
+        "(p_GG: Greenhouse-Geisser):"
+    ]
     art = {r["effect"]: r for r in (t.get("art") or {}).get("table", [])}
+    rm = {r["effect"]: r for r in (t.get("anova_rm") or {}).get("table", [])}
     rows = []
     for r in a["table"]:
         ar = art.get(r["effect"])
+        rr = rm.get(r["effect"])
         rows.append(
             [
                 r["effect"],
@@ -157,10 +198,12 @@ def _anova_lines(t: Record) -> list[str]:
                 _f(r["partial_eta_sq"], 3),
                 "" if ar is None else _f(ar["F"]),
                 "" if ar is None else _p(ar["p_value"]),
+                "" if rr is None else f"{_f(rr['F'])} ({rr['df']}, {rr['df_error']})",
+                "" if rr is None else _p(rr["p_gg"]),
             ]
         )
-    rows.append(["residual", _f(a["df_resid"]), "", "", "", "", ""])
-    out += _table(["effect", "df", "F", "p", "partial eta2", "ART F", "ART p"], rows)
+    rows.append(["residual", _f(a["df_resid"]), "", "", "", "", "", "", ""])
+    out += _table(["effect", "df", "F", "p", "partial eta2", "ART F", "ART p", "RM F (df)", "RM p_GG"], rows)
     sw, lv = a["assumptions"]["shapiro"], a["assumptions"]["levene"]
     out.append(
         f"  assumptions: Shapiro-Wilk on residuals W = {_f(sw['W'])}, p = {_p(sw['p_value'])}; "
@@ -217,18 +260,43 @@ def _across_summary(a: Record) -> list[str]:
         out.append("  groups without a Wilcoxon-Holm difference: " + _groups(cd["cliques_wilcoxon"]))
         out.append("pairwise Wilcoxon signed-rank over task scores (Holm), Benavoli et al. 2016:")
         out += _pairwise_rows(a["pairwise"])
+    tl = a.get("task_level") or {}
+    if tl.get("contrasts"):
+        out.append(
+            f"task-level contrasts (the verdict's basis): {tl['method']}; units: {tl['units']}; "
+            f"equivalence bound +-{_f(tl['sesoi'])}"
+        )
+        rows = [
+            [
+                c["label"],
+                c["family"],
+                _f(c["n_tasks"]),
+                _f(c["estimate"]),
+                _ci(c["ci_low"], c["ci_high"]),
+                _p(c["p_value"]),
+                _p(c["p_holm"]),
+                c["statement"]
+                + (" *" if c["significant"] else "")
+                + (" (equivalent)" if c.get("equivalent") else ""),
+            ]
+            for c in tl["contrasts"]
+        ]
+        out += _table(["contrast", "family", "tasks", "estimate", "CI", "p", "p_holm", "reading"], rows)
+    elif tl.get("error"):
+        out.append(f"task-level contrasts: not available ({tl['error']})")
     mm = a["mixed_model"]
     if "error" in mm:
         out.append(f"mixed model: not available ({mm['error']})")
     else:
         out.append(
-            f"mixed model {mm['formula']}, groups = task, random: {mm['random']}; "
+            f"mixed model (descriptive) {mm['formula']}, groups = task, random: {mm['random']}; "
             f"converged: {mm['converged']}; n = {mm['n_obs']} runs in {mm['n_tasks']} tasks"
         )
         out.append(
             "  "
             + "; ".join(
-                f"{e['effect']}: chi2({e['df']}) = {_f(e['chi2'])}, p = {_p(e['p_value'])}"
+                f"{e['effect']}: F({e['df']}, {e.get('df_denominator', 'n/a')}) = {_f(e.get('F'))}, "
+                f"p = {_p(e['p_value'])}"
                 for e in mm["effects"]
             )
         )
@@ -243,11 +311,12 @@ def _across_summary(a: Record) -> list[str]:
             ]
             for c in mm["contrasts"]
         ]
-        out += _table(["contrast (task SDs)", "estimate", "CI", "p", "p_holm", "reading"], rows)
+        out += _table(["mixed-model contrast (task SDs)", "estimate", "CI", "p", "p_holm", "reading"], rows)
         for w in mm.get("warnings", []):
             out.append(f"  statsmodels: {w}")
     v = a["verdict"]
-    out.append(f"VERDICT across tasks: {v['verdict']} ({v['detail']})")
+    out.append(f"VERDICT across tasks: {v['verdict']} ({v.get('headline', v['detail'])})")
+    out.append(f"  {v['detail']}")
     out.append("per-task verdicts: " + ", ".join(f"{k}: {n}" for k, n in a["task_verdict_counts"].items()))
     pw = a["power"]
     out += _power_lines(pw)
@@ -284,18 +353,18 @@ def _tables(d: Record) -> list[tuple[str, list[str], list[list[str]]]]:
             c = next((c for c in t["cells"] if c["model"] == m), None)
             row.append("" if c is None else f"{_f(c['mean'])} {_ci(c['ci_low'], c['ci_high'])}")
         rows.append(row)
-    conf = _f(d["settings"]["confidence"] * 100)
-    tables.append((f"Mean over seeds with {conf}% BCa bootstrap interval.", header, rows))
+    tables.append((f"Mean over seeds with {interval_label(d['settings'])} interval.", header, rows))
     rows = []
     for t in tasks:
         for c in t["contrasts"]:
             if c["scope"] == "pooled":
+                log = c.get("ratio") is not None
                 rows.append(
                     [
                         t["task"],
                         c["label"],
-                        _f(c["estimate"]),
-                        _ci(c["ci_low"], c["ci_high"]),
+                        ("ratio " if log else "") + _f(c["ratio"] if log else c["estimate"]),
+                        _ci(c["ratio_ci_low"], c["ratio_ci_high"]) if log else _ci(c["ci_low"], c["ci_high"]),
                         _p(c["p_holm"]),
                         _reading(c),
                     ]
@@ -305,7 +374,8 @@ def _tables(d: Record) -> list[tuple[str, list[str], list[list[str]]]]:
     if rows:
         tables.append(
             (
-                "Activation (D1 = bspline - mlp) and topology (D2 = kan - bspline) contrasts, Holm-adjusted.",
+                "Is kan better than mlp (K = kan - mlp, tested first at alpha)? If so, activation (D1 = bspline - mlp)"
+                " or topology (D2 = kan - bspline), Holm over {D1, D2}. Log-scale metrics as ratios.",
                 ["task", "contrast", "estimate", "CI", "p (Holm)", "reading"],
                 rows,
             )
@@ -345,6 +415,19 @@ def _tables(d: Record) -> list[tuple[str, list[str], list[list[str]]]]:
             f"Iman-Davenport p = {_p(fr['iman_davenport_p'])}, Nemenyi CD = {_f(fr['cd'])}."
         )
         tables.append((cap, ["variant", "average rank"], rows))
+    if a and (a.get("task_level") or {}).get("contrasts"):
+        rows = [
+            [c["label"], _f(c["estimate"]), _ci(c["ci_low"], c["ci_high"]), _p(c["p_holm"]), _reading(c)]
+            for c in a["task_level"]["contrasts"]
+        ]
+        tables.append(
+            (
+                f"Across tasks: t over per-task estimates (df = tasks - 1), effects in run-noise sds; "
+                f"verdict: {a['verdict']['verdict']}.",
+                ["contrast", "estimate", "CI", "p (Holm)", "reading"],
+                rows,
+            )
+        )
     if a and "contrasts" in a["mixed_model"]:
         rows = [
             [c["label"], _f(c["estimate"]), _ci(c["ci_low"], c["ci_high"]), _p(c["p_holm"]), _reading(c)]
@@ -352,7 +435,8 @@ def _tables(d: Record) -> list[tuple[str, list[str], list[list[str]]]]:
         ]
         tables.append(
             (
-                f"Mixed model across tasks ({a['mixed_model']['random']}), effects in task SDs; verdict: {a['verdict']['verdict']}.",
+                f"Mixed model across tasks (descriptive; {a['mixed_model']['random']}), effects in task SDs, "
+                f"t tests with tasks - 1 df.",
                 ["contrast", "estimate", "CI", "p (Holm)", "reading"],
                 rows,
             )

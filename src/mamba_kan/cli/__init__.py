@@ -23,6 +23,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "mamba_kan.cli.compare",
         "run the factorial grid (variants x tasks x seeds) into a results database",
     ),
+    "collect": (
+        "mamba_kan.cli.collect",
+        "ingest runs/*/result.json computed elsewhere into a results database",
+    ),
     "export": ("mamba_kan.cli.export", "export a results database as tidy csv/parquet/json"),
     "analyze": ("mamba_kan.cli.analyze", "statistical analysis of a comparison directory"),
     "report": ("mamba_kan.cli.report", "figures, GIF and offline dashboard for a comparison directory"),

@@ -74,7 +74,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ray-gpus-per-cell", type=float, default=0.0, metavar="F", help="GPUs each Ray task asks for"
     )
     r.add_argument(
+        "--runs-dir",
+        metavar="DIR",
+        help="where run directories go (default: OUTPUT_DIR/runs); with --backend slurm, storage the nodes share",
+    )
+    s = parser.add_argument_group("slurm (--backend slurm, through submitit)")
+    s.add_argument(
+        "--slurm-cluster",
+        default="slurm",
+        choices=("slurm", "local", "auto"),
+        help="submitit executor: slurm, local (this machine, for testing) or auto (default: slurm)",
+    )
+    s.add_argument("--slurm-partition", metavar="NAME", help="SLURM partition")
+    s.add_argument("--slurm-time", type=int, metavar="MIN", help="time limit per cell in minutes")
+    s.add_argument("--slurm-gpus", type=int, metavar="N", help="GPUs per cell (gpus_per_node)")
+    s.add_argument(
+        "--slurm-array-parallelism",
+        type=int,
+        default=64,
+        metavar="N",
+        help="cells running at once (default: 64)",
+    )
+    s.add_argument(
+        "--slurm-folder", metavar="DIR", help="submitit job folder (default: next to the runs directory)"
+    )
+    s.add_argument(
+        "--slurm-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="further submitit parameter, e.g. slurm_account=abc or mem_gb=16 (repeatable)",
+    )
+    r.add_argument(
         "--retry-failed", action="store_true", help="also re-run cells recorded as failed or diverged"
+    )
+    r.add_argument(
+        "--force", action="store_true", help="run even if a feedforward width is below the floor (see models)"
     )
     r.add_argument(
         "--dry-run", action="store_true", help="list the cells and whether they are done; run nothing"
@@ -224,6 +259,27 @@ def _generate_report(out: Path) -> Path | None:
         return None
 
 
+def slurm_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    """submitit parameters from the --slurm-* flags (values of --slurm-param parsed as YAML scalars)."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    if args.slurm_partition:
+        params["slurm_partition"] = args.slurm_partition
+    if args.slurm_time is not None:
+        params["timeout_min"] = args.slurm_time
+    if args.slurm_gpus is not None:
+        params["gpus_per_node"] = args.slurm_gpus
+    for item in args.slurm_param:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--slurm-param expects KEY=VALUE, got {item!r}")
+        params[key.strip()] = yaml.safe_load(value)
+    if args.backend != "slurm" and (params or args.slurm_cluster != "slurm"):
+        raise UserError("--slurm-* options need --backend slurm")
+    return params
+
+
 def run(args: argparse.Namespace) -> int:
     if args.backend not in BACKENDS:
         raise unknown_choice("backend", args.backend, BACKENDS)
@@ -237,10 +293,19 @@ def run(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         ray_gpus_per_cell=args.ray_gpus_per_cell,
         retry_failed=args.retry_failed,
+        runs_dir=args.runs_dir,
+        slurm_folder=args.slurm_folder,
+        slurm_cluster=args.slurm_cluster,
+        slurm_parallelism=args.slurm_array_parallelism,
+        slurm_parameters=slurm_parameters(args),
         command=shlex.join(["mamba-kan", "compare", *(getattr(args, "_argv", None) or sys.argv[1:])]),
     )
     check_backend(options)
     cells = build_cells(args)  # builds every task: a bad option or a missing data file fails here
+    from mamba_kan.models import check_grid_width_floor
+
+    if (problems := check_grid_width_floor(cells)) and not args.force:
+        raise UserError(f"{problems[0]} ({len(problems)} such); raise d_model or pass --force")
     out = check_output_dir(args.output_dir)
     check_database(out)
     if args.dry_run:

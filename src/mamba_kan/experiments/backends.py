@@ -25,7 +25,7 @@ from mamba_kan.experiments.worker import CellJob, execute_cell, failed_result, i
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("local", "ray")
+BACKENDS = ("local", "ray", "slurm")
 #: times a cell is retried after its worker process died (not after an ordinary exception, which is a result)
 WORKER_DEATH_RETRIES = 2
 

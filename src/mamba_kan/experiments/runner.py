@@ -61,6 +61,13 @@ class SweepOptions:
     ray_gpus_per_cell: float = 0.0
     retry_failed: bool = False
     command: str = ""
+    #: where run directories go (default ``DIR/runs``); on a cluster, storage every node shares
+    runs_dir: str | None = None
+    #: slurm backend: submitit folder, cluster (slurm|local|auto), array parallelism, further parameters
+    slurm_folder: str | None = None
+    slurm_cluster: str = "slurm"
+    slurm_parallelism: int = 64
+    slurm_parameters: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,7 +135,7 @@ def check_backend(options: SweepOptions) -> None:
         raise unknown_choice("backend", options.backend, BACKENDS)
     if options.workers is not None and options.workers < 1:
         raise UserError(f"--workers must be >= 1, got {options.workers}")
-    if options.backend == "local":
+    if options.backend != "ray":
         if options.ray_address is not None:
             raise UserError("--ray-address needs --backend ray")
         return
@@ -142,7 +149,21 @@ def cells_threads(cells: Sequence[Cell]) -> int:
     return max((int(c.config.threads or 1) for c in cells), default=1)
 
 
-def make_backend(options: SweepOptions, n_jobs: int, threads: int = 1) -> Backend:
+def runs_root(root: Path, options: SweepOptions) -> Path:
+    """Where the cells' run directories live: ``--runs-dir`` or ``DIR/runs``."""
+    return Path(options.runs_dir).expanduser().resolve() if options.runs_dir else (root / RUNS_DIR).resolve()
+
+
+def _stored_run_dir(root: Path, run_dir: Path) -> str:
+    """The run directory as the database records it: relative to the comparison directory when inside it (the
+    directory can then be moved as a whole), absolute otherwise (``--runs-dir`` on shared storage)."""
+    try:
+        return run_dir.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(run_dir)
+
+
+def make_backend(options: SweepOptions, n_jobs: int, threads: int = 1, root: Path | None = None) -> Backend:
     """The backend for ``n_jobs`` cells of ``threads`` torch threads each."""
     check_backend(options)
     if options.threads is not None and options.threads != threads:
@@ -150,18 +171,30 @@ def make_backend(options: SweepOptions, n_jobs: int, threads: int = 1) -> Backen
             f"the cells run with {threads} thread(s) (their config's 'threads', part of the cell key), "
             f"not {options.threads}: set threads in the grid's settings (--threads N)"
         )
+    if options.backend == "slurm":
+        from mamba_kan.experiments.slurm import SubmititBackend
+
+        base = root if root is not None else Path.cwd()
+        folder = options.slurm_folder or str(runs_root(base, options).parent / "submitit")
+        return SubmititBackend(
+            folder,
+            threads=threads,
+            cluster=options.slurm_cluster,
+            max_parallel=options.slurm_parallelism,
+            parameters=options.slurm_parameters,
+        )
     if options.backend == "ray":
         return RayBackend(options.ray_address, threads=threads, gpus_per_cell=options.ray_gpus_per_cell)
     workers, gpus = plan_workers(max(1, n_jobs), options.workers, threads)
     return LocalBackend(workers, threads, gpus)
 
 
-def _job(cell: Cell, root: Path, fresh: bool) -> CellJob:
+def _job(cell: Cell, runs: Path, fresh: bool) -> CellJob:
     return CellJob(
         cell_key=cell.cell_key,
         run_id=cell.run_id,
         config=cell.config.to_dict(),
-        run_dir=str((root / RUNS_DIR / cell.run_id).resolve()),
+        run_dir=str(runs / cell.run_id),
         fresh=fresh,
     )
 
@@ -186,8 +219,9 @@ def run_sweep(
         existing = dict(zip(runs["cell_key"], runs["status"]))
     retry = set(RETRYABLE) if options.retry_failed else set()
     todo = [c for c in cells if c.cell_key not in existing or existing[c.cell_key] in retry]
+    runs = runs_root(root, options)
     if backend is None:  # may fail (Ray unreachable) before the database is created
-        backend = make_backend(options, len(todo), cells_threads(todo or cells))
+        backend = make_backend(options, len(todo), cells_threads(todo or cells), root)
 
     start = time.perf_counter()
     todo_keys = {c.cell_key for c in todo}
@@ -219,7 +253,7 @@ def run_sweep(
                         result,
                         task=cell.task,
                         family=cell.family,
-                        run_dir=f"{RUNS_DIR}/{cell.run_id}",
+                        run_dir=_stored_run_dir(root, runs / cell.run_id),
                         code_version=cell.code_version,
                         sweep_id=sweep_id,
                     )
@@ -236,7 +270,7 @@ def run_sweep(
                     progress = Progress(n, len(todo), done["failed"] + done["diverged"], elapsed, eta)
                     observer.cell_finished(cell, result, progress)
 
-            jobs = [_job(c, root, c.cell_key in existing) for c in todo]
+            jobs = [_job(c, runs, c.cell_key in existing) for c in todo]
             if jobs:
                 backend.run(jobs, on_result)
             counts.update(done)

@@ -8,6 +8,13 @@ from typing import Any
 from mamba_kan.errors import UserError, require
 
 MATCH_MODES = ("params", "flops", "none")
+# what the matched quantity covers: "mixer" = each mixer's own mlp variant is the reference (the feedforward blocks
+# of one mixer are matched to each other; the mixer itself is the same in all three), "model" = every variant's
+# whole model is matched to mlp_transformer (the mixer's extra parameters come out of the feedforward block)
+MATCH_SCOPES = ("mixer", "model")
+# FLOP conventions: "yu2024" = Yu et al. (2024)'s accounting (every spline evaluation pays the Cox-de Boor
+# recursion), "implementation" = the operations this project's kernels perform (one local polynomial per scalar)
+FLOP_COUNTS = ("yu2024", "implementation")
 
 
 @dataclass
@@ -15,8 +22,11 @@ class ModelConfig:
     """Sizes and hyperparameters shared by every variant.
 
     Only ``ffn`` and ``mixer`` differ between the six variants; the feedforward hidden width of every variant is
-    solved from the reference (``mlp_transformer`` with hidden width ``ref_hidden``) so that total parameters (or
-    FLOPs/token, ``match='flops'``) agree within 5%. ``ffn_hidden`` forces a width and disables matching.
+    solved from its reference (``match_scope='mixer'``: the mlp variant of the same mixer; ``'model'``:
+    ``mlp_transformer``; both with hidden width ``ref_hidden``) so that parameters (or FLOPs/token under
+    ``match='flops'``, counted by ``flop_count``) agree within 5%. ``ffn_hidden`` forces a width and disables
+    matching. ``dropout`` acts on the embedding and on every residual branch (after each mixer and each
+    feedforward block), the same sites in every variant.
     """
 
     d_model: int = 64
@@ -26,6 +36,8 @@ class ModelConfig:
     # reference MLP width (mlp_transformer); default 4 * d_model as in GPT-2
     ref_hidden: int | None = None
     match: str = "params"
+    match_scope: str = "mixer"
+    flop_count: str = "yu2024"
     ffn_hidden: int | None = None
     # B-spline / KAN edge functions (KAN paper defaults G=5, k=3)
     grid_size: int = 5
@@ -65,6 +77,14 @@ class ModelConfig:
         )
         if self.match not in MATCH_MODES:
             raise UserError(f"unknown match mode {self.match!r}; valid choices: {', '.join(MATCH_MODES)}")
+        if self.match_scope not in MATCH_SCOPES:
+            raise UserError(
+                f"unknown match scope {self.match_scope!r}; valid choices: {', '.join(MATCH_SCOPES)}"
+            )
+        if self.flop_count not in FLOP_COUNTS:
+            raise UserError(
+                f"unknown FLOP count {self.flop_count!r}; valid choices: {', '.join(FLOP_COUNTS)}"
+            )
         require(self.ref_hidden is None or self.ref_hidden >= 1, "ref_hidden must be >= 1")
         require(self.ffn_hidden is None or self.ffn_hidden >= 1, "ffn_hidden must be >= 1")
         require(

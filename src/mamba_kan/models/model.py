@@ -3,8 +3,9 @@
     input end -> n_layers x Block(mixer, ffn) -> final LayerNorm -> output end
 
 Only the two factors (feedforward type, mixer type) differ between variants; everything else - embeddings, norms,
-heads, depth, d_model, init - is identical. The feedforward hidden width is solved per variant so that the whole
-model matches the ``mlp_transformer`` reference in parameters (or FLOPs/token); see :mod:`mamba_kan.models.matching`.
+heads, depth, d_model, init scale, the weight-decay rule (:func:`parameter_role`), the dropout sites - is the same.
+The feedforward hidden width is solved per variant so that it matches its reference in parameters (or FLOPs/token);
+see :mod:`mamba_kan.models.matching`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,56 @@ from mamba_kan.modules.ends import make_input_end, make_output_end
 from mamba_kan.modules.ffn import KANFFN, MLP, BSplineMLP
 from mamba_kan.modules.splines import BSplineActivation, KANLinear
 
+# --- parameter roles: the one weight-decay rule -------------------------------------------------------------------
+# Decayed: the weight matrices of linear maps and the Mamba conv taps (the matrices an L2 penalty is meant for;
+# nanoGPT / mamba_ssm practice). Not decayed: norms and biases (decay pulls gains to 0), embeddings, Mamba's A_log,
+# D and dt bias (decay would pull A towards -1 and the step size to a constant; Gu & Dao 2023), and every parameter
+# of the spline function family in BOTH spline arms - coefficients c, spline scale w_s, base scale w_b. Why none
+# for the spline family: decay on them pulls each learned function towards 0 (not towards a smoother function),
+# with a strength that depends on how the function is split into w_b, w_s and c; the KAN paper and pykan train
+# splines without weight decay and regularise KANs by their own L1/entropy term instead. So bspline - mlp differs
+# only by the activation's (undecayed) parameters, and kan - bspline compares the same family under the same rule.
+DECAYED_ROLES = frozenset({"linear_weight", "conv_weight"})
+ROLES = (
+    "linear_weight",
+    "conv_weight",
+    "bias",
+    "norm",
+    "embedding",
+    "spline_coef",
+    "spline_scale",
+    "base_scale",
+    "ssm_A_log",
+    "ssm_D",
+    "ssm_dt_bias",
+)
+
+
+def parameter_role(module: nn.Module, name: str, module_path: str = "") -> str:
+    """What the parameter ``module.<name>`` is (one of :data:`ROLES`); ``module_path`` is the module's dotted name
+    in the model. Unknown parameters are an error, so a new module must state its parameters' roles here rather
+    than fall into a default by shape."""
+    from mamba_kan.modules.mamba import Mamba
+
+    if isinstance(module, BSplineActivation | KANLinear):
+        role = {"coef": "spline_coef", "spline_weight": "spline_scale", "base_weight": "base_scale"}.get(name)
+    elif isinstance(module, Mamba):
+        role = {"A_log": "ssm_A_log", "D": "ssm_D"}.get(name)
+    elif isinstance(module, nn.LayerNorm):
+        role = "norm"
+    elif isinstance(module, nn.Embedding):
+        role = "embedding"
+    elif isinstance(module, nn.Linear | nn.Conv1d):
+        kind = "linear_weight" if isinstance(module, nn.Linear) else "conv_weight"
+        role = kind if name == "weight" else "bias" if name == "bias" else None
+        if role == "bias" and module_path.rsplit(".", 1)[-1] == "dt_proj":
+            role = "ssm_dt_bias"
+    else:
+        role = None
+    if role is None:
+        raise TypeError(f"no weight-decay role for parameter {name!r} of {type(module).__name__}")
+    return role
+
 
 def make_ffn(ffn_type: str, d_model: int, hidden: int, cfg: ModelConfig) -> nn.Module:
     if ffn_type == "mlp":
@@ -36,13 +87,13 @@ def make_ffn(ffn_type: str, d_model: int, hidden: int, cfg: ModelConfig) -> nn.M
     raise ValueError(ffn_type)
 
 
-def make_mixer(mixer_type: str, cfg: ModelConfig, layer_idx: int) -> nn.Module | None:
+def make_mixer(mixer_type: str, cfg: ModelConfig) -> nn.Module | None:
     if mixer_type == "transformer":
-        return CausalSelfAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        return CausalSelfAttention(cfg.d_model, cfg.n_heads)
     if mixer_type == "mamba":
         from mamba_kan.modules.mamba import Mamba
 
-        return Mamba(cfg.d_model, cfg, layer_idx=layer_idx)
+        return Mamba(cfg.d_model, cfg)
     if mixer_type == "none":
         return None
     raise ValueError(mixer_type)
@@ -77,11 +128,12 @@ class MambaKanModel(nn.Module):
         self.blocks = nn.ModuleList(
             Block(
                 d,
-                make_mixer(self.mixer_type, cfg, i),
+                make_mixer(self.mixer_type, cfg),
                 make_ffn(self.ffn_type, d, ffn_hidden, cfg),
                 cfg.norm_eps,
+                cfg.dropout,
             )
-            for i in range(cfg.n_layers)
+            for _ in range(cfg.n_layers)
         )
         self.norm_f = nn.LayerNorm(d, eps=cfg.norm_eps)
         self.head = make_output_end(output_spec, d)
@@ -115,15 +167,19 @@ class MambaKanModel(nn.Module):
         """Trainable parameters, tied weights counted once."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def flops_per_token(self, seq_len: int | None = None) -> int:
-        """Forward FLOPs per token of the backbone and ends (matmuls 2 m n; see each module's docstring)."""
+    def flops_per_token(self, seq_len: int | None = None, flop_count: str | None = None) -> int:
+        """Forward FLOPs per token of the backbone and ends (matmuls 2 m n; see each module's docstring).
+
+        ``flop_count``: "yu2024" | "implementation" (default ``cfg.flop_count``); only the spline arms differ.
+        """
         length = seq_len or self.seq_len
+        count = flop_count or self.cfg.flop_count
         d = self.cfg.d_model
         total = 0
         for block in self.blocks:
             if block.mixer is not None:
                 total += int(block.mixer.flops_per_token(length))
-            total += int(block.ffn.flops_per_token())
+            total += int(block.ffn.flops_per_token(count))
         head = self.head.proj
         if isinstance(self.output_spec, NextTokenOutput):
             total += 2 * d * head.out_features
@@ -132,29 +188,38 @@ class MambaKanModel(nn.Module):
         return total
 
     # --- training helpers -------------------------------------------------------------------------------------
-    def optimizer_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups: decay on matrices (and spline coefficients); none on norms, biases, embeddings,
-        Mamba's A_log and D (flagged ``_no_weight_decay``), and the per-function spline/base scales."""
-        decay, no_decay = [], []
+    def parameter_roles(self) -> dict[str, str]:
+        """{parameter name: role} for every trainable parameter (tied weights once); see :func:`parameter_role`."""
+        roles: dict[str, str] = {}
         seen: set[int] = set()
-        embedding_params = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
-        for name, p in self.named_parameters():
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            if (
-                p.dim() < 2
-                or getattr(p, "_no_weight_decay", False)
-                or id(p) in embedding_params
-                or name.endswith(("spline_weight", "base_weight"))
-                and p.dim() < 2
-            ):
-                no_decay.append(p)
+        for mod_name, module in self.named_modules():
+            for p_name, p in module.named_parameters(recurse=False):
+                if not p.requires_grad or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                roles[f"{mod_name}.{p_name}" if mod_name else p_name] = parameter_role(
+                    module, p_name, mod_name
+                )
+        return roles
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups by parameter role: ``weight_decay`` on the roles in :data:`DECAYED_ROLES`, 0 on the rest.
+
+        Each group carries its ``roles`` (sorted names), so the optimizer's state says what was decayed.
+        """
+        by_name = dict(self.named_parameters())
+        decay, no_decay = [], []
+        decay_roles, no_decay_roles = set(), set()
+        for name, role in self.parameter_roles().items():
+            if role in DECAYED_ROLES:
+                decay.append(by_name[name])
+                decay_roles.add(role)
             else:
-                decay.append(p)
+                no_decay.append(by_name[name])
+                no_decay_roles.add(role)
         return [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
+            {"params": decay, "weight_decay": weight_decay, "roles": sorted(decay_roles)},
+            {"params": no_decay, "weight_decay": 0.0, "roles": sorted(no_decay_roles)},
         ]
 
     def regularization_loss(self, weight_l1: float = 1.0, weight_entropy: float = 1.0) -> Tensor:
@@ -179,30 +244,3 @@ class MambaKanModel(nn.Module):
             else:
                 out[name] = m.functions(xs)[:max_functions].cpu()
         return out
-
-    @torch.no_grad()
-    def update_grids(self, inputs: Tensor, margin: float = 0.05) -> None:
-        """Refit every spline grid to the inputs it sees on ``inputs`` (grid update from data, KAN paper §2.5)."""
-        captured: dict[nn.Module, Tensor] = {}
-        hooks = [
-            m.register_forward_pre_hook(lambda mod, args: captured.__setitem__(mod, args[0].detach()))
-            for m in self.spline_modules().values()
-        ]
-        try:
-            self(inputs)
-        finally:
-            for h in hooks:
-                h.remove()
-        for m, x in captured.items():
-            m.update_grid(x, margin)
-
-    def describe(self) -> dict:
-        return {
-            "variant": self.variant,
-            "ffn": self.ffn_type,
-            "mixer": self.mixer_type,
-            "ffn_hidden": self.ffn_hidden,
-            "params": self.num_params(),
-            "flops_per_token": self.flops_per_token(),
-            "config": self.cfg.to_dict(),
-        }

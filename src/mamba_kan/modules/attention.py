@@ -31,9 +31,13 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 class CausalSelfAttention(nn.Module):
-    """(batch, L, d_model) -> (batch, L, d_model), causal."""
+    """(batch, L, d_model) -> (batch, L, d_model), causal.
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0) -> None:
+    No attention-probability dropout: dropout is applied on the residual branch by the Block, at the same place for
+    every mixer (a Mamba mixer has no attention probabilities to drop).
+    """
+
+    def __init__(self, d_model: int, n_heads: int) -> None:
         super().__init__()
         require(d_model % n_heads == 0, f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         self.d_model = d_model
@@ -46,7 +50,6 @@ class CausalSelfAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model)
         nn.init.zeros_(self.qkv.bias)
         nn.init.zeros_(self.out_proj.bias)
-        self.dropout = dropout
 
     def forward(self, x: Tensor) -> Tensor:
         b, length, d = x.shape
@@ -55,9 +58,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(b, length, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
         cos, sin = rope_cos_sin(length, self.head_dim, x.device, q.dtype)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
-        )
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out_proj(y.transpose(1, 2).reshape(b, length, d))
 
     def flops_per_token(self, seq_len: int) -> int:

@@ -78,14 +78,13 @@ class Mamba(nn.Module):
     dt_min / dt_max / dt_init_floor for the step-size initialisation.
     """
 
-    def __init__(self, d_model: int, cfg: ModelConfig, layer_idx: int = 0) -> None:
+    def __init__(self, d_model: int, cfg: ModelConfig) -> None:
         super().__init__()
         self.d_model = d_model
         self.d_state = cfg.d_state
         self.d_conv = cfg.d_conv
         self.d_inner = cfg.expand * d_model
         self.dt_rank = cfg.resolved_dt_rank
-        self.layer_idx = layer_idx
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
         self.conv1d = nn.Conv1d(
@@ -101,9 +100,7 @@ class Mamba(nn.Module):
         # S4D-real initialisation A = -(1..N) per channel, stored as log so A stays negative; kept in fp32.
         a_init = torch.arange(1, self.d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
         self.A_log = nn.Parameter(torch.log(a_init))  # (d_inner, N)
-        self.A_log._no_weight_decay = True  # type: ignore[attr-defined]
         self.D = nn.Parameter(torch.ones(self.d_inner))
-        self.D._no_weight_decay = True  # type: ignore[attr-defined]
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
         self._init_dt(cfg.dt_min, cfg.dt_max, cfg.dt_init_floor)
 
@@ -116,9 +113,9 @@ class Mamba(nn.Module):
         # softplus^{-1}(dt) = dt + log(1 - exp(-dt)) (pytorch issue #72759)
         inv_dt = dt + torch.log(-torch.expm1(-dt))
         with torch.no_grad():
-            self.dt_proj.bias.copy_(inv_dt)
-        # a model-level init that zeros Linear biases must leave this one alone
-        self.dt_proj.bias._no_reinit = True  # type: ignore[attr-defined]
+            self.dt_proj.bias.copy_(
+                inv_dt
+            )  # no model-level init runs after this one: it is never overwritten
 
     def forward(self, hidden: Tensor) -> Tensor:
         """hidden: (batch, L, d_model) -> (batch, L, d_model).

@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from mamba_kan.reporting.data import ReportData, curve_summary
-from mamba_kan.reporting.figures import SkipFigure, plot_functions
+from mamba_kan.reporting.figures import plain_log_axis, plot_functions
+from mamba_kan.reporting.specs import LOG_METRICS, SkipFigure
 from mamba_kan.reporting.splines import SplineSet, representative_runs, snapshot_series
 from mamba_kan.reporting.style import mpl_text, variant_styles
 
@@ -136,6 +137,9 @@ def learning_curve_gif(data: ReportData, path: Path, max_frames: int = MAX_FRAME
             continue
         s = curve_summary(data, task, "val", metric)
         if not s.empty:
+            # the same axis as the static learning curves: log, with a log-space band, for positive error metrics
+            log_axis = metric in LOG_METRICS and bool((s["mean"] > 0).all())
+            s = curve_summary(data, task, "val", metric, log=True) if log_axis else s
             break
     else:
         raise SkipFigure("no validation curves of completed runs")
@@ -144,6 +148,11 @@ def learning_curve_gif(data: ReportData, path: Path, max_frames: int = MAX_FRAME
     y = np.concatenate([s["mean"].to_numpy(float), s["low"].to_numpy(float), s["high"].to_numpy(float)])
     y = y[np.isfinite(y)]
     pad = 0.05 * (float(y.max() - y.min()) or 1.0)
+    ylim = (
+        (float(y.min()) * 0.9, float(y.max()) * 1.1)
+        if log_axis
+        else (float(y.min()) - pad, float(y.max()) + pad)
+    )
     frames = []
     for step in steps:
         fig = Figure(figsize=(6.0, 3.8), layout="constrained")
@@ -156,7 +165,11 @@ def learning_curve_gif(data: ReportData, path: Path, max_frames: int = MAX_FRAME
             ax.plot(c["step"], c["mean"], color=st.colour, linestyle=st.mpl_dash, label=mpl_text(model))
             ax.fill_between(c["step"], c["low"], c["high"], color=st.colour, alpha=0.18, lw=0)
         ax.set_xlim(float(s["step"].min()), float(s["step"].max()))
-        ax.set_ylim(float(y.min()) - pad, float(y.max()) + pad)
+        if log_axis:
+            ax.set_yscale("log")
+        ax.set_ylim(*ylim)
+        if log_axis:
+            plain_log_axis(ax.yaxis)
         ax.set_xlabel("training step")
         ax.set_ylabel(mpl_text(f"validation {data.metric_label(task)}"))
         ax.legend(fontsize=7, loc="best")

@@ -1,13 +1,19 @@
 """The offline dashboard: one self-contained HTML file.
 
-- plotly.js is embedded once (in the head); each figure is added with ``to_html(include_plotlyjs=False)``.
-  Images (the GIF, the CD diagram) are inline ``data:`` URIs. Nothing is loaded from the network.
+- The page is ``templates/dashboard.html`` (``string.Template``) with ``static/dashboard.css`` and
+  ``static/dashboard.js`` inlined, all shipped as package data. plotly.js is embedded once (in the head); each
+  figure is a spec of :mod:`mamba_kan.reporting.specs` drawn by :mod:`mamba_kan.reporting.interactive` and added
+  with ``to_html(include_plotlyjs=False)``. Images (the GIF, the CD diagram) are inline ``data:`` URIs. Nothing is
+  loaded from the network.
+- The statistics tables are the analysis' own (``mamba_kan.analysis.render``), so the dashboard, ``analyze
+  --markdown`` and ``statistics.md`` show the same rows; the headline tables are the rows of
+  :mod:`mamba_kan.reporting.tables` (the README's).
 - Escaping is the default: table cells and text go through :func:`html.escape` unless they are :class:`Markup`
   built here; JSON inside scripts has ``<``, ``>`` and ``&`` as unicode escapes; plotly labels are escaped in
   :mod:`mamba_kan.reporting.interactive`. A config value, path or error message that looks like markup is shown
   as text.
 - Filters by task and variant: every block that belongs to a task or variant carries ``data-task`` /
-  ``data-variant``; a few lines of inline JavaScript hide the unselected ones and the variant's plotly traces.
+  ``data-variant``; the script hides the unselected ones and the variant's plotly traces.
 """
 
 from __future__ import annotations
@@ -17,25 +23,30 @@ import html
 import io
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import string
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from mamba_kan import __version__
+from mamba_kan.analysis.render import _tables as analysis_tables
+from mamba_kan.analysis.render import format_summary
 from mamba_kan.reporting import interactive as ix
+from mamba_kan.reporting import specs as S
 from mamba_kan.reporting.animation import Animation
 from mamba_kan.reporting.data import ReportData, speed_summary
-from mamba_kan.reporting.figures import CAPTIONS, SkipFigure, contrast_label
+from mamba_kan.reporting.figures import render as render_static
+from mamba_kan.reporting.fmt import number, si
+from mamba_kan.reporting.specs import CAPTIONS
 from mamba_kan.reporting.splines import SplineSet
 from mamba_kan.reporting.tables import (
     SPEED_CAPTION,
     accuracy_rows,
     findings,
-    g,
     grid_rows,
     provenance_items,
-    si,
     speed_cells,
     speed_header,
     speed_rows,
@@ -114,22 +125,14 @@ class DashboardBuilder:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     n_figures: int = 0
 
-    def figure(
-        self,
-        name: str,
-        build: Callable[[], Any],
-        caption: str | None = None,
-        height: int | None = None,
-        **attrs: Any,
-    ) -> Markup:
-        """A plotly figure in a ``<figure>`` block, or a short note where it was skipped."""
-        try:
-            fig = build()
-        except SkipFigure as exc:
-            self.skipped.append((name, str(exc)))
-            return tag("p", f"{name}: not drawn ({exc})", cls="skipped", **attrs)
+    def figure(self, name: str, spec: S.FigureSpec, caption: str | None = None, **attrs: Any) -> Markup:
+        """A plotly figure of ``spec`` in a ``<figure>`` block, or a short note with the spec's skip reason."""
+        if spec.skip is not None:
+            self.skipped.append((name, spec.skip))
+            return tag("p", f"{name}: not drawn ({spec.skip})", cls="skipped", **attrs)
+        fig = ix.render(spec)
         self.n_figures += 1
-        h = height or int(fig.layout.height or ix.HEIGHT)
+        h = int(fig.layout.height or ix.HEIGHT)
         div = fig.to_html(
             full_html=False, include_plotlyjs=False, div_id=f"fig-{self.n_figures}", default_height=f"{h}px",
             default_width="100%", config={"displaylogo": False, "responsive": True},
@@ -138,6 +141,14 @@ class DashboardBuilder:
         if caption:
             body.append(tag("figcaption", caption))
         return tag("figure", body, cls="plot", **attrs)
+
+    def static(self, name: str, spec: S.FigureSpec, alt: str) -> Markup:
+        """A static (matplotlib) rendering of ``spec`` as an inline PNG, for figures without a plotly form."""
+        if spec.skip is not None:
+            self.skipped.append((name, spec.skip))
+            return Markup("")
+        img = tag("img", src=png_data_uri(render_static(spec)), alt=alt)
+        return tag("figure", [img, tag("figcaption", spec.caption)], cls="static")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -222,7 +233,7 @@ def _speed(data: ReportData) -> Markup:
     sp = speed_rows(data)
     rows = [speed_cells(data, r) for r in sp]
     attrs = [{"data_variant": r["model"]} for r in sp]
-    per_task = [[r["model"], *[g(r["per_task"][t], 3) for t in data.tasks]] for r in sp]
+    per_task = [[r["model"], *[number(r["per_task"][t], 3) for t in data.tasks]] for r in sp]
     detail = speed_summary(data).set_index(["model", "task"])
     per_task_params = [
         [
@@ -293,14 +304,13 @@ def _grid(data: ReportData) -> Markup:
 
 
 def _per_task_figures(b: DashboardBuilder, data: ReportData) -> Markup:
-    d = data
     sections = []
-    for key, title, build in (
-        ("learning_curves", "Learning curves", lambda t: lambda: ix.learning_curves(d, t)),
-        ("final_metric", "Final metric per variant", lambda t: lambda: ix.final_metric(d, t)),
-        ("interaction", "Interaction plots", lambda t: lambda: ix.interaction(d, t)),
+    for key, title, spec in (
+        ("learning_curves", "Learning curves", lambda t: S.learning_curves(data, t)),
+        ("final_metric", "Final metric per variant", lambda t: S.final_metric(data, [t])),
+        ("interaction", "Interaction plots", lambda t: S.interaction(data, [t])),
     ):
-        blocks = [b.figure(f"{key} ({t})", build(t), data_task=t) for t in data.tasks]
+        blocks = [b.figure(f"{key} ({t})", spec(t), data_task=t) for t in data.tasks]
         sections.append(
             tag("section", [tag("h2", title), tag("p", CAPTIONS[key], cls="caption"), *blocks], id=key)
         )
@@ -308,237 +318,89 @@ def _per_task_figures(b: DashboardBuilder, data: ReportData) -> Markup:
 
 
 def _efficiency(b: DashboardBuilder, data: ReportData) -> Markup:
-    d = data
     body: list[Any] = [tag("h2", "Efficiency"), tag("p", CAPTIONS["speed"], cls="caption")]
-    body.append(b.figure("speed", lambda: ix.speed(d)))
+    body.append(b.figure("speed", S.speed(data)))
     for x, key in (("params", "perf_vs_params"), ("flops_per_token", "perf_vs_flops")):
         body.append(tag("p", CAPTIONS[key], cls="caption"))
-        body += [
-            b.figure(f"{key} ({t})", (lambda t=t, x=x: ix.performance_vs(d, t, x)), data_task=t)
-            for t in data.tasks
-        ]
+        body += [b.figure(f"{key} ({t})", S.performance_vs(data, x, [t]), data_task=t) for t in data.tasks]
     return tag("section", body, id="efficiency")
 
 
-def _fmt_p(p: Any) -> str:
-    return g(p, 3)
-
-
-def _ci(lo: Any, hi: Any) -> str:
-    return "n/a" if lo is None or hi is None else f"[{g(lo)}, {g(hi)}]"
-
-
-def _task_stats_tables(rec: dict[str, Any], alpha: float) -> list[Markup]:
+def _analysis_tables(data: ReportData) -> list[Markup]:
+    """The analysis' own tables (``mamba_kan.analysis.render``, the ones ``analyze --markdown/--latex`` writes) as
+    HTML; a row whose first cell names a task or a variant follows the filters."""
     out: list[Markup] = []
-    cells = rec.get("cells") or []
-    if cells:
-        out.append(tag("h4", "Cells"))
-        out.append(
-            table(
-                ["variant", "n", "mean", "sd", "median", "95% CI", "average rank"],
-                [
-                    [
-                        c["model"],
-                        c["n"],
-                        g(c.get("mean")),
-                        g(c.get("sd")),
-                        g(c.get("median")),
-                        f"{_ci(c.get('ci_low'), c.get('ci_high'))} {c.get('ci_method') or ''}",
-                        g(c.get("average_rank"), 3),
-                    ]
-                    for c in cells
-                ],
-                [{"data_variant": c["model"]} for c in cells],
-            )  # fmt: skip
-        )
-    fr = rec.get("friedman")
-    if fr:
-        out.append(
-            tag(
-                "p",
-                f"Friedman chi2 = {g(fr.get('chi2'))} (df {g(fr.get('df'), 3)}), p = {_fmt_p(fr.get('p_value'))}; "
-                f"Iman-Davenport F = {g(fr.get('iman_davenport_F'))}, p = {_fmt_p(fr.get('iman_davenport_p'))}; "
-                f"Nemenyi CD = {g(fr.get('cd'), 3)} over {fr.get('n_blocks')} blocks.",
-            )  # fmt: skip
-        )
-    pairs = rec.get("pairwise") or []
-    if pairs:
-        out.append(tag("h4", "Pairwise Wilcoxon signed-rank tests (Holm)"))
-        rows = []
-        for p in pairs:
-            sig = bool(p.get("significant"))
-            rows.append(
-                [p["a"], p["b"], p.get("n_pairs"), g(p.get("mean_diff")), _fmt_p(p.get("p_value")),
-                 tag("strong", _fmt_p(p.get("p_holm"))) if sig else _fmt_p(p.get("p_holm")), g(p.get("d_z"), 3),
-                 g(p.get("cliff_delta"), 3), p.get("better") or "", p.get("note") or ""]
-            )  # fmt: skip
-        out.append(
-            table(
-                [
-                    "a",
-                    "b",
-                    "pairs",
-                    "mean diff (a - b)",
-                    "p",
-                    "p (Holm)",
-                    "d_z",
-                    "Cliff's delta",
-                    "better",
-                    "note",
-                ],
-                rows,
-            )  # fmt: skip
-        )
-    cons = rec.get("contrasts") or []
-    if cons:
-        out.append(tag("h4", "Activation (D1) and topology (D2) contrasts"))
-        out.append(
-            table(
-                ["contrast", "pairs", "estimate", "95% CI", "t (df)", "p", "p (Holm)", "d_z", "reading"],
-                [
-                    [
-                        contrast_label(c),
-                        c.get("n_pairs"),
-                        g(c.get("estimate")),
-                        _ci(c.get("ci_low"), c.get("ci_high")),
-                        f"{g(c.get('t'), 3)} ({g(c.get('df'), 3)})",
-                        _fmt_p(c.get("p_value")),
-                        tag("strong", _fmt_p(c.get("p_holm")))
-                        if c.get("significant")
-                        else _fmt_p(c.get("p_holm")),
-                        g(c.get("d_z"), 3),
-                        c.get("statement") or "",
-                    ]
-                    for c in cons
-                ],
-            )  # fmt: skip
-        )
-    v = rec.get("verdict")
-    if v:
-        text = f"Verdict: {v.get('verdict')} — {v.get('detail', '')}".rstrip(".") + "."
-        if v.get("by_mixer"):
-            text += " By mixer: " + ", ".join(f"{k}: {x}" for k, x in v["by_mixer"].items()) + "."
-        out.append(tag("p", text, cls="verdict"))
-    anova = rec.get("anova")
-    if anova:
-        art = {r["effect"]: r for r in ((rec.get("art") or {}).get("table") or [])}
-        out.append(tag("h4", f"Two-way ANOVA ({anova.get('formula', '')})"))
-        out.append(
-            table(
-                ["effect", "F (df)", "p", "partial eta²", "ART p"],
-                [
-                    [
-                        r["effect"],
-                        f"{g(r.get('F'))} ({g(r.get('df'), 3)}, {g(anova.get('df_resid'), 3)})",
-                        _fmt_p(r.get("p_value")),
-                        g(r.get("partial_eta_sq"), 3),
-                        _fmt_p(art.get(r["effect"], {}).get("p_value")),
-                    ]
-                    for r in anova.get("table", [])
-                ],
-            )  # fmt: skip
-        )
-        a = anova.get("assumptions") or {}
-        sh, lv = a.get("shapiro") or {}, a.get("levene") or {}
-        out.append(
-            tag(
-                "p",
-                f"Assumptions: Shapiro-Wilk on residuals p = {_fmt_p(sh.get('p_value'))}; Levene p = "
-                f"{_fmt_p(lv.get('p_value'))}; balanced: {anova.get('balanced')}.",
-                cls="caption",
-            )  # fmt: skip
-        )
-    pw = rec.get("power")
-    if pw:
-        out.append(
-            tag(
-                "p",
-                f"Power: {pw.get('n')} {pw.get('replicates')} detect d_z >= {g(pw.get('mde_dz'), 3)} at "
-                f"alpha {g(pw.get('alpha'))} with power {g(pw.get('power'))}; about "
-                f"{pw.get('needed_for_target')} are needed for d_z = {g(pw.get('target_dz'))}.",
-                cls="caption",
-            )  # fmt: skip
-        )
-    notes = rec.get("notes") or []
-    if notes:
-        out.append(tag("ul", [tag("li", n) for n in notes], cls="notes"))
+    tasks, models = set(data.tasks), set(data.models)
+    for caption, header, rows in analysis_tables(data.analysis or {}):
+        attrs = [
+            {"data_task": r[0]}
+            if r and r[0] in tasks
+            else ({"data_variant": r[0]} if r and r[0] in models else {})
+            for r in rows
+        ]
+        out += [tag("p", caption, cls="caption"), table(header, rows, attrs)]
     return out
 
 
-def _statistics(b: DashboardBuilder, data: ReportData) -> Markup:
-    from mamba_kan.reporting.figures import cd_diagram
+def verdict_line(v: dict[str, Any], scope: str = "") -> str:
+    """``Verdict: <verdict> — <detail>. By mixer: ...``: the answer to the activation-vs-topology question."""
+    text = (
+        f"Verdict{scope}: {v.get('verdict')} — {v.get('headline') or v.get('detail', '')}".rstrip(". ") + "."
+    )
+    if v.get("by_mixer"):
+        text += " By mixer: " + ", ".join(f"{k}: {x}" for k, x in v["by_mixer"].items()) + "."
+    return text
 
+
+def _statistics(b: DashboardBuilder, data: ReportData) -> Markup:
     body: list[Any] = [tag("h2", "Statistics")]
     if data.analysis is None:
         body.append(tag("p", data.analysis_note or "no statistical analysis", cls="skipped"))
         return tag("section", body, id="statistics")
-    alpha = data.alpha()
     s = data.analysis.get("settings", {})
     body.append(
         tag(
             "p",
-            f"alpha = {g(alpha)} (family-wise, Holm); {g(s.get('confidence', 0.95) * 100)}% BCa bootstrap "
-            f"intervals with {s.get('n_bootstrap')} resamples; seeds are the replicates within a task, tasks "
-            "the blocks across tasks.",
+            f"alpha = {number(data.alpha())} (family-wise: K gate, then Holm over {{D1, D2}}; Holm over the rest); "
+            f"{number(s.get('confidence', 0.95) * 100)}% "
+            + (
+                "BCa bootstrap intervals (under-cover with few seeds)"
+                if s.get("interval") == "bca"
+                else "t intervals"
+            )
+            + "; seeds are the replicates within a task, tasks the blocks across tasks.",
             cls="caption",
-        )  # fmt: skip
+        )
+    )
+    body += _analysis_tables(data)
+    body.append(
+        tag(
+            "details",
+            [
+                tag("summary", "full analysis (as printed by mamba-kan analyze)"),
+                tag("pre", format_summary(data.analysis)),
+            ],
+        )
     )
     across = data.analysis.get("across")
     if across:
         body.append(tag("h3", "Across tasks"))
-        try:
-            fig = cd_diagram(data, None)
-            body.append(tag("figure", [tag("img", src=png_data_uri(fig), alt="critical-difference diagram"),
-                                       tag("figcaption", CAPTIONS["cd_diagram"])], cls="static"))  # fmt: skip
-        except SkipFigure as exc:
-            b.skipped.append(("cd_diagram (across tasks)", str(exc)))
         body.append(
-            b.figure(
-                "pairwise (across tasks)", lambda: ix.pairwise_heatmaps(data, None), CAPTIONS["pairwise"]
-            )
+            b.static("cd_diagram (across tasks)", S.cd_diagram(data, None), "critical-difference diagram")
         )
-        body += _task_stats_tables(
-            {k: v for k, v in across.items() if k in ("friedman", "pairwise", "notes", "power")}, alpha
-        )
-        mm = across.get("mixed_model") or {}
-        if mm.get("contrasts"):
-            body.append(tag("h4", f"Mixed model ({mm.get('formula', '')}; {mm.get('units', '')})"))
-            body.append(
-                table(
-                    ["contrast", "estimate", "95% CI", "z", "p (Holm)", "reading"],
-                    [
-                        [
-                            contrast_label(c),
-                            g(c.get("estimate")),
-                            _ci(c.get("ci_low"), c.get("ci_high")),
-                            g(c.get("z"), 3),
-                            _fmt_p(c.get("p_holm")),
-                            c.get("statement") or "",
-                        ]
-                        for c in mm["contrasts"]
-                    ],
-                )  # fmt: skip
-            )
-        elif mm.get("error"):
-            body.append(tag("p", f"Mixed model not fitted: {mm['error']}", cls="skipped"))
-        v = across.get("verdict") or {}
-        if v:
-            body.append(
-                tag("p", f"Verdict across tasks: {v.get('verdict')} — {v.get('detail', '')}", cls="verdict")
-            )
+        body.append(b.figure("pairwise (across tasks)", S.pairwise(data, None), CAPTIONS["pairwise"]))
+        if across.get("verdict"):
+            body.append(tag("p", verdict_line(across["verdict"], " across tasks"), cls="verdict"))
     for t in data.tasks:
         rec = data.task_analysis(t)
         block: list[Any] = [tag("h3", f"{t} ({data.metric_label(t)})")]
         if rec is None:
             block.append(tag("p", "no analysis for this task (no completed runs)", cls="skipped"))
         else:
-            block.append(
-                b.figure(f"pairwise ({t})", lambda t=t: ix.pairwise_heatmaps(data, t), CAPTIONS["pairwise"])
-            )
-            block.append(
-                b.figure(f"contrasts ({t})", lambda t=t: ix.contrasts(data, t), CAPTIONS["contrasts"])
-            )
-            block += _task_stats_tables(rec, alpha)
+            block.append(b.figure(f"pairwise ({t})", S.pairwise(data, t), CAPTIONS["pairwise"]))
+            block.append(b.figure(f"contrasts ({t})", S.contrasts(data, [t]), CAPTIONS["contrasts"]))
+            if rec.get("verdict"):
+                block.append(tag("p", verdict_line(rec["verdict"]), cls="verdict"))
         body.append(tag("div", block, data_task=t, cls="task-block"))
     return tag("section", body, id="statistics")
 
@@ -547,20 +409,14 @@ def _functions(b: DashboardBuilder, data: ReportData, splines: dict[str, list[Sp
                spline_notes: list[str], animation: Animation | None) -> Markup:  # fmt: skip
     body: list[Any] = [tag("h2", "Learned functions"), tag("p", CAPTIONS["learned_functions"], cls="caption")]
     if animation is not None and animation.path.is_file():
-        body.append(
-            tag(
-                "figure",
-                [
-                    tag("img", src=file_data_uri(animation.path, "image/gif"), alt=animation.description),
-                    tag("figcaption", animation.description),
-                ],
-                cls="static",
-            )  # fmt: skip
-        )
+        img = tag("img", src=file_data_uri(animation.path, "image/gif"), alt=animation.description)
+        body.append(tag("figure", [img, tag("figcaption", animation.description)], cls="static"))
     for t in data.tasks:
         for s in splines.get(t, []):
-            body.append(b.figure(f"learned functions ({s.model}, {t})", lambda s=s: ix.learned_functions(s),
-                                 data_task=t, data_variant=s.model))  # fmt: skip
+            spec = S.learned_functions([s], t)
+            body.append(
+                b.figure(f"learned functions ({s.model}, {t})", spec, data_task=t, data_variant=s.model)
+            )
     if spline_notes:
         body.append(tag("ul", [tag("li", n) for n in spline_notes], cls="notes"))
     return tag("section", body, id="functions")
@@ -585,8 +441,8 @@ def _runs(data: ReportData) -> Markup:
         )
         rows.append(
             [run.run_id, run.task, run.model, run.seed, tag("span", run.status, cls=f"status-{run.status}"),
-             f"{run.primary_metric or ''} = {g(run.primary_value)}" if run.status == "completed" else "",
-             run.steps, g(run.steps_per_sec, 3), g(run.wall_time_s, 3), si(run.params), si(run.flops_per_token),
+             f"{run.primary_metric or ''} = {number(run.primary_value)}" if run.status == "completed" else "",
+             run.steps, number(run.steps_per_sec, 3), number(run.wall_time_s, 3), si(run.params), si(run.flops_per_token),
              run.error or "", details]
         )  # fmt: skip
         attrs.append({"data_task": run.task, "data_variant": run.model})
@@ -603,65 +459,13 @@ def _runs(data: ReportData) -> Markup:
     )
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0 auto;max-width:1400px;padding:0 1.2em;
-color:#222;line-height:1.4}
-h1{margin-bottom:.2em}h2{border-bottom:2px solid #0072B2;padding-bottom:.2em;margin-top:2em}
-nav{position:sticky;top:0;background:#fff;padding:.4em 0;border-bottom:1px solid #ddd;z-index:10}
-nav a{margin-right:1em;color:#0072B2;text-decoration:none}
-table{border-collapse:collapse;margin:.6em 0;font-size:.86em}
-th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}
-th{background:#f1f4f8}
-.caption,figcaption{color:#555;font-size:.85em}
-.missing{color:#D55E00;font-weight:bold}.partial{color:#8a5a00}
-.status-completed{color:#009E73}.status-diverged{color:#E69F00;font-weight:bold}
-.status-failed{color:#D55E00;font-weight:bold}
-.skipped{color:#777;font-style:italic}.verdict{font-weight:bold}
-.filters fieldset{display:inline-block;margin-right:1em;border:1px solid #ccc}
-.filters label{margin-right:.8em;white-space:nowrap}
-figure{margin:1em 0}figure.static img{max-width:100%}
-pre{max-height:20em;overflow:auto;background:#f7f7f7;padding:.4em;font-size:.8em}
-table.runs td:nth-child(12){max-width:28em;word-break:break-word}
-.filtered{display:none !important}
-"""
+def _asset(package: str, name: str) -> str:
+    return resources.files("mamba_kan.reporting").joinpath(package, name).read_text(encoding="utf-8")
 
-_JS = """
-(function () {
-  var VARIANTS = window.MK_VARIANTS || [];
-  function selected(kind) {
-    var out = new Set();
-    document.querySelectorAll('input[data-filter="' + kind + '"]').forEach(function (el) {
-      if (el.checked) { out.add(el.value); }
-    });
-    return out;
-  }
-  function apply() {
-    var tasks = selected('task'), variants = selected('variant');
-    document.querySelectorAll('[data-task],[data-variant]').forEach(function (el) {
-      var t = el.getAttribute('data-task'), v = el.getAttribute('data-variant');
-      var hide = (t !== null && !tasks.has(t)) || (v !== null && !variants.has(v));
-      el.classList.toggle('filtered', hide);
-    });
-    if (!window.Plotly) { return; }
-    document.querySelectorAll('.plotly-graph-div').forEach(function (div) {
-      if (!div.data || div.offsetParent === null) { return; }
-      var vis = div.data.map(function (tr) {
-        return (tr.legendgroup && VARIANTS.indexOf(tr.legendgroup) >= 0) ? variants.has(tr.legendgroup) : true;
-      });
-      window.Plotly.restyle(div, {visible: vis});
-      window.Plotly.Plots.resize(div);
-    });
-  }
-  document.querySelectorAll('input[data-filter]').forEach(function (el) { el.addEventListener('change', apply); });
-  document.querySelectorAll('button[data-select]').forEach(function (btn) {
-    btn.addEventListener('click', function () {
-      var kind = btn.getAttribute('data-select'), on = btn.getAttribute('data-state') === 'all';
-      document.querySelectorAll('input[data-filter="' + kind + '"]').forEach(function (el) { el.checked = on; });
-      apply();
-    });
-  });
-})();
-"""
+
+_NAV = (("headline", "Headline"), ("learning_curves", "Curves"), ("final_metric", "Final metric"),
+        ("interaction", "Interaction"), ("efficiency", "Efficiency"), ("statistics", "Statistics"),
+        ("functions", "Learned functions"), ("runs", "Runs"), ("notes", "Notes"))  # fmt: skip
 
 
 def build_dashboard(
@@ -672,7 +476,8 @@ def build_dashboard(
     animation: Animation | None = None,
     extra_skipped: list[tuple[str, str]] | None = None,
 ) -> DashboardBuilder:
-    """Write the dashboard for ``data`` to ``path``; returns the builder (figure count, skipped figures)."""
+    """Write the dashboard for ``data`` to ``path`` (the page is ``templates/dashboard.html`` with the style and
+    script in ``static/``); returns the builder (figure count, skipped figures)."""
     from plotly.offline import get_plotlyjs
 
     b = DashboardBuilder(data)
@@ -682,26 +487,21 @@ def build_dashboard(
     statistics = _statistics(b, data)
     functions = _functions(b, data, splines or {}, spline_notes or [], animation)
     b.skipped += extra_skipped or []
-    nav = tag("nav", [tag("a", label, href=f"#{anchor}") for anchor, label in (
-        ("headline", "Headline"), ("learning_curves", "Curves"), ("final_metric", "Final metric"),
-        ("interaction", "Interaction"), ("efficiency", "Efficiency"), ("statistics", "Statistics"),
-        ("functions", "Learned functions"), ("runs", "Runs"), ("notes", "Notes"))])  # fmt: skip
+    nav = tag("nav", [tag("a", label, href=f"#{anchor}") for anchor, label in _NAV])
     headline = tag("section", [tag("h2", "Headline"), _accuracy(data), _speed(data), _findings(data), _grid(data)],
                    id="headline")  # fmt: skip
+    footer = tag("footer", f"mamba-kan {__version__}; self-contained: plotly.js embedded, no network needed.",
+                 cls="caption")  # fmt: skip
     body = join([_header(data), nav, _filters(data), _notes(data, b.skipped), headline, figures, efficiency,
-                 statistics, functions, _runs(data),
-                 tag("footer", f"mamba-kan {__version__}; self-contained: plotly.js embedded, no network needed.",
-                     cls="caption")])  # fmt: skip
-    page = "".join(
-        [
-            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
-            f"<title>{e('mamba-kan report: ' + data.root.name)}</title>\n",
-            f"<style>{_CSS}</style>\n",
-            '<script type="text/javascript">', get_plotlyjs(), "</script>\n",
-            f'<script type="text/javascript">window.MK_VARIANTS = {script_json(list(data.models))};</script>\n',
-            "</head>\n<body>\n", body, f"\n<script>{_JS}</script>\n</body>\n</html>\n",
-        ]
-    )  # fmt: skip
+                 statistics, functions, _runs(data), footer])  # fmt: skip
+    page = string.Template(_asset("templates", "dashboard.html")).substitute(
+        title=e("mamba-kan report: " + data.root.name),
+        css=_asset("static", "dashboard.css"),
+        plotlyjs=get_plotlyjs(),
+        variants=script_json(list(data.models)),
+        body=body,
+        js=_asset("static", "dashboard.js"),
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return b

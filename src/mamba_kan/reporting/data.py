@@ -3,7 +3,7 @@
 Sources: the results store (:func:`~mamba_kan.experiments.store.read_runs`, :func:`read_curves`), the statistics
 (:func:`~mamba_kan.analysis.analyze_directory`, whose ``to_dict()`` contract is in the analysis package docstring)
 and the per-run artefacts under ``DIR/runs/<run_id>/``. Numbers shown as "mean ± sd" are computed here from the
-completed runs; intervals around cell means (BCa) and every test come from the analysis, so the report never
+completed runs; intervals around cell means (t by default, BCa by option) and every test come from the analysis, so the report never
 disagrees with ``mamba-kan analyze``.
 
 Missing data is kept visible: the expected grid of a task is every (variant, seed) seen anywhere in that task, and
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mamba_kan.analysis.data import model_sort_key
+from mamba_kan.design import REFERENCE_VARIANT, VARIANTS, family_sort_key, variant_sort_key
 from mamba_kan.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,7 @@ log = logging.getLogger(__name__)
 #: Confidence of the bands around mean learning curves (t-interval over seeds).
 CURVE_CONFIDENCE = 0.95
 #: The reference variant of the speed comparison (the design's baseline, as in the parameter matching).
-SPEED_REFERENCE = "mlp_transformer"
-_FAMILY_ORDER = ("symbolic", "special_functions", "timeseries", "language", "long_context")
+SPEED_REFERENCE = REFERENCE_VARIANT
 # Settings that say how a grid was run (shown as the "preset" of a report); model sizes come from model_cfg.
 _SETTING_KEYS = ("max_steps", "batch_size", "lr", "eval_every", "early_stopping_patience", "precision")
 _MODEL_KEYS = ("d_model", "n_layers", "n_heads", "grid_size", "spline_order", "match")
@@ -90,8 +89,11 @@ class ReportData:
         return "direction unknown" if hib is None else ("higher is better" if hib else "lower is better")
 
     def metric_label(self, task: str) -> str:
-        """``mse (lower is better)``: the y-axis label of a task's primary metric."""
-        return f"{self.metric.get(task) or 'primary metric'} ({self.direction(task)})"
+        """``mse (lower is better)``, ``loss (nats/token, lower is better)``: the axis label of a task's primary
+        metric, with its unit where the task defines one."""
+        metric = self.metric.get(task)
+        unit = metric_unit(self, task, metric)
+        return f"{metric or 'primary metric'} ({unit + ', ' if unit else ''}{self.direction(task)})"
 
     def values(self, task: str, model: str) -> pd.Series:
         """Primary metric of the completed runs of (task, model), indexed by seed (finite values only)."""
@@ -99,14 +101,6 @@ class ReportData:
         r = r[(r["task"] == task) & (r["model"] == model)]
         s = pd.Series(r["primary_value"].to_numpy(float), index=r["seed"].to_numpy(int), name=model)
         return s[np.isfinite(s.to_numpy())].sort_index()
-
-
-def _order_tasks(tasks: list[str]) -> list[str]:
-    def key(t: str) -> tuple[int, str]:
-        family = t.partition("/")[0]
-        return (_FAMILY_ORDER.index(family) if family in _FAMILY_ORDER else len(_FAMILY_ORDER), t)
-
-    return sorted(tasks, key=key)
 
 
 def _first(values: pd.Series) -> Any:
@@ -154,8 +148,8 @@ def load_report_data(results_dir: str | os.PathLike[str], analysis: Any = None) 
     curves = read_curves(root)
     curves = curves[curves["run_id"].isin(runs.loc[runs["status"] == "completed", "run_id"])]
 
-    tasks = _order_tasks(sorted(runs["task"].astype(str).unique()))
-    models = sorted(runs["model"].astype(str).unique(), key=model_sort_key)
+    tasks = sorted(runs["task"].astype(str).unique(), key=family_sort_key)
+    models = sorted(runs["model"].astype(str).unique(), key=variant_sort_key)
     seeds = sorted(int(s) for s in runs["seed"].unique())
     metric: dict[str, str | None] = {}
     hib: dict[str, bool | None] = {}
@@ -173,8 +167,6 @@ def load_report_data(results_dir: str | os.PathLike[str], analysis: Any = None) 
                 hib[t] = bool(h)
         for t, m in analysis_dict["input"].get("metric_by_task", {}).items():
             metric[t] = metric.get(t) or m
-    from mamba_kan.experiments.presets import VARIANTS
-
     present = [m for m in VARIANTS if m in models]
     absent = [m for m in VARIANTS if m not in models]
     if present and absent:
@@ -244,7 +236,7 @@ def grid_status(data: ReportData) -> pd.DataFrame:
 
 
 def cell_stats(data: ReportData) -> pd.DataFrame:
-    """Per (task, model): n completed, mean and sd (ddof=1) of the primary metric, and the analysis' BCa interval.
+    """Per (task, model): n completed, mean and sd (ddof=1) of the primary metric, and the analysis' 95% interval.
 
     Columns: task, model, n, expected, mean, sd, ci_low, ci_high, ci_method (NaN/None where not available).
     """
@@ -290,15 +282,24 @@ def best_models(data: ReportData, stats_frame: pd.DataFrame | None = None) -> di
 
 
 def curve_summary(
-    data: ReportData, task: str, split: str, metric: str, confidence: float = CURVE_CONFIDENCE
+    data: ReportData,
+    task: str,
+    split: str,
+    metric: str,
+    confidence: float = CURVE_CONFIDENCE,
+    log: bool = False,
 ) -> pd.DataFrame:
     """Mean learning curve over seeds per model with a two-sided t-interval at each step.
 
     Columns: model, step, n, mean, low, high (low/high NaN where fewer than 2 seeds logged the step). The interval is
     mean ± t_{(1+confidence)/2, n-1} * sd / sqrt(n), sd with ddof=1 (Student's t over seeds as replicates).
+    ``log``: the same on the log values, transformed back (geometric mean and a multiplicative interval, which
+    stays positive: for positive metrics drawn on a log axis); non-positive values are left out.
     """
     c = data.curves
     c = c[(c["task"] == task) & (c["split"] == split) & (c["metric"] == metric) & np.isfinite(c["value"])]
+    if log:
+        c = c[c["value"] > 0].assign(value=lambda d: np.log(d["value"]))
     if c.empty:
         return pd.DataFrame(columns=["model", "step", "n", "mean", "low", "high"])
     g = c.groupby(["model", "step"])["value"]
@@ -309,11 +310,77 @@ def curve_summary(
     half = np.where(n >= 2, half, np.nan)
     out["low"] = out["mean"] - half
     out["high"] = out["mean"] + half
+    if log:
+        out[["mean", "low", "high"]] = np.exp(out[["mean", "low", "high"]])
     out = out.drop(columns="sd")
     order = {m: i for i, m in enumerate(data.models)}
     return out.sort_values(
         ["model", "step"], key=lambda s: s.map(order) if s.name == "model" else s
     ).reset_index(drop=True)
+
+
+def _record_value(run: Any, key: str) -> Any:
+    """A field of a run record wherever the store keeps it: its own column, the extras, or the test metrics."""
+    v = run.get(key) if hasattr(run, "get") else None
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        v = (run.get("extra") or {}).get(key) if isinstance(run.get("extra"), dict) else None
+    if v is None:
+        v = (run.get("metrics") or {}).get(key) if isinstance(run.get("metrics"), dict) else None
+    return v
+
+
+def floors_and_baselines(data: ReportData, task: str) -> tuple[float | None, dict[str, float]]:
+    """The task's known floor of its primary metric (the record's ``floor``, e.g. the entropy rate of the synthetic
+    language) and its baselines (test metrics named ``baseline_*``, mean over completed runs); None / {} if absent."""
+    runs = data.completed[data.completed["task"] == task]
+    floors = [float(v) for _, r in runs.iterrows() if _finite_number(v := _record_value(r, "floor"))]
+    baselines: dict[str, list[float]] = {}
+    for m in runs["metrics"] if "metrics" in runs else []:
+        for k, v in (m or {}).items():
+            if str(k).startswith("baseline_") and _finite_number(v):
+                baselines.setdefault(str(k), []).append(float(v))
+    floor = float(np.mean(floors)) if floors else None
+    return floor, {k: float(np.mean(v)) for k, v in sorted(baselines.items())}
+
+
+def _finite_number(v: Any) -> bool:
+    return (
+        isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool) and math.isfinite(v)
+    )
+
+
+#: Metrics of token outputs (cross-entropy tasks): their presence says the training loss is a cross-entropy.
+_TOKEN_METRICS = frozenset({"bpb", "perplexity"})
+#: The training loss of each output kind, with its unit (``Task.loss``: cross-entropy in nats or MSE).
+LOSS_LABELS = {
+    "cross_entropy": "loss (cross-entropy, nats/token)",
+    "mse": "loss (MSE, squared target units)",
+    None: "loss (task loss)",
+}
+#: Units of primary metrics where they have one; "loss" depends on the task's output kind.
+_UNITS = {"bpb": "bits/byte", "perplexity": None}
+
+
+def loss_kind(data: ReportData, task: str) -> str | None:
+    """ "cross_entropy" or "mse": what the task's training loss is, read from the metrics it records (token outputs
+    report bits per byte and perplexity; regression outputs report MSE); None if unknown."""
+    runs = data.completed[data.completed["task"] == task]
+    names = {str(k) for m in (runs["metrics"] if "metrics" in runs else []) for k in (m or {})}
+    if names & _TOKEN_METRICS:
+        return "cross_entropy"
+    return "mse" if "mse" in names else None
+
+
+def loss_label(data: ReportData, task: str) -> str:
+    """``loss (cross-entropy, nats/token)`` or ``loss (MSE, squared target units)``."""
+    return LOSS_LABELS[loss_kind(data, task)]
+
+
+def metric_unit(data: ReportData, task: str, metric: str | None) -> str | None:
+    """The unit of a primary metric where it has one (``loss`` of a token task: nats/token)."""
+    if metric == "loss":
+        return "nats/token" if loss_kind(data, task) == "cross_entropy" else None
+    return _UNITS.get(metric or "")
 
 
 def speed_summary(data: ReportData) -> pd.DataFrame:

@@ -23,6 +23,7 @@ from typing import Any
 
 from mamba_kan.errors import UserError, unknown_choice
 from mamba_kan.reporting import figures as F
+from mamba_kan.reporting import specs as S
 from mamba_kan.reporting.data import ReportData, load_report_data
 from mamba_kan.reporting.splines import SplineSet, SplinesUnavailable, final_functions, representative_runs
 from mamba_kan.reporting.style import unique_slugs
@@ -60,28 +61,40 @@ def _check_out_dir(out: Path) -> None:
         raise UserError(f"cannot write the report to {out}: {probe} is not writable")
 
 
-def static_figures(data: ReportData) -> list[tuple[str, str, str | None, Callable[[], Any]]]:
-    """(file stem, caption key, task or None, builder) of every static figure, in reading order."""
+def static_figures(data: ReportData) -> list[tuple[str, str, str | None, Callable[[], S.FigureSpec]]]:
+    """(file stem, figure kind, task or None, spec builder) of every static figure, in reading order."""
     slugs = unique_slugs(data.tasks)
-    out: list[tuple[str, str, str | None, Callable[[], Any]]] = []
+    out: list[tuple[str, str, str | None, Callable[[], S.FigureSpec]]] = []
     for t in data.tasks:
         out.append(
-            (f"learning_curves_{slugs[t]}", "learning_curves", t, lambda t=t: F.learning_curves(data, t))
+            (f"learning_curves_{slugs[t]}", "learning_curves", t, lambda t=t: S.learning_curves(data, t))
         )
     out += [
-        ("final_metric", "final_metric", None, lambda: F.final_metric(data)),
-        ("interaction", "interaction", None, lambda: F.interaction(data)),
-        ("speed", "speed", None, lambda: F.speed(data)),
-        ("perf_vs_params", "perf_vs_params", None, lambda: F.performance_vs(data, "params")),
-        ("perf_vs_flops", "perf_vs_flops", None, lambda: F.performance_vs(data, "flops_per_token")),
-        ("contrasts", "contrasts", None, lambda: F.contrasts(data)),
-        ("cd_diagram_across", "cd_diagram", None, lambda: F.cd_diagram(data, None)),
-        ("pairwise_across", "pairwise", None, lambda: F.pairwise_heatmaps(data, None)),
+        ("final_metric", "final_metric", None, lambda: S.final_metric(data)),
+        ("interaction", "interaction", None, lambda: S.interaction(data)),
+        ("speed", "speed", None, lambda: S.speed(data)),
+        ("perf_vs_params", "perf_vs_params", None, lambda: S.performance_vs(data, "params")),
+        ("perf_vs_flops", "perf_vs_flops", None, lambda: S.performance_vs(data, "flops_per_token")),
+        ("contrasts", "contrasts", None, lambda: S.contrasts(data)),
+        ("cd_diagram_across", "cd_diagram", None, lambda: S.cd_diagram(data, None)),
+        ("pairwise_across", "pairwise", None, lambda: S.pairwise(data, None)),
     ]
     for t in data.tasks:
-        out.append((f"pairwise_{slugs[t]}", "pairwise", t, lambda t=t: F.pairwise_heatmaps(data, t)))
-        out.append((f"cd_diagram_{slugs[t]}", "cd_diagram", t, lambda t=t: F.cd_diagram(data, t)))
+        out.append((f"pairwise_{slugs[t]}", "pairwise", t, lambda t=t: S.pairwise(data, t)))
+        out.append((f"cd_diagram_{slugs[t]}", "cd_diagram", t, lambda t=t: S.cd_diagram(data, t)))
     return out
+
+
+def _write(spec: S.FigureSpec, stem: str, task: str | None, out: Path, fig_dir: Path, fmts: Sequence[str], dpi: int,
+           manifest: dict[str, Any]) -> None:  # fmt: skip
+    """Render and save one spec, or list it as skipped with the spec's reason."""
+    if spec.skip is not None:
+        manifest["skipped"].append({"figure": stem, "reason": spec.skip})
+        return
+    paths = F.save_figure(F.render(spec), fig_dir, stem, fmts, dpi)
+    manifest["figures"].append(
+        {"name": stem, "kind": spec.kind, "task": task, "files": [str(p.relative_to(out)) for p in paths]}
+    )
 
 
 def load_learned_functions(data: ReportData) -> tuple[dict[str, list[SplineSet]], list[str]]:
@@ -125,35 +138,13 @@ def generate_report(
         "skipped": [],
     }
 
-    for stem, key, task, build in static_figures(data):
-        try:
-            fig = build()
-        except F.SkipFigure as exc:
-            manifest["skipped"].append({"figure": stem, "reason": str(exc)})
-            continue
-        paths = F.save_figure(fig, fig_dir, stem, fmts, dpi)
-        manifest["figures"].append(
-            {"name": stem, "kind": key, "task": task, "files": [str(p.relative_to(out)) for p in paths]}
-        )
-
+    for stem, _, task, build in static_figures(data):
+        _write(build(), stem, task, out, fig_dir, fmts, dpi, manifest)
     splines, spline_notes = load_learned_functions(data)
     slugs = unique_slugs(data.tasks)
     for t in data.tasks:
-        stem = f"learned_functions_{slugs[t]}"
-        try:
-            fig = F.learned_functions(splines.get(t, []), t)
-        except F.SkipFigure as exc:
-            manifest["skipped"].append({"figure": stem, "reason": str(exc)})
-            continue
-        paths = F.save_figure(fig, fig_dir, stem, fmts, dpi)
-        manifest["figures"].append(
-            {
-                "name": stem,
-                "kind": "learned_functions",
-                "task": t,
-                "files": [str(p.relative_to(out)) for p in paths],
-            }
-        )
+        _write(S.learned_functions(splines.get(t, []), t), f"learned_functions_{slugs[t]}", t, out, fig_dir, fmts, dpi,
+               manifest)  # fmt: skip
     manifest["notes"] = spline_notes
 
     animation = _animation(data, out, manifest)
@@ -161,7 +152,7 @@ def generate_report(
     from mamba_kan.reporting.tables import results_markdown
 
     figs_md = [
-        (f"figures/{f['name']}.png", F.CAPTIONS[f["kind"]])
+        (f"figures/{f['name']}.png", S.CAPTIONS[f["kind"]])
         for f in manifest["figures"]
         if "png" in fmts
         and f["task"] is None
@@ -197,11 +188,11 @@ def _animation(data: ReportData, out: Path, manifest: dict[str, Any]) -> Any:
 
     try:
         anim = spline_evolution_gif(data, out / GIF_NAME)
-    except F.SkipFigure as exc:
+    except S.SkipFigure as exc:
         manifest["skipped"].append({"figure": GIF_NAME, "reason": str(exc)})
         try:
             anim = learning_curve_gif(data, out / CURVES_GIF_NAME)
-        except F.SkipFigure as exc2:
+        except S.SkipFigure as exc2:
             manifest["skipped"].append({"figure": CURVES_GIF_NAME, "reason": str(exc2)})
             return None
     manifest["animation"] = {
@@ -244,13 +235,12 @@ def write_assets(
     written: list[Path] = []
     linked: list[tuple[str, str]] = []
     for stem, key in ASSET_FIGURES:
-        try:
-            fig = builders[stem]()
-        except F.SkipFigure as exc:
-            log.warning("asset %s skipped: %s", stem, exc)
+        spec = builders[stem]()
+        if spec.skip is not None:
+            log.warning("asset %s skipped: %s", stem, spec.skip)
             continue
-        written += F.save_figure(fig, out, stem, ("png",), dpi)
-        linked.append((f"{prefix}/{stem}.png", F.CAPTIONS[key]))
+        written += F.save_figure(F.render(spec), out, stem, ("png",), dpi)
+        linked.append((f"{prefix}/{stem}.png", S.CAPTIONS[key]))
     manifest: dict[str, Any] = {"skipped": []}
     anim = _animation(data, out, manifest)
     if anim is not None:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mamba_kan.analysis.data import model_sort_key, parse_variant
+from mamba_kan.design import try_parse_variant, variant_sort_key
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class SplineSet:
 
 
 def is_spline_variant(model: str) -> bool:
-    parsed = parse_variant(model)
+    parsed = try_parse_variant(model)
     return parsed is not None and parsed[0] in SPLINE_FFNS
 
 
@@ -151,7 +151,7 @@ def representative_runs(data: Any, task: str) -> list[pd.Series]:
     r = data.completed
     r = r[(r["task"] == task).to_numpy(bool) & r["model"].map(is_spline_variant).to_numpy(bool)]
     out = []
-    for m in sorted(r["model"].unique(), key=model_sort_key):
+    for m in sorted(r["model"].unique(), key=variant_sort_key):
         rows = r[r["model"] == m].sort_values("seed")
         out.append(rows.iloc[0])
     return out

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mamba_kan.analysis.data import parse_variant
+from mamba_kan.design import try_parse_variant
 
 #: The Okabe-Ito palette.
 OKABE_ITO = {
@@ -56,7 +56,7 @@ def variant_styles(models: Sequence[str]) -> dict[str, VariantStyle]:
     out: dict[str, VariantStyle] = {}
     unknown = 0
     for m in models:
-        parsed = parse_variant(m)
+        parsed = try_parse_variant(m)
         if parsed is None:
             colour = OKABE_ITO[_OTHER_COLOURS[unknown % len(_OTHER_COLOURS)]]
             unknown += 1

@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from mamba_kan.reporting.data import (
     SPEED_REFERENCE,
     ReportData,
@@ -24,6 +22,8 @@ from mamba_kan.reporting.data import (
     speed_overall,
     speed_summary,
 )
+from mamba_kan.reporting.fmt import number as g
+from mamba_kan.reporting.fmt import si
 
 MISSING = "—"
 SPEED_CAPTION = (
@@ -31,26 +31,6 @@ SPEED_CAPTION = (
     "median over tasks (the input and output ends differ per task); steps/s and slowdown: geometric mean over tasks. "
     "Peak memory is shown for GPU runs only (on CPU the recorded value is a worker process' peak RSS)."
 )
-
-
-def g(x: Any, digits: int = 4) -> str:
-    """A number with ``digits`` significant digits; None/NaN -> 'n/a'."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    if isinstance(x, int | np.integer):
-        return str(int(x))
-    return f"{float(x):.{digits}g}"
-
-
-def si(x: Any) -> str:
-    """12930 -> '12.9k', 4.2e6 -> '4.2M' (parameters, FLOPs)."""
-    if x is None or not math.isfinite(float(x)):
-        return "n/a"
-    v = float(x)
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(v) >= scale:
-            return f"{v / scale:.3g}{unit}"
-    return f"{v:.3g}"
 
 
 def mean_sd(mean: float, sd: float, n: int, expected: int) -> str:
@@ -150,7 +130,7 @@ def findings(data: ReportData) -> list[str]:
             text += f"best mean {b} ({mean_sd(c['mean'], c['sd'], int(c['n']), int(c['expected']))}). "
         verdict = rec.get("verdict")
         if verdict:
-            text += f"Activation vs topology: {verdict['verdict']} ({verdict.get('detail', '')})."
+            text += f"Activation vs topology: {verdict['verdict']} ({verdict.get('headline') or verdict.get('detail', '')})."
             dependent = verdict.get("mixer_dependent") or []
             if dependent:
                 text += f" Depends on the mixer: {', '.join(dependent)}."
@@ -163,7 +143,7 @@ def findings(data: ReportData) -> list[str]:
         text = (
             f"Across {len(across.get('tasks') or [])} tasks: activation vs topology {v.get('verdict', 'n/a')}"
         )
-        text += f" ({v['detail']})." if v.get("detail") else "."
+        text += f" ({v.get('headline') or v['detail']})." if v.get("detail") else "."
         fr = across.get("friedman")
         if fr:
             ranks = fr.get("average_ranks") or {}

@@ -32,8 +32,9 @@ class WarmupCosine:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over ``model.optimizer_groups(weight_decay)`` (no decay on norms, biases, embeddings, Mamba
-    ``A_log`` and ``D``: decaying them pulls gains towards 0 and A towards -1, which is not regularisation)."""
+    """AdamW over ``model.optimizer_groups(weight_decay)``: decay by parameter role, one rule for every variant
+    (``mamba_kan.models.model.DECAYED_ROLES``: linear and conv weights decayed; norms, biases, embeddings, Mamba's
+    A_log / D / dt bias and the spline family - coefficients, spline and base scales, in both spline arms - not)."""
     groups = model.optimizer_groups(cfg.weight_decay)
     n_grouped = sum(p.numel() for g in groups for p in g["params"])
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
