@@ -147,7 +147,7 @@ def test_presets_cover_the_design():
         (["--seeds", "0"], "--seeds must be >= 1"),
         (["--seeds", "-3"], "--seeds must be >= 1"),
         (["--max-steps", "0"], "max_steps"),
-        (["--backend", "slurm"], "valid choices: local, ray"),
+        (["--backend", "pbs"], "valid choices: local, ray, slurm"),
         (["--workers", "0"], "--workers must be >= 1"),
         (["--backend", "ray", "--ray-address", "127.0.0.1:1"], "cannot reach the Ray cluster"),
     ],
