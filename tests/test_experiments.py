@@ -8,6 +8,7 @@ database; the database is inspected with the sqlite3 module.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -29,16 +30,17 @@ TINY = {"max_steps": 12, "batch_size": 8, "eval_every": 6, "eval_batch_size": 64
 TINY_SYMBOLIC = TaskSpec("symbolic/exp_sin", {"n_train": 64, "n_val": 32, "n_test": 32})
 
 
-def independent_key(cfg: TrainConfig, version: str) -> str:
+def independent_key(cfg: TrainConfig, version: str, threads: int = 1) -> str:
     d = json.loads(json.dumps(cfg.resolved().to_dict()))
     for k in NON_RESULT_KEYS:
         d.pop(k, None)
     chash = hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    return hashlib.sha256(f"{chash}\n{version}".encode()).hexdigest()
+    return hashlib.sha256(f"{chash}\n{version}\nthreads={threads}".encode()).hexdigest()
 
 
 # --- grid ----------------------------------------------------------------------------------------------------
-def test_grid_is_the_full_product_with_independent_keys():
+def test_grid_is_the_full_product_with_independent_keys(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     cells = expand_grid(["mlp_transformer", "kan_mamba"], [TaskSpec("symbolic"), TaskSpec("timeseries")], [0, 1],
                         TINY, version="v1")  # fmt: skip
     assert len(cells) == 2 * 2 * 2
@@ -49,12 +51,14 @@ def test_grid_is_the_full_product_with_independent_keys():
     assert [c.seed for c in cells] == [0] * 4 + [1] * 4  # seed-major: an early stop leaves whole seeds
     for c in cells:
         cfg = TrainConfig.from_dict({**TINY, "model": c.model, "task": c.task, "seed": c.seed})
-        assert c.cell_key == independent_key(cfg, "v1")
+        assert c.cell_key == independent_key(cfg, "v1", threads=1) and c.config.threads == 1
         assert c.cell_key[:10] in c.run_id and c.config.task == c.task
     assert len({c.cell_key for c in cells}) == len({c.run_id for c in cells}) == 8
 
 
-def test_cell_key_changes_with_results_settings_only():
+def test_cell_key_changes_with_results_settings_only(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
     def key(settings, version="v1", task=None):
         task = task or TaskSpec("symbolic")
         return expand_grid(["mlp_mamba"], [task], [0], settings, version=version)[0].cell_key
@@ -64,8 +68,13 @@ def test_cell_key_changes_with_results_settings_only():
     assert key({**TINY, "model_cfg": {**TINY["model_cfg"], "d_model": 48}}) != base
     assert key(TINY, task=TaskSpec("symbolic", {"n_train": 128})) != base
     assert key(TINY, version="v2") != base
+    # the thread count changes a CPU run's floating-point sums: part of the key; OMP_NUM_THREADS is its default
+    assert key({**TINY, "threads": 3}) != base and key({**TINY, "threads": 1}) == base
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert key(TINY) == key({**TINY, "threads": 3})
+    monkeypatch.delenv("OMP_NUM_THREADS")
     # settings that do not change what a run computes keep the cell
-    assert key({**TINY, "threads": 3, "checkpoint_every": 2}) == base
+    assert key({**TINY, "checkpoint_every": 2}) == base
     # a family name and its default configuration are the same cell; so is an explicit default value
     assert key(TINY, task=TaskSpec("symbolic/exp_sin")) == base
     assert key({**TINY, "model_cfg": {**TINY["model_cfg"], "grid_size": 5}}) == base
@@ -138,7 +147,7 @@ def test_presets_cover_the_design():
         (["--seeds", "0"], "--seeds must be >= 1"),
         (["--seeds", "-3"], "--seeds must be >= 1"),
         (["--max-steps", "0"], "max_steps"),
-        (["--backend", "slurm"], "valid choices: local, ray"),
+        (["--backend", "pbs"], "valid choices: local, ray, slurm"),
         (["--workers", "0"], "--workers must be >= 1"),
         (["--backend", "ray", "--ray-address", "127.0.0.1:1"], "cannot reach the Ray cluster"),
     ],
@@ -187,12 +196,36 @@ def direct(model: str, spec: TaskSpec, seed: int, settings=TINY) -> dict:
     return run_experiment(cfg, None)
 
 
+BAD_OPTIONS = {"context": 8, "horizon": 16}  # a forecast horizon longer than its context: the task rejects it
+
+
+def run_with_bad_options(job):
+    """A pool's cell function (module level: pickled by name): the mlp_mamba cell runs with options that
+    ``expand_grid`` would have refused, so that it fails inside its run, as a cell may."""
+    from mamba_kan.experiments.worker import execute_cell
+
+    if job.config["model"] == "mlp_mamba":
+        job = dataclasses.replace(job, config={**job.config, "task_options": {**job.config["task_options"],
+                                                                                 **BAD_OPTIONS}})  # fmt: skip
+    return execute_cell(job)
+
+
+def test_bad_task_options_are_refused_when_the_grid_is_expanded():
+    with pytest.raises(UserError, match="context .8. must be >= horizon .16."):
+        expand_grid(["mlp_mamba"], [TaskSpec("timeseries", BAD_OPTIONS)], [0], TINY)
+
+
 def test_sweep_stores_what_run_experiment_computes_records_failures_and_retries_them(tmp_path):
-    # a forecast horizon longer than its context fails inside the run (the task rejects it), not at expansion
-    bad = TaskSpec("timeseries", {"context": 8, "horizon": 16})
+    from mamba_kan.experiments.backends import LocalBackend
+
     models = ["mlp_transformer", "kan_mamba"]
-    cells = expand_grid(models, [TINY_SYMBOLIC], [0], TINY) + expand_grid(["mlp_mamba"], [bad], [0], TINY)
-    summary = run_sweep(cells, tmp_path, SweepOptions(workers=1, threads=1))
+    cells = expand_grid(models, [TINY_SYMBOLIC], [0], TINY)
+    cells += expand_grid(["mlp_mamba"], [TaskSpec("timeseries", {"context": 16, "horizon": 4})], [0], TINY)
+
+    def backend():
+        return LocalBackend(workers=1, threads=1, cell_fn=run_with_bad_options)
+
+    summary = run_sweep(cells, tmp_path, backend=backend())
     assert summary.ran == 3 and summary.counts == {"completed": 2, "failed": 1}
     runs = read_runs(tmp_path).set_index("model")
     for m in models:
@@ -204,10 +237,10 @@ def test_sweep_stores_what_run_experiment_computes_records_failures_and_retries_
     failed = runs.loc["mlp_mamba"]
     assert failed["status"] == "failed" and "horizon" in failed["error"] and failed["primary_metric"] == "mse"
     # the same grid again: nothing runs (recorded failures included), nothing is rewritten
-    again = run_sweep(cells, tmp_path, SweepOptions(workers=1, threads=1))
+    again = run_sweep(cells, tmp_path, backend=backend())
     assert again.ran == 0 and again.skipped == 3
     # --retry-failed re-runs the failed cell only
-    assert run_sweep(cells, tmp_path, SweepOptions(workers=1, threads=1, retry_failed=True)).ran == 1
+    assert run_sweep(cells, tmp_path, SweepOptions(retry_failed=True), backend=backend()).ran == 1
     con = sqlite3.connect(tmp_path / RESULTS_DB)
     assert dict(con.execute("SELECT model, attempts FROM runs").fetchall()) == {
         "mlp_transformer": 1, "kan_mamba": 1, "mlp_mamba": 2}  # fmt: skip

@@ -107,3 +107,37 @@ def test_loading_never_executes_code_from_the_results_directory(tmp_path: Path):
     with pytest.raises(pickle.UnpicklingError):
         ckpt.safe_load(path)
     assert not marker.exists()
+
+
+def test_written_files_follow_the_umask(tmp_path: Path):
+    old = os.umask(0o027)
+    try:
+        ckpt.atomic_write_json(tmp_path / "result.json", {"v": 1})
+        ckpt.save_checkpoint(tmp_path, 3, _state(3))
+    finally:
+        os.umask(old)
+    for name in ("result.json", "ckpt_step3.pt", "ckpt_step3.pt.sha256"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o640, name  # 0666 & ~027 (mkstemp alone: 0600)
+
+
+def test_remove_temp_files_removes_only_what_atomic_write_leaves(tmp_path: Path):
+    (tmp_path / "snapshots").mkdir()
+    ckpt.atomic_write_json(tmp_path / "result.json", {"v": 1})
+
+    def killed(fh):  # a writer killed after mkstemp, before os.replace, leaves its temporary file
+        fh.write(b"partial")
+        raise KeyboardInterrupt
+
+    leftovers = []
+    for target in (tmp_path / "ckpt_step5.pt", tmp_path / "snapshots" / "splines_step000005.pt"):
+        with pytest.raises(KeyboardInterrupt):
+            ckpt.atomic_write(target, killed)
+        # atomic_write cleans up after an exception it sees; a SIGKILL gives it no chance: plant the same name
+        leftover = target.with_name(f".{target.name}.a1b2_c3d.tmp")
+        leftover.write_bytes(b"partial")
+        leftovers.append(leftover)
+    keep = [tmp_path / "notes.tmp", tmp_path / ".hidden.tmp", tmp_path / "result.json"]
+    for p in keep[:2]:
+        p.write_text("mine")
+    assert sorted(ckpt.remove_temp_files(tmp_path)) == sorted(leftovers)
+    assert not any(p.exists() for p in leftovers) and all(p.exists() for p in keep)

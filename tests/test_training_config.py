@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,13 @@ def test_yaml_files_flags_and_set_compose_in_order(tmp_path: Path):
         ({"precision": "fp16"}, "precision"),
         ({"early_stopping_patience": 0}, "early_stopping_patience"),
         ({"model_cfg": 3}, "'model_cfg'"),
+        # non-finite numbers pass a ">= 0" check but are never meant (and JSON cannot store them)
+        ({"weight_decay": math.inf}, "'weight_decay' must be a finite number"),
+        ({"adam_eps": math.inf}, "'adam_eps' must be a finite number"),
+        ({"grad_clip": math.inf}, "'grad_clip' must be a finite number"),
+        ({"kan_reg_l1": math.inf}, "'kan_reg_l1' must be a finite number"),
+        ({"kan_reg_entropy": math.nan}, "'kan_reg_entropy' must be a finite number"),
+        ({"task_options": {"noise": math.inf}}, "'task_options.noise' must be a finite number"),
     ],
 )
 def test_bad_settings_are_user_errors_naming_the_key(settings, needle):
@@ -98,6 +106,9 @@ def test_bad_settings_are_user_errors_naming_the_key(settings, needle):
         ({"task": "no_such_family"}, "no_such_family"),
         ({"model_cfg": {"d_modle": 3}}, "d_modle"),
         ({"model_cfg": {"d_model": 30, "n_heads": 4}}, "n_heads"),
+        ({"model_cfg": {"d_model": "abc"}}, "'model_cfg.d_model' must be an integer"),
+        ({"model_cfg": {"grid_range": [0, "x"]}}, "'model_cfg.grid_range'"),
+        ({"model_cfg": {"dropout": math.nan}}, "'model_cfg.dropout' must be a finite number"),
         ({"task_options": {"no_such_option": 1}}, "no_such_option"),
     ],
 )
@@ -117,6 +128,24 @@ def test_yaml_file_errors(tmp_path: Path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(UserError, match="mapping"):
         load_yaml_config(listy)
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("lr: 0.001 # r\xe9glage\n".encode("latin-1"))
+    with pytest.raises(UserError, match="not UTF-8 text"):
+        load_yaml_config(latin1)
+
+
+def test_default_threads_is_one_or_omp_num_threads(monkeypatch):
+    from mamba_kan.training.config import default_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert default_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "4,2")  # nested OpenMP levels: the outer one counts
+    assert default_threads() == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")
+    with pytest.raises(UserError, match="OMP_NUM_THREADS must be a positive integer"):
+        default_threads()
 
 
 def test_config_hash_is_sha256_of_canonical_resolved_json():

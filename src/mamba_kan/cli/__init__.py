@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import sqlite3
 import sys
 
 from mamba_kan import __version__
@@ -77,9 +78,32 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"mamba-kan {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except sqlite3.Error as exc:  # a corrupted database, a full disk: one line naming the database
+        print(f"mamba-kan {args.command}: error: {_sqlite_message(args, exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # a file that cannot be read or written (disk full, read-only, a directory in the way)
+        if isinstance(exc.__cause__, sqlite3.Error):  # pandas.errors.DatabaseError wraps the sqlite3 error
+            print(f"mamba-kan {args.command}: error: {_sqlite_message(args, exc.__cause__)}", file=sys.stderr)
+            return 2
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"mamba-kan {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _sqlite_message(args: argparse.Namespace, exc: sqlite3.Error) -> str:
+    """The store's wording for an SQLite error, naming the database of the command's directory argument."""
+    from mamba_kan.experiments.store import database_error, db_path
+
+    target = next(
+        (getattr(args, a) for a in ("dir", "directory", "output_dir") if getattr(args, a, None)), None
+    )
+    if target is None:
+        return f"database error: {exc}"
+    return str(database_error(db_path(target), exc))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -84,10 +84,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mamba_kan.analysis import analyze_directory, format_summary, to_latex, to_markdown
+    from mamba_kan.cli.common import check_writable_file
 
-    for target in (args.latex, args.markdown):
-        if target is not None and not target.parent.exists():
-            raise UserError(f"cannot write {target}: directory {target.parent} does not exist")
+    # before the analysis (which may take minutes): a bad output path must not cost the whole run
+    for flag, target in (("--latex", args.latex), ("--markdown", args.markdown)):
+        if target is not None:
+            check_writable_file(target, flag)
     higher = None if args.direction is None else args.direction == "higher"
     if getattr(args, "calibrate", False):
         return _calibrate(args, higher)

@@ -22,7 +22,14 @@ from mamba_kan.errors import UserError, unknown_choice
 from mamba_kan.experiments.backends import BACKENDS, Backend
 from mamba_kan.experiments.grid import Cell, expand_grid, parse_seeds
 from mamba_kan.experiments.presets import PRESETS, get_preset
-from mamba_kan.experiments.runner import Progress, SweepOptions, SweepSummary, check_output_dir, run_sweep
+from mamba_kan.experiments.runner import (
+    Progress,
+    SweepOptions,
+    SweepSummary,
+    check_backend,
+    check_output_dir,
+    run_sweep,
+)
 from mamba_kan.experiments.store import check_database, db_path
 
 
@@ -56,7 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers", type=int, metavar="N", help="local worker processes (default: sized for the machine)"
     )
     r.add_argument(
-        "--threads", type=int, metavar="N", help="torch threads per worker (default: cores // workers)"
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads per cell, part of its key (default: OMP_NUM_THREADS if set, else 1)",
     )
     r.add_argument("--backend", default="local", metavar="NAME", help=f"one of {', '.join(BACKENDS)}")
     r.add_argument("--ray-address", metavar="ADDR", help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT")
@@ -126,6 +136,8 @@ def build_cells(args: argparse.Namespace) -> list[Cell]:
         settings = merge_settings(settings, load_yaml_config(f))
     if args.max_steps is not None:
         settings["max_steps"] = args.max_steps
+    if getattr(args, "threads", None) is not None:
+        settings["threads"] = args.threads
     settings = merge_settings(settings, parse_set_overrides(args.set))
     compose_config(
         **{k: v for k, v in settings.items() if k not in ("model", "task", "seed")}
@@ -275,19 +287,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
-    cells = build_cells(args)
-    from mamba_kan.models import check_grid_width_floor
-
-    if (problems := check_grid_width_floor(cells)) and not args.force:
-        raise UserError(f"{problems[0]} ({len(problems)} such); raise d_model or pass --force")
-    out = check_output_dir(args.output_dir)
-    check_database(out)
-    if args.dry_run:
-        return _dry_run(cells, out)
     options = SweepOptions(
         backend=args.backend,
         workers=args.workers,
-        threads=args.threads,
         ray_address=args.ray_address,
         ray_gpus_per_cell=args.ray_gpus_per_cell,
         retry_failed=args.retry_failed,
@@ -298,6 +300,16 @@ def run(args: argparse.Namespace) -> int:
         slurm_parameters=slurm_parameters(args),
         command=shlex.join(["mamba-kan", "compare", *(getattr(args, "_argv", None) or sys.argv[1:])]),
     )
+    check_backend(options)
+    cells = build_cells(args)  # builds every task: a bad option or a missing data file fails here
+    from mamba_kan.models import check_grid_width_floor
+
+    if (problems := check_grid_width_floor(cells)) and not args.force:
+        raise UserError(f"{problems[0]} ({len(problems)} such); raise d_model or pass --force")
+    out = check_output_dir(args.output_dir)
+    check_database(out)
+    if args.dry_run:
+        return _dry_run(cells, out)
     progress = ConsoleProgress()
     t0 = time.perf_counter()
     try:

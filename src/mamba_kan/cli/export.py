@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from mamba_kan.experiments.export import FORMATS, export_results
 
@@ -17,7 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    written = export_results(args.directory, args.format, args.output_dir, curves=args.curves)
+    from mamba_kan.cli.common import check_writable_dir
+
+    src = Path(args.directory)
+    out_dir = Path(args.output_dir) if args.output_dir is not None else (
+        src.parent if src.suffix == ".db" else src) / "export"  # fmt: skip
+    if src.exists():  # a missing source is the store's error to report
+        check_writable_dir(out_dir, "export directory")
+    written = export_results(args.directory, args.format, out_dir, curves=args.curves)
     for path in written:
         print(path)
     return 0

@@ -111,12 +111,20 @@ def run(args: argparse.Namespace) -> int:
     from mamba_kan.training import run_experiment
 
     configs = build_configs(args)
+    if args.output_dir is not None:  # checked before the first step, as compare does
+        from mamba_kan.cli.common import check_writable_dir
+
+        check_writable_dir(args.output_dir, "output directory")
     results = []
     # under torchrun every rank runs this command; only rank 0 talks to the console
     is_main = int(os.environ.get("RANK", "0")) == 0
     show_bar = is_main and sys.stderr.isatty()
     for cfg in configs:
         run_dir = run_dir_for(args.output_dir, cfg)
+        if run_dir is not None and is_main:
+            from mamba_kan.training.checkpoint import remove_temp_files
+
+            remove_temp_files(run_dir)  # left by a killed earlier attempt
         label = f"{cfg.model} {cfg.task} seed {cfg.seed}"
         if show_bar:
             result = _run_with_bar(run_experiment, cfg, run_dir, label)

@@ -1,8 +1,13 @@
 """Where cells run: a local pool of worker processes, or Ray tasks on a cluster.
 
 Both hand each finished cell's result dict back to the driver through ``on_result``; the driver alone writes the
-database. A worker process that dies mid-cell (segfault, out-of-memory kill) gets its cell retried a bounded number
-of times, then recorded as failed, so one bad cell never ends the sweep.
+database. A worker process that dies mid-cell (segfault, out-of-memory kill) breaks the local pool and with it
+every unfinished cell; only the cells that were in flight are suspects, and each is re-run alone (one cell, one
+process) before it is charged a death: a cell that completes alone is innocent, a cell that kills its lone worker
+more than ``WORKER_DEATH_RETRIES`` times is recorded as failed. Cells that had not started are re-queued uncharged.
+So one bad cell never ends the sweep and never fails another cell.
+
+Workers exit when the driver dies (see :func:`mamba_kan.experiments.worker.init_worker`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from mamba_kan.errors import UserError
-from mamba_kan.experiments.worker import CellJob, execute_cell, failed_result, init_worker
+from mamba_kan.experiments.worker import CellJob, execute_cell, failed_result, init_worker, run_pool_cell
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +30,7 @@ BACKENDS = ("local", "ray", "slurm")
 WORKER_DEATH_RETRIES = 2
 
 OnResult = Callable[[CellJob, dict[str, Any]], None]
+CellFn = Callable[[CellJob], dict[str, Any]]
 
 
 class Backend(Protocol):
@@ -65,12 +71,14 @@ def _available_memory_gb() -> float | None:
     return None
 
 
-def plan_workers(n_jobs: int, workers: int | None, use_gpus: bool = True) -> tuple[int, int, int]:
-    """(workers, torch threads per worker, GPUs to spread workers over).
+def plan_workers(
+    n_jobs: int, workers: int | None, threads: int = 1, use_gpus: bool = True
+) -> tuple[int, int]:
+    """(workers, GPUs to spread workers over) for cells of ``threads`` torch threads each.
 
-    Default: one worker per GPU when there are GPUs; otherwise one single-threaded worker per core (small models
-    scale better across processes than across threads), capped by the number of jobs and by memory (~2 GB each).
-    Threads = cores // workers, so workers x threads never oversubscribes the cores.
+    Default: one worker per GPU when there are GPUs; otherwise cores // threads workers (small models scale better
+    across processes than across threads), capped by the number of jobs and by memory (~2 GB each). The thread
+    count itself is the cells' (part of their key): sizing never changes it, so results do not depend on the queue.
     """
     cores = available_cores()
     gpus = _gpu_count() if use_gpus else 0
@@ -80,70 +88,141 @@ def plan_workers(n_jobs: int, workers: int | None, use_gpus: bool = True) -> tup
         if gpus:
             workers = gpus
         else:
+            per_core = max(1, cores // max(1, threads))
             mem = _available_memory_gb()
-            workers = cores if mem is None else max(1, min(cores, int(mem // 2)))
+            workers = per_core if mem is None else max(1, min(per_core, int(mem // 2)))
         workers = max(1, min(workers, n_jobs))
-    threads = max(1, cores // workers)
-    return workers, threads, gpus
+    return workers, gpus
 
 
 # --- local pool ----------------------------------------------------------------------------------------------
 class LocalBackend:
     """A pool of ``workers`` spawned processes (spawn, not fork: forking a process that has touched torch or CUDA
-    is unsafe), each with ``threads`` torch threads and, when there are GPUs, its own GPU."""
+    is unsafe), sized for ``threads`` torch threads each and, when there are GPUs, each with its own GPU.
+
+    ``cell_fn`` is what a worker runs for one job (default :func:`execute_cell`; it must be importable by name,
+    as pickle sends functions by reference)."""
 
     name = "local"
 
-    def __init__(self, workers: int, threads: int, gpus: int = 0) -> None:
+    def __init__(self, workers: int, threads: int, gpus: int = 0, cell_fn: CellFn = execute_cell) -> None:
         self.workers, self.threads, self.gpus = workers, threads, gpus
+        self.cell_fn = cell_fn
 
-    def _pool(self) -> cf.ProcessPoolExecutor:
+    def _pool(self, workers: int) -> tuple[cf.ProcessPoolExecutor, Any]:
         ctx = mp.get_context("spawn")
-        queue = None
+        started = (
+            ctx.SimpleQueue()
+        )  # written synchronously: a worker that dies right after put() was still heard
+        gpu_queue = None
         if self.gpus:
-            queue = ctx.Manager().Queue()
-            for i in range(self.workers):
-                queue.put(i % self.gpus)
-        return cf.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=ctx, initializer=init_worker, initargs=(self.threads, queue)
+            gpu_queue = ctx.SimpleQueue()
+            for i in range(workers):
+                gpu_queue.put(i % self.gpus)
+        pool = cf.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=ctx,
+            initializer=init_worker,
+            initargs=(self.threads, os.getpid(), started, gpu_queue),
         )
+        return pool, started
 
     def run(self, jobs: Sequence[CellJob], on_result: OnResult) -> None:
+        """Run ``jobs`` in parallel; after a pool breaks, re-run the cells that were in flight one at a time."""
         pending = list(jobs)
         deaths: dict[str, int] = {}
         while pending:
-            broken: list[CellJob] = []
-            pool = self._pool()
+            suspects, pending = self._run_parallel(pending, on_result)
+            for job in suspects:  # one at a time, each alone in its process: a crash now is the cell's own
+                self._run_alone(job, deaths, on_result)
+
+    def _run_parallel(self, jobs: list[CellJob], on_result: OnResult) -> tuple[list[CellJob], list[CellJob]]:
+        """Run ``jobs`` in one pool until done or broken; returns (suspects, not started) when a worker died."""
+        pool, started_q = self._pool(self.workers)
+        started: set[str] = set()
+        unfinished: list[CellJob] = []
+        try:
+            futures = {pool.submit(run_pool_cell, self.cell_fn, job): job for job in jobs}
+            for fut in cf.as_completed(futures):
+                job = futures[fut]
+                while not started_q.empty():
+                    started.add(started_q.get())
+                try:
+                    result = fut.result()
+                except cf.process.BrokenProcessPool:
+                    unfinished.append(
+                        job
+                    )  # every unfinished cell of a broken pool lands here, not only the culprit
+                    continue
+                except Exception as exc:  # noqa: BLE001 - cell_fn raised (execute_cell never does): the cell failed
+                    result = failed_result(job.config, f"{type(exc).__name__}: {exc}".splitlines()[0])
+                on_result(job, result)
+        except BaseException:
+            _terminate(pool)
+            raise
+        pool.shutdown(wait=True)
+        while not started_q.empty():
+            started.add(started_q.get())
+        suspects = [j for j in unfinished if j.cell_key in started]
+        if unfinished and not suspects:  # died before announcing anything (e.g. in the initializer)
+            suspects = unfinished
+        if suspects:
+            log.warning(
+                "a worker process died; re-running the %d cell(s) that were in flight one at a time",
+                len(suspects),
+            )
+        return suspects, [j for j in unfinished if j not in suspects]
+
+    def _run_alone(self, job: CellJob, deaths: dict[str, int], on_result: OnResult) -> None:
+        """Run one cell alone until it returns a result or has killed its worker more than the retries allow."""
+        while True:
+            pool, _ = self._pool(1)
             try:
-                futures = {pool.submit(execute_cell, job): job for job in pending}
-                for fut in cf.as_completed(futures):
-                    job = futures[fut]
-                    try:
-                        result = fut.result()
-                    except cf.process.BrokenProcessPool:
-                        # a worker died; every unfinished cell of this pool lands here, not only the culprit
-                        broken.append(job)
-                        continue
-                    on_result(job, result)
+                result = pool.submit(run_pool_cell, self.cell_fn, job).result()
+            except cf.process.BrokenProcessPool:
+                result = None
+            except Exception as exc:  # noqa: BLE001 - see _run_parallel
+                result = failed_result(job.config, f"{type(exc).__name__}: {exc}".splitlines()[0])
             except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
+                _terminate(pool)
                 raise
             pool.shutdown(wait=True)
-            pending = []
-            for job in broken:
-                deaths[job.cell_key] = deaths.get(job.cell_key, 0) + 1
-                if deaths[job.cell_key] > WORKER_DEATH_RETRIES:
-                    on_result(job, failed_result(job.config, "worker process died (crash or out of memory)"))
-                else:
-                    log.warning("worker process died; retrying %s", job.run_id)
-                    pending.append(job)
+            if result is not None:
+                on_result(job, result)
+                return
+            deaths[job.cell_key] = deaths.get(job.cell_key, 0) + 1
+            if deaths[job.cell_key] > WORKER_DEATH_RETRIES:
+                on_result(job, failed_result(job.config, "worker process died (crash or out of memory)"))
+                return
+            log.warning("%s killed its worker process; retrying it", job.run_id)
 
     def close(self) -> None:
         pass
 
 
+def _terminate(pool: cf.ProcessPoolExecutor) -> None:
+    """Stop a pool now, killing cells in flight (a driver that stops on an error or Ctrl-C must not wait for them:
+    their checkpoints let the next run resume them). ``_processes`` is private, but the only handle on the
+    workers before Python 3.14's ``terminate_workers``."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        proc.join(timeout=10)
+
+
 # --- Ray -----------------------------------------------------------------------------------------------------
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
+def check_ray_available() -> None:
+    """UserError unless Ray can be imported."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise UserError("the ray backend needs Ray: pip install 'mamba-kan[ray]'") from None
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
     """A quick TCP probe of ``host:port`` (or ``ray://host:port``), so an unreachable cluster is a one-line error
     in seconds rather than a long hang inside ray.init."""
     target = address.split("://", 1)[-1]
@@ -175,7 +254,7 @@ class RayBackend:
             raise UserError("the ray backend needs Ray: pip install 'mamba-kan[ray]'") from None
         self._ray = ray
         if address not in (None, "auto", "local"):
-            _check_reachable(address)
+            check_reachable(address)
         self._owns_runtime = False
         if not ray.is_initialized():
             try:
@@ -190,7 +269,7 @@ class RayBackend:
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise UserError(f"cannot connect to Ray ({where}): {first}") from None
             self._owns_runtime = True
-        self.threads = threads
+        self.threads = threads  # the cells' thread count: each task asks Ray for that many CPUs
         self.gpus_per_cell = gpus_per_cell
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = max(1, cpus // threads)

@@ -82,7 +82,7 @@ def collect_runs(
             if result.get("status") not in STATUSES:
                 summary.problems.append(f"{f}: unknown status {result.get('status')!r}; skipped")
                 continue
-            key = make_cell_key(h, version)
+            key = make_cell_key(h, version, cfg.threads if cfg.threads is not None else 1)
             if existing.get(key) == "completed" and not replace:
                 summary.already += 1
                 continue

@@ -1,9 +1,13 @@
 """The comparison grid: variants x tasks x seeds -> cells, each with a resolved TrainConfig and a cell key.
 
-A cell's key is sha256(config hash + code version). The config hash (``mamba_kan.training.config.config_hash``)
-covers every resolved hyperparameter that changes what a run computes (model settings and task options expanded
-with their defaults), so changing any setting makes a new cell instead of silently reusing a stale result; the code
-version covers the code that computes a run (benchopt keys its cache the same way: config + code version).
+A cell's key is sha256(config hash + code version + torch threads). The config hash
+(``mamba_kan.training.config.config_hash``) covers every resolved hyperparameter that changes what a run computes
+(model settings and task options expanded with their defaults), so changing any setting makes a new cell instead of
+silently reusing a stale result; the code version covers the code that computes a run (benchopt keys its cache the
+same way: config + code version). The thread count is part of the key because a different number of torch threads
+changes a CPU run's floating-point reductions (and so its metrics, by up to ~1% after training); every cell of a
+grid gets the same, fixed count (``--threads`` / ``threads`` setting, else ``OMP_NUM_THREADS``, else 1), never one
+derived from the machine or from how many cells are left.
 """
 
 from __future__ import annotations
@@ -50,9 +54,9 @@ def code_version() -> str:
     return f"{__version__}+{digest.hexdigest()[:12]}"
 
 
-def make_cell_key(config_hash: str, version: str) -> str:
-    """sha256 (hex) of the resolved config's hash and the code version."""
-    return hashlib.sha256(f"{config_hash}\n{version}".encode()).hexdigest()
+def make_cell_key(config_hash: str, version: str, threads: int) -> str:
+    """sha256 (hex) of the resolved config's hash, the code version and the torch thread count."""
+    return hashlib.sha256(f"{config_hash}\n{version}\nthreads={threads}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,21 @@ def _labels(resolved: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return labels
 
 
+def _build_task(name: str, seed: int, options: Mapping[str, Any]) -> None:
+    """Build task ``name`` once (and drop it): the task's own checks of its options and data files run here,
+    before any cell, instead of failing every cell of the task later. Any error is a UserError naming the task."""
+    from mamba_kan.tasks.registry import make_task
+
+    try:
+        make_task(name, seed=seed, **options)
+    except UserError as exc:
+        message = str(exc)
+        raise UserError(message if name in message else f"task {name}: {message}") from None
+    except (ValueError, TypeError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"task {name} cannot be built with options {dict(options)}: {first}") from None
+
+
 def expand_grid(
     models: Sequence[str],
     tasks: Sequence[TaskSpec],
@@ -155,14 +174,19 @@ def expand_grid(
     """All cells of ``models x tasks x seeds``, ordered seed-major (a sweep stopped early leaves complete seeds).
 
     ``settings``: TrainConfig fields shared by every cell (max_steps, batch_size, model_cfg, ...); a task's own
-    options are merged over ``settings['task_options']``. Raises UserError for unknown names, settings or options.
+    options are merged over ``settings['task_options']``. ``threads`` unset (None) becomes
+    :func:`~mamba_kan.training.config.default_threads`, recorded in every cell's config. Every task entry is built
+    once here (data files read, options checked by the task itself), so a bad option or a missing data file is a
+    UserError before anything runs, not a failed cell. Raises UserError for unknown names, settings or options.
     """
-    from mamba_kan.training.config import TrainConfig, config_hash, merge_settings
+    from mamba_kan.training.config import TrainConfig, config_hash, default_threads, merge_settings
 
     version = version or code_version()
     models = check_models(models)
     if "model" in settings or "task" in settings or "seed" in settings:
         raise UserError("model, task and seed are set by the grid (--models, --tasks, --seeds), not by --set")
+    if settings.get("threads") is None:
+        settings = {**settings, "threads": default_threads()}
 
     # resolve each task entry once (canonical name + options with defaults); identical entries collapse
     entries: list[tuple[str, dict[str, Any], TaskSpec]] = []
@@ -177,6 +201,7 @@ def expand_grid(
             name == probe.task and opts == probe.task_options and s.settings == spec.settings
             for name, opts, s in entries
         ):
+            _build_task(probe.task, int(seeds[0]) if seeds else 0, probe.task_options)
             entries.append((probe.task, probe.task_options, spec))
     if not entries:
         raise UserError("no tasks given")
@@ -193,7 +218,7 @@ def expand_grid(
                     )
                 ).resolved()
                 h = config_hash(cfg)
-                key = make_cell_key(h, version)
+                key = make_cell_key(h, version, cfg.threads)
                 run_id = f"{model}.{_slug(label.replace('/', '-'))}.s{seed}.{key[:10]}"
                 family = name.partition("/")[0]
                 cells.append(Cell(key, run_id, model, label, family, int(seed), cfg, h, version))

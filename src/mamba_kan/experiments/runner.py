@@ -7,8 +7,11 @@ Resume and fault model:
 - Each run is recorded in one transaction, so a SIGKILL at any moment leaves every cell either recorded once or
   absent. An absent cell is run again: its run directory ``DIR/runs/<run_id>/`` holds its checkpoints (resumed by
   the training loop) or, if it had finished just before the kill, its ``result.json`` (returned without training).
-- Nothing is written before every input has been checked: bad names, seeds, an unusable output directory, a
-  database of another schema version or an unreachable Ray cluster fail first, with nothing created.
+- Nothing is written before every input has been checked: bad names, seeds, settings or task options (every task
+  is built once by ``expand_grid``), an unusable output directory, a database of another schema version or an
+  unreachable Ray cluster fail first, with nothing created.
+- Every cell of a grid runs with the torch thread count in its config (part of its key), whatever the number of
+  workers or of cells left, so a cell's numbers do not depend on the schedule.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sqlite3
 import tempfile
 import time
 from collections import Counter
@@ -25,9 +29,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mamba_kan.errors import UserError, unknown_choice
-from mamba_kan.experiments.backends import BACKENDS, Backend, LocalBackend, RayBackend, plan_workers
+from mamba_kan.experiments.backends import (
+    BACKENDS,
+    Backend,
+    LocalBackend,
+    RayBackend,
+    check_ray_available,
+    check_reachable,
+    plan_workers,
+)
 from mamba_kan.experiments.grid import Cell
-from mamba_kan.experiments.store import ResultsStore, check_database, db_path
+from mamba_kan.experiments.store import ResultsStore, check_database, db_path, read_runs
 from mamba_kan.experiments.worker import CellJob, failed_result
 
 log = logging.getLogger(__name__)
@@ -38,7 +50,9 @@ RETRYABLE = ("failed", "diverged")
 
 @dataclass(frozen=True)
 class SweepOptions:
-    """How to run a grid. ``workers``/``threads``: None = sized for the machine (see ``plan_workers``)."""
+    """How to run a grid. ``workers``: None = sized for the machine (see ``plan_workers``). ``threads`` is a
+    setting of the cells (their config's ``threads``, part of their key; set it in the grid's settings); here it
+    may only repeat it (None = the cells')."""
 
     backend: str = "local"
     workers: int | None = None
@@ -114,6 +128,27 @@ def check_output_dir(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def check_backend(options: SweepOptions) -> None:
+    """The backend checks that need no running backend (also what ``compare --dry-run`` runs): a known name,
+    ``--workers`` >= 1, ``--ray-address`` only with Ray, Ray installed, its cluster reachable."""
+    if options.backend not in BACKENDS:
+        raise unknown_choice("backend", options.backend, BACKENDS)
+    if options.workers is not None and options.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {options.workers}")
+    if options.backend != "ray":
+        if options.ray_address is not None:
+            raise UserError("--ray-address needs --backend ray")
+        return
+    check_ray_available()
+    if options.ray_address not in (None, "auto", "local"):
+        check_reachable(options.ray_address)
+
+
+def cells_threads(cells: Sequence[Cell]) -> int:
+    """The torch threads per cell of a grid (the largest, should cells of several grids be run together)."""
+    return max((int(c.config.threads or 1) for c in cells), default=1)
+
+
 def runs_root(root: Path, options: SweepOptions) -> Path:
     """Where the cells' run directories live: ``--runs-dir`` or ``DIR/runs``."""
     return Path(options.runs_dir).expanduser().resolve() if options.runs_dir else (root / RUNS_DIR).resolve()
@@ -128,9 +163,14 @@ def _stored_run_dir(root: Path, run_dir: Path) -> str:
         return str(run_dir)
 
 
-def make_backend(options: SweepOptions, n_jobs: int, root: Path | None = None) -> Backend:
-    if options.backend not in BACKENDS:
-        raise unknown_choice("backend", options.backend, BACKENDS)
+def make_backend(options: SweepOptions, n_jobs: int, threads: int = 1, root: Path | None = None) -> Backend:
+    """The backend for ``n_jobs`` cells of ``threads`` torch threads each."""
+    check_backend(options)
+    if options.threads is not None and options.threads != threads:
+        raise UserError(
+            f"the cells run with {threads} thread(s) (their config's 'threads', part of the cell key), "
+            f"not {options.threads}: set threads in the grid's settings (--threads N)"
+        )
     if options.backend == "slurm":
         from mamba_kan.experiments.slurm import SubmititBackend
 
@@ -138,30 +178,23 @@ def make_backend(options: SweepOptions, n_jobs: int, root: Path | None = None) -
         folder = options.slurm_folder or str(runs_root(base, options).parent / "submitit")
         return SubmititBackend(
             folder,
-            threads=options.threads or 1,
+            threads=threads,
             cluster=options.slurm_cluster,
             max_parallel=options.slurm_parallelism,
             parameters=options.slurm_parameters,
         )
     if options.backend == "ray":
-        return RayBackend(
-            options.ray_address, threads=options.threads or 1, gpus_per_cell=options.ray_gpus_per_cell
-        )
-    if options.ray_address is not None:
-        raise UserError("--ray-address needs --backend ray")
-    workers, threads, gpus = plan_workers(max(1, n_jobs), options.workers)
-    if options.threads is not None:
-        threads = options.threads
+        return RayBackend(options.ray_address, threads=threads, gpus_per_cell=options.ray_gpus_per_cell)
+    workers, gpus = plan_workers(max(1, n_jobs), options.workers, threads)
     return LocalBackend(workers, threads, gpus)
 
 
-def _job(cell: Cell, runs: Path, threads: int, fresh: bool) -> CellJob:
+def _job(cell: Cell, runs: Path, fresh: bool) -> CellJob:
     return CellJob(
         cell_key=cell.cell_key,
         run_id=cell.run_id,
         config=cell.config.to_dict(),
         run_dir=str(runs / cell.run_id),
-        threads=threads,
         fresh=fresh,
     )
 
@@ -171,22 +204,24 @@ def run_sweep(
     output_dir: str | os.PathLike[str],
     options: SweepOptions | None = None,
     observer: SweepObserver | None = None,
+    backend: Backend | None = None,
 ) -> SweepSummary:
-    """Run every cell of ``cells`` not yet recorded in ``output_dir``'s results database; return the summary."""
+    """Run every cell of ``cells`` not yet recorded in ``output_dir``'s results database; return the summary.
+
+    ``backend``: an already configured backend (default: one made from ``options``); it is closed at the end."""
     options = options or SweepOptions()
     root = check_output_dir(output_dir)
     if len({c.cell_key for c in cells}) != len(cells):
         raise ValueError("duplicate cells in the grid")
     existing: dict[str, str] = {}
     if check_database(root):  # schema check before anything is written
-        with ResultsStore(root) as probe:
-            existing = probe.statuses()
+        runs = read_runs(root)  # read-only: a database that cannot be read is left exactly as it was
+        existing = dict(zip(runs["cell_key"], runs["status"]))
     retry = set(RETRYABLE) if options.retry_failed else set()
     todo = [c for c in cells if c.cell_key not in existing or existing[c.cell_key] in retry]
     runs = runs_root(root, options)
-    backend = make_backend(
-        options, len(todo), root
-    )  # may fail (Ray unreachable) before the database is created
+    if backend is None:  # may fail (Ray unreachable) before the database is created
+        backend = make_backend(options, len(todo), cells_threads(todo or cells), root)
 
     start = time.perf_counter()
     todo_keys = {c.cell_key for c in todo}
@@ -211,16 +246,21 @@ def run_sweep(
             def on_result(job: CellJob, result: dict[str, Any]) -> None:
                 cell = by_key[job.cell_key]
                 result = _check_result(cell, result)
-                store.record_run(
-                    cell.cell_key,
-                    cell.run_id,
-                    result,
-                    task=cell.task,
-                    family=cell.family,
-                    run_dir=_stored_run_dir(root, runs / cell.run_id),
-                    code_version=cell.code_version,
-                    sweep_id=sweep_id,
-                )
+                try:
+                    store.record_run(
+                        cell.cell_key,
+                        cell.run_id,
+                        result,
+                        task=cell.task,
+                        family=cell.family,
+                        run_dir=_stored_run_dir(root, runs / cell.run_id),
+                        code_version=cell.code_version,
+                        sweep_id=sweep_id,
+                    )
+                except (
+                    sqlite3.Error
+                ) as exc:  # disk full, I/O error: stop; recorded cells stay, this one resumes
+                    raise UserError(f"cannot record {cell.run_id} in {store.path}: {exc}") from None
                 done[result["status"]] += 1
                 n = sum(done.values())
                 elapsed = time.perf_counter() - start
@@ -230,7 +270,7 @@ def run_sweep(
                     progress = Progress(n, len(todo), done["failed"] + done["diverged"], elapsed, eta)
                     observer.cell_finished(cell, result, progress)
 
-            jobs = [_job(c, runs, backend.threads, c.cell_key in existing) for c in todo]
+            jobs = [_job(c, runs, c.cell_key in existing) for c in todo]
             if jobs:
                 backend.run(jobs, on_result)
             counts.update(done)

@@ -221,8 +221,8 @@ def _schema_version(con: sqlite3.Connection, path: Path) -> int:
     """The schema version stored in ``con``; a UserError when the file is not a mamba-kan results database."""
     try:
         row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    except sqlite3.DatabaseError as exc:  # "no such table: meta" or "file is not a database"
-        raise UserError(f"{path} is not a mamba-kan results database ({exc})") from None
+    except sqlite3.DatabaseError as exc:
+        raise database_error(path, exc) from None
     if row is None:
         raise UserError(f"{path} is not a mamba-kan results database (no schema_version)")
     try:
@@ -239,12 +239,35 @@ def _require_version(version: int, path: Path) -> None:
         )
 
 
+def database_error(path: Path, exc: sqlite3.Error) -> UserError:
+    """A one-line UserError for an SQLite error on ``path`` that says what happened: only a file that is not an
+    SQLite database, or one without the ``meta`` table, is "not a mamba-kan results database"; a corrupted file
+    or a failing disk is named as such (such a database may be good: never invite deleting it)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    base = code & 0xFF if isinstance(code, int) else None
+    if base == sqlite3.SQLITE_NOTADB or "no such table: meta" in str(exc):
+        return UserError(f"{path} is not a mamba-kan results database ({exc})")
+    if base == sqlite3.SQLITE_CORRUPT:
+        return UserError(f"results database {path} is corrupted ({exc}); restore it from a backup")
+    if base == sqlite3.SQLITE_FULL:
+        return UserError(f"cannot write results database {path}: {exc} (free some space and re-run)")
+    return UserError(f"cannot use results database {path}: {exc}")
+
+
 def _connect_ro(path: Path) -> sqlite3.Connection:
     """A read-only connection (no write lock, no change to the file)."""
     if not path.is_file():
+        if path.parent.is_file():  # `analyze FILE`: name the file that was given, not FILE/results.db
+            raise UserError(
+                f"{path.parent} is not a comparison directory or a results database (.db); give the directory "
+                "holding results.db or the .db file"
+            )
         raise UserError(f"no results database at {path}; run `mamba-kan compare --output-dir DIR` first")
-    con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
-    con.execute("PRAGMA query_only = ON")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+        con.execute("PRAGMA query_only = ON")
+    except sqlite3.Error as exc:
+        raise database_error(path, exc) from None
     return con
 
 

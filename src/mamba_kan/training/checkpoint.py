@@ -1,7 +1,9 @@
 """Checkpoints and result files: atomic writes, safe loads, corruption fallback.
 
-- Every file is written to a temporary name in the same directory, flushed, fsynced and moved into place with
-  ``os.replace`` (atomic on POSIX), so a killed process leaves either the old file or the new one, never half.
+- Every file is written to a temporary name in the same directory (``.NAME.XXXXXXXX.tmp``), flushed, fsynced and
+  moved into place with ``os.replace`` (atomic on POSIX), so a killed process leaves either the old file or the new
+  one, never half; the temporary file a kill leaves behind is removed by :func:`remove_temp_files` when the run is
+  resumed. Files get the usual permissions (0666 minus the umask), so collaborators can read shared results.
 - A checkpoint ``ckpt_step{N}.pt`` has a sidecar ``ckpt_step{N}.pt.sha256``, written after it; a checkpoint
   without a matching digest (killed between the two writes, truncated, bit rot) is skipped with a warning and the
   previous one is tried.
@@ -26,13 +28,25 @@ import torch
 log = logging.getLogger(__name__)
 
 CKPT_RE = re.compile(r"^ckpt_step(\d+)\.pt$")
+#: temporary names of :func:`atomic_write`: ``.`` + final name + ``.`` + mkstemp's 8 random characters + ``.tmp``
+TEMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it; there is no getter before Python 3.13's os API)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Call ``write(fileobj)`` on a temporary file next to ``path`` and move it into place atomically."""
+    """Call ``write(fileobj)`` on a temporary file next to ``path`` and move it into place atomically.
+
+    The file ends up with mode 0666 & ~umask, like any file the user creates (mkstemp alone would make it 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
@@ -127,6 +141,18 @@ def load_latest_checkpoint(run_dir: Path, config_hash: str) -> dict[str, Any] | 
             continue
         return state
     return None
+
+
+def remove_temp_files(run_dir: Path) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_write` that a killed writer left in ``run_dir`` (and its
+    subdirectories); returns them. Call only while no other process writes the run (the sweep's driver runs each
+    cell in one worker at a time)."""
+    if not run_dir.is_dir():
+        return []
+    removed = [p for p in run_dir.rglob(".*.tmp") if TEMP_RE.match(p.name) and p.is_file()]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
 
 
 def remove_checkpoints(run_dir: Path) -> None:

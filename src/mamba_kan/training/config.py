@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -131,6 +132,7 @@ class TrainConfig:
         ckpt = self.checkpoint_every if self.checkpoint_every is not None else eval_every
         model_cfg = _resolve_model_cfg(self.model, self.model_cfg)
         task, task_options = _resolve_task(self.task, self.task_options)
+        _require_finite("task_options", task_options)
         return replace(
             self,
             task=task,
@@ -163,6 +165,26 @@ def config_hash(cfg: TrainConfig) -> str:
         d.pop(key, None)
     text = json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+THREADS_ENV = "OMP_NUM_THREADS"
+
+
+def default_threads() -> int:
+    """Torch threads per cell when the settings name none: ``OMP_NUM_THREADS`` if set (its first entry, as
+    OpenMP reads ``"4,2"``), else 1. A fixed function of the user's settings and environment, never of the machine
+    or the queue, so that the same cell computes the same numbers wherever and whenever it runs."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return 1
+    first = raw.split(",", 1)[0].strip()
+    try:
+        value = int(first)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"{THREADS_ENV} must be a positive integer, got {raw!r}")
+    return value
 
 
 # --- composition ---------------------------------------------------------------------------------------------
@@ -215,7 +237,13 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
     """Read one YAML config file (a mapping of TrainConfig keys). Missing/invalid files are a UserError."""
     p = find_config_file(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"config file {p} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise UserError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "parse error"
         raise UserError(f"config file {p} is not valid YAML: {first}") from None
@@ -274,6 +302,8 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {len(typing.get_args(tp))} values ({', '.join(_type_name(a) for a in typing.get_args(tp))})"
     if origin is not None:
         return {dict: "a mapping", list: "a list"}.get(origin, str(origin))
     names = {float: "a number", int: "an integer", bool: "a boolean (true/false)", str: "a string"}
@@ -294,6 +324,12 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
         return value is None, value
     if origin is dict:
         return isinstance(value, dict) and all(isinstance(k, str) for k in value), value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            return False, value
+        items = [_coerce(v, a) for v, a in zip(value, args)]
+        return all(ok for ok, _ in items), tuple(v for _, v in items)
     if tp is bool:
         return isinstance(value, bool), value
     if tp is int:
@@ -311,12 +347,32 @@ def _check_types(cfg: TrainConfig) -> None:
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(cfg):
         value = getattr(cfg, f.name)
-        ok, coerced = _coerce(value, hints[f.name])
-        if not ok:
-            raise UserError(
-                f"setting {f.name!r} must be {_type_name(hints[f.name])}, got {value!r} ({type(value).__name__})"
-            )
-        setattr(cfg, f.name, coerced)
+        setattr(cfg, f.name, _checked(f.name, value, hints[f.name]))
+    _require_finite("model_cfg", cfg.model_cfg)
+    _require_finite("task_options", cfg.task_options)
+
+
+def _checked(name: str, value: Any, tp: Any) -> Any:
+    """``value`` coerced to annotation ``tp``; a UserError naming ``name`` when it has the wrong type or is a
+    non-finite number (a NaN or infinite weight decay, epsilon or clip norm is never meant, and JSON cannot hold
+    it)."""
+    ok, coerced = _coerce(value, tp)
+    if not ok:
+        raise UserError(f"setting {name!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    _require_finite(name, coerced)
+    return coerced
+
+
+def _require_finite(name: str, value: Any) -> None:
+    """UserError naming the (dotted) key of the first NaN or infinite float inside ``value``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"setting {name!r} must be a finite number, got {value!r}")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _require_finite(f"{name}.{k}", v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _require_finite(name, v)
 
 
 def _plain(value: Any) -> Any:
@@ -332,8 +388,12 @@ def _resolve_model_cfg(variant: str, overrides: Mapping[str, Any]) -> dict[str, 
     from mamba_kan.models import ModelConfig, parse_variant  # lazy: keeps `import mamba_kan.config` light
 
     parse_variant(variant)  # UserError listing the variants
+    hints = typing.get_type_hints(ModelConfig)
+    # type-check each given value here so that the message names the key (ModelConfig's own range checks
+    # would fail on a string with a bare TypeError)
+    values = {k: _checked(f"model_cfg.{k}", v, hints[k]) if k in hints else v for k, v in overrides.items()}
     try:
-        return _plain(ModelConfig.from_dict(dict(overrides)).to_dict())
+        return _plain(ModelConfig.from_dict(values).to_dict())
     except UserError as exc:
         raise UserError(f"model_cfg: {exc}") from None
     except TypeError as exc:  # a wrong type inside ModelConfig's own checks
