@@ -31,41 +31,45 @@ from mamba_kan.experiments.store import (
     read_runs,
     read_tidy,
 )
+from mamba_kan.record import RunRecord, failed_record
 
 
 def run_result(model="kan_mamba", task="symbolic/exp_sin", seed=0, status="completed", value=0.25, n_curve=5):
+    """A result dict as the training loop writes it: built from the record type, so a renamed field fails here."""
     ffn, mixer = model.split("_")
     completed = status == "completed"
-    return {
-        "model": model,
-        "ffn": ffn,
-        "mixer": mixer,
-        "task": task,
-        "seed": seed,
-        "status": status,
-        "primary_metric": "mse",
-        "primary_value": value if completed else None,
-        "higher_is_better": False,
-        "metrics": {"mse": value, "rmse": math.sqrt(value), "r2": float("nan")} if completed else {},
-        "best_val": value * 1.1,
-        "best_val_step": 40,
-        "curves": [
+    record = RunRecord(
+        model=model,
+        ffn=ffn,
+        mixer=mixer,
+        task=task,
+        seed=seed,
+        status=status,
+        primary_metric="mse",
+        primary_value=value if completed else None,
+        higher_is_better=False,
+        floor=0.0,
+        metrics={"mse": value, "rmse": math.sqrt(value), "r2": float("nan")} if completed else {},
+        best_val=value * 1.1,
+        best_val_step=40,
+        curves=[
             {"step": 10 * i, "split": "train", "metric": "loss", "value": 1.0 / (i + 1)}
             for i in range(n_curve)
         ]
         + [{"step": 50, "split": "val", "metric": "mse", "value": value * 1.1}],
-        "params": 12345,
-        "flops_per_token": 67890,
-        "steps_per_sec": 12.5,
-        "tokens_per_sec": 400.0,
-        "wall_time_s": 8.0,
-        "peak_memory_mb": 321.0,
-        "steps": 50,
-        "error": None if completed else "loss became nan at step 12",
-        "config": {"model": model, "task": task, "seed": seed, "lr": 0.003, "model_cfg": {"d_model": 32}},
-        "env": {"torch": "2.13", "threads": 1},
-        "config_hash": "h" * 64,
-    }
+        params=12345,
+        flops_per_token=67890,
+        steps_per_sec=12.5,
+        tokens_per_sec=400.0,
+        wall_time_s=8.0,
+        peak_memory_mb=321.0,
+        steps=50,
+        error=None if completed else "loss became nan at step 12",
+        config={"model": model, "task": task, "seed": seed, "lr": 0.003, "model_cfg": {"d_model": 32}},
+        env={"torch": "2.13", "threads": 1},
+        config_hash="h" * 64,
+    )
+    return record.to_dict()
 
 
 def sha(path) -> str:
@@ -76,9 +80,8 @@ def filled(tmp_path):
     with ResultsStore(tmp_path) as store:
         store.record_run("k1", "run1", run_result(seed=0, value=0.25), run_dir="runs/run1")
         store.record_run("k2", "run2", run_result(model="mlp_mamba", seed=0, value=0.5), run_dir="runs/run2")
-        failed = run_result(seed=1, status="failed")
-        failed["primary_metric"] = None  # failed before the task was built
-        failed["higher_is_better"] = None
+        # failed before the task was built: the record still carries the task family's metric and direction
+        failed = failed_record(run_result(seed=1)["config"], "loss became nan at step 12")
         store.record_run("k3", "run3", failed, run_dir="runs/run3")
     return tmp_path
 
@@ -91,7 +94,7 @@ def test_new_database_is_wal_with_schema_version(tmp_path):
     version = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
     assert int(version) == SCHEMA_VERSION
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"runs", "curves", "metrics", "meta", "sweeps"} <= tables
+    assert {"runs", "curves", "meta", "sweeps"} <= tables
     con.close()
 
 
@@ -163,7 +166,7 @@ def test_read_tidy_long_format_and_missing_runs(tmp_path):
     assert row["value"].item() == pytest.approx(math.sqrt(0.5))
     failed = tidy[tidy["status"] == "failed"]
     assert len(failed) == 1
-    # the failed run's primary metric and direction come from its task's other runs; its value is NaN
+    # the failed run's primary metric and direction are its task's declaration; its value is NaN
     assert failed["metric"].item() == "mse" and failed["primary_metric"].item() == "mse"
     assert failed["higher_is_better"].item() is False and math.isnan(failed["value"].item())
 
@@ -212,13 +215,14 @@ def test_readers_do_not_block_or_modify(tmp_path):
     filled(tmp_path)
     db = tmp_path / RESULTS_DB
     before = sha(db)
-    read_runs(tmp_path), read_tidy(tmp_path), read_curves(tmp_path)
-    assert sha(db) == before
+    committed = read_runs(tmp_path), read_tidy(tmp_path), read_curves(tmp_path)
+    assert sha(db) == before and len(committed[2]) == 2 * 6
     # while the driver holds a write transaction open, a reader still reads the last committed state
     writer = sqlite3.connect(db, isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")
-    writer.execute("DELETE FROM metrics")
+    writer.execute("DELETE FROM curves")
     assert len(read_runs(tmp_path)) == 3 and read_runs(tmp_path).loc[0, "metrics"]
+    assert len(read_curves(tmp_path)) == 2 * 6
     # ...and a reader holds no lock that would stop the writer from committing
     writer.execute("COMMIT")
     writer.close()
@@ -295,7 +299,7 @@ def test_export_one_row_per_cell(tmp_path, fmt):
     metrics = reader[fmt](tmp_path / "export" / f"metrics.{fmt}")
     assert len(metrics) == 2 * 3 + 1
     curves = reader[fmt](tmp_path / "export" / f"curves.{fmt}")
-    assert len(curves) == 3 * 6
+    assert len(curves) == 2 * 6  # the failed run has none
 
 
 def test_export_errors(tmp_path):

@@ -113,11 +113,13 @@ def _linux_peak_rss_mb() -> float | None:
     return None
 
 
-def reset_peak_memory(device: torch.device) -> None:
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start a new peak for :func:`peak_memory_mb`. False where the CPU counter cannot be reset (not Linux): the
+    peak is then the process-lifetime maximum."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    else:
-        _reset_linux_peak_rss()
+        return True
+    return _reset_linux_peak_rss()
 
 
 def peak_memory_mb(device: torch.device) -> float:
