@@ -2,8 +2,9 @@
 
 - ``quick``: all six variants on one representative configuration of each of the five task families, 3 seeds, at
   small sizes (d_model 32, 2 layers, short sequences), sized to finish within 15 minutes on a 2-core CPU.
-- ``paper``: the seed project's full settings for GPUs: 10 seeds, 10000 steps, d_model 128 x 4 layers, the
-  families' full-size defaults, and the long-context task at lengths 2048 and 4096 (two separate task labels).
+- ``paper``: the original Mamba_KAN project's full settings for GPUs: 10 seeds, 10000 steps, d_model 128 x 4
+  layers, the families' full-size defaults, and the long-context task at lengths 2048 and 4096 (two separate task
+  labels).
 
 Without ``--preset`` the grid uses the library defaults (``TrainConfig``, ``ModelConfig`` and each family's
 documented defaults), so a ``compare`` cell is exactly the ``train`` run with the same flags. Explicit flags
@@ -91,8 +92,8 @@ QUICK = Preset(
 
 PAPER = Preset(
     name="paper",
-    description="the seed project's full settings for GPUs: 10 seeds, 10000 steps, d_model 128 x 4 layers, "
-    "long-context lengths 2048 and 4096",
+    description="the original Mamba_KAN project's full settings for GPUs: 10 seeds, 10000 steps, "
+    "d_model 128 x 4 layers, long-context lengths 2048 and 4096",
     seeds=10,
     settings={
         "max_steps": 10000,
