@@ -31,7 +31,7 @@ from mamba_kan.experiments.store import (
     read_runs,
     read_tidy,
 )
-from mamba_kan.record import RunRecord, failed_record
+from mamba_kan.record import RunRecord, column_fields, failed_record, record_fields
 
 
 def run_result(model="kan_mamba", task="symbolic/exp_sin", seed=0, status="completed", value=0.25, n_curve=5):
@@ -309,3 +309,27 @@ def test_export_errors(tmp_path):
     filled(tmp_path)
     with pytest.raises(UserError, match="valid choices: csv, parquet, json"):
         export_results(tmp_path, "xlsx")
+
+
+def test_read_runs_columns_come_from_the_record_type(tmp_path):
+    """Every record field reaches the reader: column fields as columns, the others (but curves) in ``extra``."""
+    filled(tmp_path)
+    runs = read_runs(tmp_path).set_index("run_id")
+    names = [f.name for f in record_fields()]
+    shown = [("task_name" if c == "task" else c) for c in column_fields()]
+    assert set(shown) <= set(runs.columns)
+    extra = runs.loc["run1", "extra"]
+    assert set(extra) == set(names) - set(column_fields()) - {"curves"}
+    assert extra["floor"] == 0.0 and extra["stopped_early"] is False
+    assert runs.loc["run1", "task_name"] == "symbolic/exp_sin"
+
+
+def test_the_store_does_not_guess_a_direction(tmp_path):
+    """A record without a metric direction stays without one: the store never fills it from other runs."""
+    unknown = {**run_result(seed=1, status="failed"), "primary_metric": None, "higher_is_better": None}
+    with ResultsStore(tmp_path) as store:
+        store.record_run("k1", "run1", run_result(seed=0))
+        store.record_run("k2", "run2", unknown)
+    tidy = read_tidy(tmp_path).set_index("run_id")
+    assert tidy.loc["run2", "higher_is_better"] is None and pd.isna(tidy.loc["run2", "primary_metric"])
+    assert (tidy.loc["run1", "higher_is_better"] == False).all()  # noqa: E712 - object column of bools
