@@ -333,3 +333,74 @@ def test_the_store_does_not_guess_a_direction(tmp_path):
     tidy = read_tidy(tmp_path).set_index("run_id")
     assert tidy.loc["run2", "higher_is_better"] is None and pd.isna(tidy.loc["run2", "primary_metric"])
     assert (tidy.loc["run1", "higher_is_better"] == False).all()  # noqa: E712 - object column of bools
+
+
+# the version-1 layout as the previous release wrote it (one column per headline field, a metrics table)
+_V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE sweeps (sweep_id INTEGER PRIMARY KEY AUTOINCREMENT, started_at TEXT NOT NULL, finished_at TEXT,
+    command TEXT, code_version TEXT, backend TEXT, n_cells INTEGER, n_skipped INTEGER, n_completed INTEGER,
+    n_diverged INTEGER, n_failed INTEGER);
+CREATE TABLE runs (cell_key TEXT PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, model TEXT NOT NULL, ffn TEXT,
+    mixer TEXT, task TEXT NOT NULL, task_name TEXT, family TEXT, seed INTEGER NOT NULL, status TEXT NOT NULL,
+    primary_metric TEXT, primary_value REAL, higher_is_better INTEGER, params INTEGER, flops_per_token INTEGER,
+    steps_per_sec REAL, tokens_per_sec REAL, wall_time_s REAL, peak_memory_mb REAL, steps INTEGER, best_val REAL,
+    best_val_step INTEGER, error TEXT, config_hash TEXT, code_version TEXT, config_json TEXT NOT NULL,
+    env_json TEXT NOT NULL, extra_json TEXT NOT NULL, run_dir TEXT, attempts INTEGER NOT NULL DEFAULT 1,
+    sweep_id INTEGER REFERENCES sweeps(sweep_id), recorded_at TEXT NOT NULL);
+CREATE TABLE metrics (cell_key TEXT NOT NULL REFERENCES runs(cell_key) ON DELETE CASCADE, metric TEXT NOT NULL,
+    value REAL, PRIMARY KEY (cell_key, metric)) WITHOUT ROWID;
+CREATE TABLE curves (cell_key TEXT NOT NULL REFERENCES runs(cell_key) ON DELETE CASCADE, step INTEGER NOT NULL,
+    split TEXT NOT NULL, metric TEXT NOT NULL, value REAL, PRIMARY KEY (cell_key, split, metric, step))
+    WITHOUT ROWID;
+"""
+
+
+def write_v1(path, results):
+    con = sqlite3.connect(path / RESULTS_DB)
+    con.executescript(_V1_SCHEMA)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    headline = [c for c in column_fields() if c not in ("task", "config", "env", "metrics")]
+    for i, r in enumerate(results):
+        extra = {k: v for k, v in r.items() if k not in column_fields() and k != "curves"}
+        row = {k: r[k] for k in headline} | {
+            "cell_key": f"k{i}", "run_id": f"run{i}", "task": r["task"], "task_name": r["task"],
+            "family": r["task"].partition("/")[0], "config_json": json.dumps(r["config"]),
+            "env_json": json.dumps(r["env"]), "extra_json": json.dumps(extra), "recorded_at": "2026-01-01",
+        }  # fmt: skip
+        con.execute(
+            f"INSERT INTO runs({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
+        )
+        con.executemany(
+            "INSERT INTO metrics VALUES (?, ?, ?)", [(f"k{i}", k, v) for k, v in r["metrics"].items()]
+        )
+        con.executemany(
+            "INSERT INTO curves VALUES (?, ?, ?, ?, ?)",
+            [(f"k{i}", c["step"], c["split"], c["metric"], c["value"]) for c in r["curves"]],
+        )
+    con.commit()
+    con.close()
+
+
+def test_a_version_1_database_is_read_and_upgraded_without_loss(tmp_path):
+    results = [run_result(seed=0), run_result(model="mlp_mamba", seed=1, status="diverged")]
+    write_v1(tmp_path, results)
+    db = tmp_path / RESULTS_DB
+    before = sha(db)
+    old = read_runs(tmp_path), read_tidy(tmp_path), read_curves(tmp_path)
+    assert sha(db) == before  # reading does not upgrade
+    assert old[0].loc[0, "extra"]["floor"] == 0.0 and old[0].loc[0, "higher_is_better"] is False
+    assert old[0].loc[0, "primary_value"] == 0.25 and len(old[2]) == 2 * 6
+    with ResultsStore(tmp_path) as store:  # the writer upgrades in place, in one transaction
+        store.record_run("k2", "run2", run_result(seed=2))
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(
+        SCHEMA_VERSION
+    )
+    assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+    con.close()
+    new = read_runs(tmp_path), read_tidy(tmp_path), read_curves(tmp_path)
+    for a, b in zip(old, new):
+        b = b[b["run_id"] != "run2"].reset_index(drop=True)
+        pd.testing.assert_frame_equal(a.drop(columns=["recorded_at"], errors="ignore"),
+                                      b.drop(columns=["recorded_at"], errors="ignore"))  # fmt: skip

@@ -42,7 +42,10 @@ from mamba_kan.record import RunRecord, column_fields, field_kind
 log = logging.getLogger(__name__)
 
 RESULTS_DB = "results.db"
-SCHEMA_VERSION = 2  # 1: every record field as a column of its own, a metrics table
+SCHEMA_VERSION = 2
+#: Versions the readers read and the writer upgrades in place: 1 kept each run field as a column of its own (the
+#: rest in ``extra_json``) and the final metrics in a table of their own.
+READABLE_VERSIONS = (1, SCHEMA_VERSION)
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -143,7 +146,7 @@ def _schema_version(con: sqlite3.Connection, path: Path) -> int:
 
 
 def _require_version(version: int, path: Path) -> None:
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise UserError(
             f"{path} has results schema version {version}, this mamba-kan {__version__} reads version "
             f"{SCHEMA_VERSION}; use another --output-dir or the mamba-kan release that wrote it"
@@ -160,7 +163,8 @@ def _connect_ro(path: Path) -> sqlite3.Connection:
 
 
 def check_database(path: str | os.PathLike[str]) -> bool:
-    """True if a results database exists at ``path`` with this schema version, False if there is none.
+    """True if a results database exists at ``path`` with a schema version this release reads, False if there is
+    none.
 
     Raises UserError for a file that is not a results database or has another schema version. Never writes.
     """
@@ -170,6 +174,45 @@ def check_database(path: str | os.PathLike[str]) -> bool:
     with contextlib.closing(_connect_ro(p)) as con:
         _require_version(_schema_version(con, p), p)
     return True
+
+
+def _record_json(data: dict[str, Any]) -> str:
+    """A record dict as stored: without its curves (those are rows of the curves table)."""
+    return json.dumps({k: v for k, v in data.items() if k != "curves"}, sort_keys=True, default=str)
+
+
+_STORED = "run_id, task, cell_key, family, code_version, attempts, recorded_at, run_dir"
+
+
+def _stored_runs(con: sqlite3.Connection, version: int) -> list[dict[str, Any]]:
+    """Every run row as {store columns..., "record": the record dict without curves}, in reading order."""
+    order = "ORDER BY task, model, seed, run_id"
+    if version == SCHEMA_VERSION:
+        cur = con.execute(f"SELECT {_STORED}, record_json FROM runs {order}")
+        return [{**dict(zip(_STORED.split(", "), row[:-1])), "record": json.loads(row[-1])} for row in cur]
+    # version 1: rebuild the record from its columns, extra_json and the metrics table
+    metrics: dict[str, dict[str, float | None]] = {}
+    for key, metric, value in con.execute("SELECT cell_key, metric, value FROM metrics"):
+        metrics.setdefault(key, {})[metric] = value
+    cur = con.execute(f"SELECT * FROM runs {order}")
+    names = [c[0] for c in cur.description]
+    out = []
+    for row in cur:
+        v1 = dict(zip(names, row))
+        record = {
+            k: v1[k] for k in column_fields() if k in v1 and k not in ("task", "config", "env", "metrics")
+        }
+        if record.get("higher_is_better") is not None:
+            record["higher_is_better"] = bool(record["higher_is_better"])
+        record.update(
+            task=v1["task_name"],
+            config=json.loads(v1["config_json"]),
+            env=json.loads(v1["env_json"]),
+            metrics=metrics.get(v1["cell_key"], {}),
+            **json.loads(v1["extra_json"]),
+        )
+        out.append({**{k: v1[k] for k in _STORED.split(", ")}, "record": record})
+    return out
 
 
 def _acquire_writer_lock(path: Path) -> IO[bytes] | None:
@@ -215,6 +258,8 @@ class ResultsStore:
         self._con.execute("PRAGMA foreign_keys = ON")
         if not exists:
             self._create()
+        elif _schema_version(self._con, self.path) == 1:
+            self._upgrade_from_v1()
         log.debug("results store %s (schema %d)", self.path, SCHEMA_VERSION)
 
     def _create(self) -> None:
@@ -234,6 +279,35 @@ class ResultsStore:
                     ("created_with", __version__),
                 ],
             )
+
+    def _upgrade_from_v1(self) -> None:
+        """Rewrite a version-1 database in the current schema in one transaction (SQLite's table-rebuild
+        procedure, foreign keys off meanwhile so that dropping the old table does not cascade to the curves)."""
+        self._con.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with self._transaction() as con:
+                rows = _stored_runs(con, 1)
+                sweeps = dict(con.execute("SELECT cell_key, sweep_id FROM runs").fetchall())
+                create = _SCHEMA[_SCHEMA.index("CREATE TABLE runs (") : _SCHEMA.index("CREATE INDEX")]
+                con.execute(create.replace("CREATE TABLE runs (", "CREATE TABLE runs_v2 (").rstrip("; \n"))
+                con.executemany(
+                    f"INSERT INTO runs_v2({_STORED}, sweep_id, ffn, mixer, model, seed, status, record_json) "
+                    f"VALUES ({', '.join('?' * (len(_STORED.split(', ')) + 7))})",
+                    [
+                        (*(r[k] for k in _STORED.split(", ")), sweeps[r["cell_key"]],
+                         *(r["record"].get(k) for k in ("ffn", "mixer", "model", "seed", "status")),
+                         _record_json(RunRecord.from_dict(r["record"]).to_dict()))
+                        for r in rows
+                    ],
+                )  # fmt: skip
+                con.execute("DROP TABLE metrics")
+                con.execute("DROP TABLE runs")
+                con.execute("ALTER TABLE runs_v2 RENAME TO runs")
+                con.execute("CREATE INDEX runs_task_model_seed ON runs(task, model, seed)")
+                con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        finally:
+            self._con.execute("PRAGMA foreign_keys = ON")
+        log.info("upgraded %s to results schema version %d (%d runs)", self.path, SCHEMA_VERSION, len(rows))
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -304,7 +378,7 @@ class ResultsStore:
         data = record.to_dict()
         curves = [
             (cell_key, int(c["step"]), str(c["split"]), str(c["metric"]), _float_or_none(c["value"]))
-            for c in data.pop("curves")
+            for c in data["curves"]
         ]
         label = task or record.task
         row: dict[str, Any] = {
@@ -321,7 +395,7 @@ class ResultsStore:
             "run_dir": run_dir,
             "sweep_id": sweep_id,
             "recorded_at": _now(),
-            "record_json": json.dumps(data, sort_keys=True, default=str),
+            "record_json": _record_json(data),
         }
         cols = list(row)
         updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != "cell_key")
@@ -385,29 +459,18 @@ def read_runs(path: str | os.PathLike[str]) -> pd.DataFrame:
     ``.db`` file.
     """
     with _reader(path) as con:
-        rows = pd.read_sql_query(
-            "SELECT run_id, task, cell_key, family, code_version, attempts, recorded_at, run_dir, record_json "
-            "FROM runs ORDER BY task, model, seed, run_id",
-            con,
-        )
+        stored = _stored_runs(con, _schema_version(con, db_path(path)))
     columns = column_fields()
     flat = []
-    for stored in rows.to_dict("records"):
-        record = RunRecord.from_dict(json.loads(stored.pop("record_json"))).to_dict()
+    for row in stored:
+        record = RunRecord.from_dict(row.pop("record")).to_dict()
         record["task_name"] = record.pop("task")
         record["metrics"] = {k: math.nan if v is None else float(v) for k, v in record["metrics"].items()}
         own = {k: record.pop(k) for k in [*columns, "task_name"] if k != "task"}
         record.pop("curves")
-        flat.append(
-            {"run_id": stored.pop("run_id"), "task": stored.pop("task"), **own, "extra": record, **stored}
-        )
-    names = [
-        "run_id",
-        "task",
-        *[c if c != "task" else "task_name" for c in columns],
-        "extra",
-        *rows.columns[2:-1],
-    ]
+        flat.append({"run_id": row.pop("run_id"), "task": row.pop("task"), **own, "extra": record, **row})
+    names = ["run_id", "task", *[c if c != "task" else "task_name" for c in columns], "extra"]
+    names += _STORED.split(", ")[2:]
     frame = pd.DataFrame(flat, columns=names)
     return _record_columns(frame).reset_index(drop=True)
 
