@@ -34,7 +34,7 @@ from mamba_kan.ops.bspline import load_kernels
 from mamba_kan.tasks import make_task
 from mamba_kan.tasks.registry import parse_task_name
 from mamba_kan.training import TrainConfig, Trainer, run_experiment
-from mamba_kan.training.env import environment
+from mamba_kan.training.env import environment, retain_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -275,8 +275,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     device = torch.device(cfg.device)
     judge = not cfg.tiny
     result: dict[str, Any] = {"meta": {}, "matmul_peak": {}, "suites": {}}
+    # every item runs with the allocator setting training uses (mamba_kan.training.loop), bare steps included
+    retained = device.type == "cpu" and retain_freed_memory()
     with _torch_settings(cfg.threads, deterministic=False):
         result["meta"] = _meta(cfg, device)
+        result["meta"]["freed_memory_retained"] = retained
         dtype = torch.bfloat16 if cfg.resolved_precision() == "bf16" else torch.float32
         n = 256 if cfg.tiny else (8192 if device.type == "cuda" else 2048)
         result["matmul_peak"] = matmul_peak(device, dtype, n)

@@ -53,7 +53,7 @@ from mamba_kan.training.distributed import (
     shard_batch,
     teardown_distributed,
 )
-from mamba_kan.training.env import environment, peak_memory_mb, reset_peak_memory
+from mamba_kan.training.env import environment, peak_memory_mb, reset_peak_memory, retain_freed_memory
 from mamba_kan.training.optim import build_optimizer, build_scheduler
 from mamba_kan.training.tracking import Tracker, make_tracker
 
@@ -121,7 +121,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 @contextlib.contextmanager
 def _session(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
     """Process-wide settings for one run, restored afterwards: threads, deterministic algorithms (CPU), and the
-    global RNG (forked, so running an experiment does not change the caller's random stream)."""
+    global RNG (forked, so running an experiment does not change the caller's random stream). On CPU the
+    allocator is also told to keep freed memory (:func:`retain_freed_memory`; not restored, it changes no value)."""
     prev_threads = torch.get_num_threads()
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
@@ -137,6 +138,7 @@ def _session(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
                 torch.set_num_threads(threads)
             if device.type == "cpu":
                 torch.use_deterministic_algorithms(True)
+                retain_freed_memory()  # no page faults for the same buffers every step (process-wide, kept)
             yield
         finally:
             torch.set_num_threads(prev_threads)
