@@ -54,19 +54,19 @@ def snapshot(db: Path) -> dict[str, dict]:
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     rows = {}
-    for key, run_id, status, value, best, best_step, steps, params, extra, attempts, recorded in con.execute(
-        "SELECT cell_key, run_id, status, primary_value, best_val, best_val_step, steps, params, extra_json, "
-        "attempts, recorded_at FROM runs"
+    for key, run_id, record_json, attempts, recorded in con.execute(
+        "SELECT cell_key, run_id, record_json, attempts, recorded_at FROM runs"
     ):
-        metrics = dict(con.execute("SELECT metric, value FROM metrics WHERE cell_key = ?", (key,)).fetchall())
+        r = json.loads(record_json)
         val_curve = con.execute(
             "SELECT step, metric, value FROM curves WHERE cell_key = ? AND split = 'val' ORDER BY step, metric",
             (key,),
         ).fetchall()
+        result = ("status", "primary_value", "best_val", "best_val_step", "steps", "params", "metrics")
         rows[key] = {
             "run_id": run_id,
-            "result": (status, value, best, best_step, steps, params, metrics, val_curve),
-            "resumed_from": json.loads(extra).get("resumed_from"),
+            "result": (*(r[k] for k in result), val_curve),
+            "resumed_from": r["resumed_from"],
             "attempts": attempts,
             "recorded_at": recorded,
         }

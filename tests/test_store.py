@@ -31,41 +31,45 @@ from mamba_kan.experiments.store import (
     read_runs,
     read_tidy,
 )
+from mamba_kan.record import RunRecord, column_fields, failed_record, record_fields
 
 
 def run_result(model="kan_mamba", task="symbolic/exp_sin", seed=0, status="completed", value=0.25, n_curve=5):
+    """A result dict as the training loop writes it: built from the record type, so a renamed field fails here."""
     ffn, mixer = model.split("_")
     completed = status == "completed"
-    return {
-        "model": model,
-        "ffn": ffn,
-        "mixer": mixer,
-        "task": task,
-        "seed": seed,
-        "status": status,
-        "primary_metric": "mse",
-        "primary_value": value if completed else None,
-        "higher_is_better": False,
-        "metrics": {"mse": value, "rmse": math.sqrt(value), "r2": float("nan")} if completed else {},
-        "best_val": value * 1.1,
-        "best_val_step": 40,
-        "curves": [
+    record = RunRecord(
+        model=model,
+        ffn=ffn,
+        mixer=mixer,
+        task=task,
+        seed=seed,
+        status=status,
+        primary_metric="mse",
+        primary_value=value if completed else None,
+        higher_is_better=False,
+        floor=0.0,
+        metrics={"mse": value, "rmse": math.sqrt(value), "r2": float("nan")} if completed else {},
+        best_val=value * 1.1,
+        best_val_step=40,
+        curves=[
             {"step": 10 * i, "split": "train", "metric": "loss", "value": 1.0 / (i + 1)}
             for i in range(n_curve)
         ]
         + [{"step": 50, "split": "val", "metric": "mse", "value": value * 1.1}],
-        "params": 12345,
-        "flops_per_token": 67890,
-        "steps_per_sec": 12.5,
-        "tokens_per_sec": 400.0,
-        "wall_time_s": 8.0,
-        "peak_memory_mb": 321.0,
-        "steps": 50,
-        "error": None if completed else "loss became nan at step 12",
-        "config": {"model": model, "task": task, "seed": seed, "lr": 0.003, "model_cfg": {"d_model": 32}},
-        "env": {"torch": "2.13", "threads": 1},
-        "config_hash": "h" * 64,
-    }
+        params=12345,
+        flops_per_token=67890,
+        steps_per_sec=12.5,
+        tokens_per_sec=400.0,
+        wall_time_s=8.0,
+        peak_memory_mb=321.0,
+        steps=50,
+        error=None if completed else "loss became nan at step 12",
+        config={"model": model, "task": task, "seed": seed, "lr": 0.003, "model_cfg": {"d_model": 32}},
+        env={"torch": "2.13", "threads": 1},
+        config_hash="h" * 64,
+    )
+    return record.to_dict()
 
 
 def sha(path) -> str:
@@ -76,9 +80,8 @@ def filled(tmp_path):
     with ResultsStore(tmp_path) as store:
         store.record_run("k1", "run1", run_result(seed=0, value=0.25), run_dir="runs/run1")
         store.record_run("k2", "run2", run_result(model="mlp_mamba", seed=0, value=0.5), run_dir="runs/run2")
-        failed = run_result(seed=1, status="failed")
-        failed["primary_metric"] = None  # failed before the task was built
-        failed["higher_is_better"] = None
+        # failed before the task was built: the record still carries the task family's metric and direction
+        failed = failed_record(run_result(seed=1)["config"], "loss became nan at step 12")
         store.record_run("k3", "run3", failed, run_dir="runs/run3")
     return tmp_path
 
@@ -91,7 +94,7 @@ def test_new_database_is_wal_with_schema_version(tmp_path):
     version = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
     assert int(version) == SCHEMA_VERSION
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"runs", "curves", "metrics", "meta", "sweeps"} <= tables
+    assert {"runs", "curves", "meta", "sweeps"} <= tables
     con.close()
 
 
@@ -163,7 +166,7 @@ def test_read_tidy_long_format_and_missing_runs(tmp_path):
     assert row["value"].item() == pytest.approx(math.sqrt(0.5))
     failed = tidy[tidy["status"] == "failed"]
     assert len(failed) == 1
-    # the failed run's primary metric and direction come from its task's other runs; its value is NaN
+    # the failed run's primary metric and direction are its task's declaration; its value is NaN
     assert failed["metric"].item() == "mse" and failed["primary_metric"].item() == "mse"
     assert failed["higher_is_better"].item() is False and math.isnan(failed["value"].item())
 
@@ -212,13 +215,14 @@ def test_readers_do_not_block_or_modify(tmp_path):
     filled(tmp_path)
     db = tmp_path / RESULTS_DB
     before = sha(db)
-    read_runs(tmp_path), read_tidy(tmp_path), read_curves(tmp_path)
-    assert sha(db) == before
+    committed = read_runs(tmp_path), read_tidy(tmp_path), read_curves(tmp_path)
+    assert sha(db) == before and len(committed[2]) == 2 * 6
     # while the driver holds a write transaction open, a reader still reads the last committed state
     writer = sqlite3.connect(db, isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")
-    writer.execute("DELETE FROM metrics")
+    writer.execute("DELETE FROM curves")
     assert len(read_runs(tmp_path)) == 3 and read_runs(tmp_path).loc[0, "metrics"]
+    assert len(read_curves(tmp_path)) == 2 * 6
     # ...and a reader holds no lock that would stop the writer from committing
     writer.execute("COMMIT")
     writer.close()
@@ -295,7 +299,7 @@ def test_export_one_row_per_cell(tmp_path, fmt):
     metrics = reader[fmt](tmp_path / "export" / f"metrics.{fmt}")
     assert len(metrics) == 2 * 3 + 1
     curves = reader[fmt](tmp_path / "export" / f"curves.{fmt}")
-    assert len(curves) == 3 * 6
+    assert len(curves) == 2 * 6  # the failed run has none
 
 
 def test_export_errors(tmp_path):
@@ -305,3 +309,98 @@ def test_export_errors(tmp_path):
     filled(tmp_path)
     with pytest.raises(UserError, match="valid choices: csv, parquet, json"):
         export_results(tmp_path, "xlsx")
+
+
+def test_read_runs_columns_come_from_the_record_type(tmp_path):
+    """Every record field reaches the reader: column fields as columns, the others (but curves) in ``extra``."""
+    filled(tmp_path)
+    runs = read_runs(tmp_path).set_index("run_id")
+    names = [f.name for f in record_fields()]
+    shown = [("task_name" if c == "task" else c) for c in column_fields()]
+    assert set(shown) <= set(runs.columns)
+    extra = runs.loc["run1", "extra"]
+    assert set(extra) == set(names) - set(column_fields()) - {"curves"}
+    assert extra["floor"] == 0.0 and extra["stopped_early"] is False
+    assert runs.loc["run1", "task_name"] == "symbolic/exp_sin"
+
+
+def test_the_store_does_not_guess_a_direction(tmp_path):
+    """A record without a metric direction stays without one: the store never fills it from other runs."""
+    unknown = {**run_result(seed=1, status="failed"), "primary_metric": None, "higher_is_better": None}
+    with ResultsStore(tmp_path) as store:
+        store.record_run("k1", "run1", run_result(seed=0))
+        store.record_run("k2", "run2", unknown)
+    tidy = read_tidy(tmp_path).set_index("run_id")
+    assert tidy.loc["run2", "higher_is_better"] is None and pd.isna(tidy.loc["run2", "primary_metric"])
+    assert (tidy.loc["run1", "higher_is_better"] == False).all()  # noqa: E712 - object column of bools
+
+
+# the version-1 layout as the previous release wrote it (one column per headline field, a metrics table)
+_V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE sweeps (sweep_id INTEGER PRIMARY KEY AUTOINCREMENT, started_at TEXT NOT NULL, finished_at TEXT,
+    command TEXT, code_version TEXT, backend TEXT, n_cells INTEGER, n_skipped INTEGER, n_completed INTEGER,
+    n_diverged INTEGER, n_failed INTEGER);
+CREATE TABLE runs (cell_key TEXT PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, model TEXT NOT NULL, ffn TEXT,
+    mixer TEXT, task TEXT NOT NULL, task_name TEXT, family TEXT, seed INTEGER NOT NULL, status TEXT NOT NULL,
+    primary_metric TEXT, primary_value REAL, higher_is_better INTEGER, params INTEGER, flops_per_token INTEGER,
+    steps_per_sec REAL, tokens_per_sec REAL, wall_time_s REAL, peak_memory_mb REAL, steps INTEGER, best_val REAL,
+    best_val_step INTEGER, error TEXT, config_hash TEXT, code_version TEXT, config_json TEXT NOT NULL,
+    env_json TEXT NOT NULL, extra_json TEXT NOT NULL, run_dir TEXT, attempts INTEGER NOT NULL DEFAULT 1,
+    sweep_id INTEGER REFERENCES sweeps(sweep_id), recorded_at TEXT NOT NULL);
+CREATE TABLE metrics (cell_key TEXT NOT NULL REFERENCES runs(cell_key) ON DELETE CASCADE, metric TEXT NOT NULL,
+    value REAL, PRIMARY KEY (cell_key, metric)) WITHOUT ROWID;
+CREATE TABLE curves (cell_key TEXT NOT NULL REFERENCES runs(cell_key) ON DELETE CASCADE, step INTEGER NOT NULL,
+    split TEXT NOT NULL, metric TEXT NOT NULL, value REAL, PRIMARY KEY (cell_key, split, metric, step))
+    WITHOUT ROWID;
+"""
+
+
+def write_v1(path, results):
+    con = sqlite3.connect(path / RESULTS_DB)
+    con.executescript(_V1_SCHEMA)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    headline = [c for c in column_fields() if c not in ("task", "config", "env", "metrics")]
+    for i, r in enumerate(results):
+        extra = {k: v for k, v in r.items() if k not in column_fields() and k != "curves"}
+        row = {k: r[k] for k in headline} | {
+            "cell_key": f"k{i}", "run_id": f"run{i}", "task": r["task"], "task_name": r["task"],
+            "family": r["task"].partition("/")[0], "config_json": json.dumps(r["config"]),
+            "env_json": json.dumps(r["env"]), "extra_json": json.dumps(extra), "recorded_at": "2026-01-01",
+        }  # fmt: skip
+        con.execute(
+            f"INSERT INTO runs({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
+        )
+        con.executemany(
+            "INSERT INTO metrics VALUES (?, ?, ?)", [(f"k{i}", k, v) for k, v in r["metrics"].items()]
+        )
+        con.executemany(
+            "INSERT INTO curves VALUES (?, ?, ?, ?, ?)",
+            [(f"k{i}", c["step"], c["split"], c["metric"], c["value"]) for c in r["curves"]],
+        )
+    con.commit()
+    con.close()
+
+
+def test_a_version_1_database_is_read_and_upgraded_without_loss(tmp_path):
+    results = [run_result(seed=0), run_result(model="mlp_mamba", seed=1, status="diverged")]
+    write_v1(tmp_path, results)
+    db = tmp_path / RESULTS_DB
+    before = sha(db)
+    old = read_runs(tmp_path), read_tidy(tmp_path), read_curves(tmp_path)
+    assert sha(db) == before  # reading does not upgrade
+    assert old[0].loc[0, "extra"]["floor"] == 0.0 and old[0].loc[0, "higher_is_better"] is False
+    assert old[0].loc[0, "primary_value"] == 0.25 and len(old[2]) == 2 * 6
+    with ResultsStore(tmp_path) as store:  # the writer upgrades in place, in one transaction
+        store.record_run("k2", "run2", run_result(seed=2))
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(
+        SCHEMA_VERSION
+    )
+    assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+    con.close()
+    new = read_runs(tmp_path), read_tidy(tmp_path), read_curves(tmp_path)
+    for a, b in zip(old, new):
+        b = b[b["run_id"] != "run2"].reset_index(drop=True)
+        pd.testing.assert_frame_equal(a.drop(columns=["recorded_at"], errors="ignore"),
+                                      b.drop(columns=["recorded_at"], errors="ignore"))  # fmt: skip

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from mamba_kan.training.env import peak_memory_mb, reset_peak_memory
+from mamba_kan.training.env import peak_memory_mb, reset_peak_memory, retain_freed_memory
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM reset is Linux-only")
@@ -20,3 +20,25 @@ def test_cpu_peak_memory_resets_between_runs():
     reset_peak_memory(cpu)
     small_peak = peak_memory_mb(cpu)
     assert peak_with_big - small_peak > 150, (peak_with_big, small_peak)
+
+
+def rss_mb() -> float:
+    """Current resident set size from /proc (independent of the code under test)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 2**10
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt / VmHWM reset are Linux-only")
+def test_retained_memory_is_reused_and_not_counted_in_the_next_runs_peak():
+    if not retain_freed_memory():
+        pytest.skip("not glibc")
+    cpu = torch.device("cpu")
+    before = rss_mb()
+    blocks = [torch.ones(4_000_000) for _ in range(40)]  # 40 x 16 MB, below the mmap threshold: heap blocks
+    del blocks  # freed, but kept by the process (below the trim threshold) for the next step to reuse
+    assert rss_mb() - before > 400, (before, rss_mb())
+    retained = peak_memory_mb(cpu)
+    reset_peak_memory(cpu)  # hands the kept memory back before the next run's peak starts
+    assert retained - peak_memory_mb(cpu) > 400, (retained, peak_memory_mb(cpu))

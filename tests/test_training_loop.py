@@ -97,7 +97,7 @@ def wrap(monkeypatch):
             made.append(w)
             return w
 
-        monkeypatch.setattr(registry, "make_task", make_task)
+        monkeypatch.setattr(loop_module, "make_task", make_task)  # the name the loop builds its task with
         return made
 
     return install
@@ -189,13 +189,13 @@ def test_run_directory_holds_config_result_model_and_spline_snapshots(tmp_path: 
 def test_finished_result_is_returned_without_retraining(tmp_path: Path, monkeypatch):
     first = run_experiment(tiny(), tmp_path)
     built: list[int] = []
-    real_run = loop_module._Run
+    real_trainer = loop_module.Trainer
 
     def counting(*args, **kwargs):
         built.append(1)
-        return real_run(*args, **kwargs)
+        return real_trainer(*args, **kwargs)
 
-    monkeypatch.setattr(loop_module, "_Run", counting)
+    monkeypatch.setattr(loop_module, "Trainer", counting)
     assert run_experiment(tiny(threads=2), tmp_path) == first  # threads do not change the config hash
     assert built == []
     second = run_experiment(tiny(lr=1e-3), tmp_path)  # a different config is not served from the cache
@@ -253,13 +253,40 @@ def test_failure_while_building_is_recorded_with_the_same_keys(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    import mamba_kan.models
-
-    monkeypatch.setattr(mamba_kan.models, "build_model", broken)
+    monkeypatch.setattr(loop_module, "build_model", broken)
     r = run_experiment(tiny(max_steps=5, eval_every=5))
     assert r["status"] == "failed" and "out of memory" in r["error"]
-    assert set(r) == set(ok)
+    assert list(r) == list(ok)
+    # no task was built, yet the failure carries the task's own metric and direction
+    task = registry.make_task("symbolic/exp_sin", seed=0)
+    assert (r["primary_metric"], r["higher_is_better"]) == (task.primary_metric, task.higher_is_better)
     json.dumps(r, allow_nan=False)
+
+
+def test_trainer_steps_reproduce_the_loops_training_curve():
+    """The public step API (what the bench times) is the loop's own step: stepping a Trainer by hand and logging
+    every log_every steps gives the train-loss curve run_experiment records."""
+    cfg = tiny(max_steps=10, eval_every=10, log_every=5).resolved()
+    reference = run_experiment(cfg)
+    expected = [c["value"] for c in reference["curves"] if c["split"] == "train" and c["metric"] == "loss"]
+    with torch.random.fork_rng():
+        prev = torch.get_num_threads()
+        torch.set_num_threads(1)
+        torch.use_deterministic_algorithms(True)
+        try:
+            trainer = loop_module.Trainer(cfg, device=torch.device("cpu"))
+            trainer.model.train()
+            for _ in range(cfg.max_steps):
+                trainer.step()
+                if trainer.global_step % cfg.log_every == 0:
+                    trainer.sync()
+                    assert trainer.log_train() is None  # no non-finite loss
+        finally:
+            torch.use_deterministic_algorithms(False)
+            torch.set_num_threads(prev)
+    got = [c["value"] for c in trainer.state.curves if c["metric"] == "loss"]
+    assert trainer.global_step == 10 and got == expected
+    assert trainer.evaluate("test") == reference["metrics"]
 
 
 def test_bad_settings_raise_before_any_work():

@@ -16,6 +16,9 @@ import sys
 
 import torch
 
+from mamba_kan.bench.items import build_item
+from mamba_kan.training.env import peak_memory_mb, reset_peak_memory
+
 
 def _rss_mb() -> float | None:
     """Current resident set size (Linux /proc), None elsewhere."""
@@ -40,9 +43,6 @@ def _release_free_memory() -> None:
 
 
 def main(argv: list[str]) -> int:
-    from mamba_kan.bench.items import build_item
-    from mamba_kan.training.env import _reset_linux_peak_rss, peak_memory_mb
-
     payload = json.loads(argv[0])
     torch.set_num_threads(int(payload["threads"]))
     device = torch.device("cpu")
@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
     item.step()
     _release_free_memory()
     base = _rss_mb()
-    if base is not None and _reset_linux_peak_rss():
+    if base is not None and reset_peak_memory(device):
         item.step()
         result = {"peak_mb": peak_memory_mb(device) - base, "method": "VmHWM - VmRSS (fresh process)"}
     else:  # no reset: the lifetime maximum also covers the warm-up step (an upper bound)

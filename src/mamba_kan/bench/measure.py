@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from mamba_kan.bench.items import Item
+from mamba_kan.bench.items import Item, build_item
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,6 @@ def peak_memory(
 ) -> dict[str, Any]:
     """Peak memory of one step of the item ``spec`` (see the module docstring): {"peak_mb", "method"}."""
     if device.type == "cuda":
-        from mamba_kan.bench.items import build_item
-
         item = build_item(spec, device, precision)
         item.step()
         torch.cuda.synchronize(device)

@@ -26,10 +26,15 @@ from typing import Any
 
 import torch
 
-from mamba_kan.bench.items import Item, build_item
+from mamba_kan.bench.items import Item, build_item, optional_package
 from mamba_kan.bench.measure import matmul_peak, peak_memory, time_group
 from mamba_kan.bench.suites import FULL, SUITES, TINY, Comparison, Sizes, model_settings, plan
 from mamba_kan.errors import UserError, require, unknown_choice
+from mamba_kan.ops.bspline_autograd import load_spline_kernels
+from mamba_kan.tasks import make_task
+from mamba_kan.tasks.registry import parse_task_name
+from mamba_kan.training import TrainConfig, Trainer, run_experiment
+from mamba_kan.training.env import environment, retain_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +73,6 @@ class BenchConfig:
         require(self.warmup >= 1, f"--warmup must be >= 1, got {self.warmup}")
         require(self.budget_s > 0, f"--budget must be > 0 seconds, got {self.budget_s}")
         if self.task is not None:  # fail now, not after the other suites ran
-            from mamba_kan.tasks.registry import parse_task_name
-
             parse_task_name(self.task)
 
     @property
@@ -106,15 +109,11 @@ def _loadavg() -> list[float] | None:
 
 
 def _spline_backend() -> str:
-    from mamba_kan.ops.bspline_autograd import load_spline_kernels
-
     kernels = load_spline_kernels(5, 3)
     return f"generated C kernels ({kernels.path.name})" if kernels is not None else "PyTorch ops"
 
 
 def _meta(cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
-    from mamba_kan.training.env import environment
-
     meta = environment(device)
     meta.update(
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -125,8 +124,6 @@ def _meta(cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
         load_average_start=_loadavg(),
     )
     if device.type == "cuda":
-        from mamba_kan.bench.items import optional_package
-
         meta["mamba_ssm"] = optional_package("mamba_ssm")
     return meta
 
@@ -215,12 +212,6 @@ def loop_overhead(cfg: BenchConfig, device: torch.device, rounds: int = 3) -> di
     step (so load on a shared machine hits both alike): overhead = median loop step / median bare step - 1.
     Cross-check: ``run_experiment``'s own steps/s over ``rounds`` runs (wall-clock, fastest run).
     """
-    from mamba_kan.tasks import make_task
-    from mamba_kan.training import TrainConfig, run_experiment
-    from mamba_kan.training.config import config_hash
-    from mamba_kan.training.distributed import DistInfo
-    from mamba_kan.training.loop import _Run
-
     task, options, model_cfg, batch = model_settings(cfg.sizes)
     steps = cfg.sizes.overhead_steps
     train_cfg = TrainConfig(
@@ -239,14 +230,14 @@ def loop_overhead(cfg: BenchConfig, device: torch.device, rounds: int = 3) -> di
     spec = {"kind": "model", "variant": LOOP_OVERHEAD_VARIANT, "task": task, "task_options": options,
             "batch_size": batch, "model_cfg": model_cfg}  # fmt: skip
     item = build_item(spec, device, cfg.resolved_precision())
-    run = _Run(train_cfg, config_hash(train_cfg), None, device, DistInfo(), None)
-    run.model.train()
+    trainer = Trainer(train_cfg, device=device)
+    trainer.model.train()
 
     def loop_step() -> None:
-        run._train_step()
-        if run.state.step % train_cfg.log_every == 0:
-            run._sync()
-            run._log_train()
+        trainer.step()
+        if trainer.global_step % train_cfg.log_every == 0:
+            trainer.sync()
+            trainer.log_train()
 
     item.step()
     loop_step()
@@ -284,8 +275,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     device = torch.device(cfg.device)
     judge = not cfg.tiny
     result: dict[str, Any] = {"meta": {}, "matmul_peak": {}, "suites": {}}
+    # every item runs with the allocator setting training uses (mamba_kan.training.loop), bare steps included
+    retained = device.type == "cpu" and retain_freed_memory()
     with _torch_settings(cfg.threads, deterministic=False):
         result["meta"] = _meta(cfg, device)
+        result["meta"]["freed_memory_retained"] = retained
         dtype = torch.bfloat16 if cfg.resolved_precision() == "bf16" else torch.float32
         n = 256 if cfg.tiny else (8192 if device.type == "cuda" else 2048)
         result["matmul_peak"] = matmul_peak(device, dtype, n)

@@ -3,17 +3,17 @@
 Why SQLite, and why one writer: several processes writing one SQLite file hit "database is locked" (Optuna FAQ,
 MLflow #6490), so only the sweep driver writes; workers hand their result dicts back to it. The database runs in
 WAL mode so that readers (analysis, report, a user's notebook) never block the writer and never see a half-written
-run: each run is recorded in ONE transaction (its row, its final metrics and its curves), so a SIGKILL at any moment
+run: each run is recorded in ONE transaction (its row and its curves), so a SIGKILL at any moment
 leaves either the whole run or nothing.
 
 Tables (schema version :data:`SCHEMA_VERSION`):
 
 - ``meta(key, value)``: ``schema_version``, ``created_at``, ``created_with`` (mamba-kan version).
-- ``runs``: one row per grid cell, keyed by ``cell_key`` = sha256(resolved config hash + code version); every field
-  the training loop records (see docs/architecture.md, Run API), the nested ones (config, env) as JSON text and
-  any further fields of the run record (diverged_step, floor, ...) in ``extra_json``.
-- ``metrics(cell_key, metric, value)``: the final test metrics of each run, one row per metric.
-- ``curves(cell_key, step, split, metric, value)``: learning curves.
+- ``runs``: one row per grid cell, keyed by ``cell_key`` = sha256(resolved config hash + code version): the
+  columns a query selects or joins on (task label, family, model, ffn, mixer, seed, status), provenance (code
+  version, run directory, attempts, sweep, time) and the run's whole record (:class:`mamba_kan.record.RunRecord`,
+  without its curves) as JSON in ``record_json``. Everything else the readers return is derived from that record.
+- ``curves(cell_key, step, split, metric, value)``: learning curves (the record's ``curves``), one row per point.
 - ``sweeps``: one row per ``compare`` invocation (command line, code version, cell counts) for provenance.
 
 Readers (:func:`read_runs`, :func:`read_tidy`, :func:`read_curves`) open the file read-only (``mode=ro``): they take
@@ -37,12 +37,15 @@ import pandas as pd
 
 from mamba_kan import __version__
 from mamba_kan.errors import UserError
+from mamba_kan.record import RunRecord, column_fields, field_kind
 
 log = logging.getLogger(__name__)
 
 RESULTS_DB = "results.db"
-SCHEMA_VERSION = 1
-STATUSES = ("completed", "diverged", "failed")
+SCHEMA_VERSION = 2
+#: Versions the readers read and the writer upgrades in place: 1 kept each run field as a column of its own (the
+#: rest in ``extra_json``) and the final metrics in a table of their own.
+READABLE_VERSIONS = (1, SCHEMA_VERSION)
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -63,46 +66,23 @@ CREATE TABLE sweeps (
     n_failed     INTEGER
 );
 CREATE TABLE runs (
-    cell_key         TEXT PRIMARY KEY,
-    run_id           TEXT NOT NULL UNIQUE,
-    model            TEXT NOT NULL,
-    ffn              TEXT,
-    mixer            TEXT,
-    task             TEXT NOT NULL,
-    task_name        TEXT,
-    family           TEXT,
-    seed             INTEGER NOT NULL,
-    status           TEXT NOT NULL CHECK (status IN ('completed', 'diverged', 'failed')),
-    primary_metric   TEXT,
-    primary_value    REAL,
-    higher_is_better INTEGER,
-    params           INTEGER,
-    flops_per_token  INTEGER,
-    steps_per_sec    REAL,
-    tokens_per_sec   REAL,
-    wall_time_s      REAL,
-    peak_memory_mb   REAL,
-    steps            INTEGER,
-    best_val         REAL,
-    best_val_step    INTEGER,
-    error            TEXT,
-    config_hash      TEXT,
-    code_version     TEXT,
-    config_json      TEXT NOT NULL,
-    env_json         TEXT NOT NULL,
-    extra_json       TEXT NOT NULL,
-    run_dir          TEXT,
-    attempts         INTEGER NOT NULL DEFAULT 1,
-    sweep_id         INTEGER REFERENCES sweeps(sweep_id),
-    recorded_at      TEXT NOT NULL
+    cell_key     TEXT PRIMARY KEY,
+    run_id       TEXT NOT NULL UNIQUE,
+    task         TEXT NOT NULL,
+    family       TEXT,
+    model        TEXT NOT NULL,
+    ffn          TEXT,
+    mixer        TEXT,
+    seed         INTEGER NOT NULL,
+    status       TEXT NOT NULL CHECK (status IN ('completed', 'diverged', 'failed')),
+    code_version TEXT,
+    run_dir      TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 1,
+    sweep_id     INTEGER REFERENCES sweeps(sweep_id),
+    recorded_at  TEXT NOT NULL,
+    record_json  TEXT NOT NULL
 );
 CREATE INDEX runs_task_model_seed ON runs(task, model, seed);
-CREATE TABLE metrics (
-    cell_key TEXT NOT NULL REFERENCES runs(cell_key) ON DELETE CASCADE,
-    metric   TEXT NOT NULL,
-    value    REAL,
-    PRIMARY KEY (cell_key, metric)
-) WITHOUT ROWID;
 CREATE TABLE curves (
     cell_key TEXT NOT NULL REFERENCES runs(cell_key) ON DELETE CASCADE,
     step     INTEGER NOT NULL,
@@ -113,69 +93,7 @@ CREATE TABLE curves (
 ) WITHOUT ROWID;
 """
 
-# run-dict keys stored as plain columns (the rest of the row is derived or JSON)
-_SCALAR_FIELDS = (
-    "model",
-    "ffn",
-    "mixer",
-    "seed",
-    "status",
-    "primary_metric",
-    "primary_value",
-    "higher_is_better",
-    "params",
-    "flops_per_token",
-    "steps_per_sec",
-    "tokens_per_sec",
-    "wall_time_s",
-    "peak_memory_mb",
-    "steps",
-    "best_val",
-    "best_val_step",
-    "error",
-    "config_hash",
-)
-
-# everything else a run reports (e.g. diverged_step, floor, stopped_early) is kept in runs.extra_json
-_STORED_ELSEWHERE = frozenset(_SCALAR_FIELDS) | {"task", "metrics", "curves", "config", "env"}
-
-#: Columns of :func:`read_runs`, in order (the contract the analysis and report code relies on), then extras.
-RUN_COLUMNS = (
-    "run_id",
-    "model",
-    "ffn",
-    "mixer",
-    "task",
-    "seed",
-    "status",
-    "primary_metric",
-    "primary_value",
-    "higher_is_better",
-    "params",
-    "flops_per_token",
-    "steps_per_sec",
-    "tokens_per_sec",
-    "wall_time_s",
-    "peak_memory_mb",
-    "steps",
-    "best_val",
-    "best_val_step",
-    "error",
-    "config",
-    "env",
-    "metrics",
-    "run_dir",
-)
-EXTRA_RUN_COLUMNS = (
-    "extra",
-    "cell_key",
-    "task_name",
-    "family",
-    "config_hash",
-    "code_version",
-    "attempts",
-    "recorded_at",
-)
+#: Columns of :func:`read_tidy`, in order (the long format the analysis reads).
 TIDY_COLUMNS = (
     "task",
     "model",
@@ -189,6 +107,7 @@ TIDY_COLUMNS = (
     "higher_is_better",
     "run_id",
 )
+#: Columns of :func:`read_curves`, in order.
 CURVE_COLUMNS = ("run_id", "task", "model", "ffn", "mixer", "seed", "step", "split", "metric", "value")
 
 
@@ -211,11 +130,6 @@ def _float_or_none(value: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
-def _json(value: Any) -> str:
-    # NaN/inf are legal in a run's config/env only by accident; keep them readable (Python's json accepts them)
-    return json.dumps(value if value is not None else {}, sort_keys=True, default=str)
-
-
 # --- schema checks -------------------------------------------------------------------------------------------
 def _schema_version(con: sqlite3.Connection, path: Path) -> int:
     """The schema version stored in ``con``; a UserError when the file is not a mamba-kan results database."""
@@ -232,7 +146,7 @@ def _schema_version(con: sqlite3.Connection, path: Path) -> int:
 
 
 def _require_version(version: int, path: Path) -> None:
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise UserError(
             f"{path} has results schema version {version}, this mamba-kan {__version__} reads version "
             f"{SCHEMA_VERSION}; use another --output-dir or the mamba-kan release that wrote it"
@@ -272,7 +186,8 @@ def _connect_ro(path: Path) -> sqlite3.Connection:
 
 
 def check_database(path: str | os.PathLike[str]) -> bool:
-    """True if a results database exists at ``path`` with this schema version, False if there is none.
+    """True if a results database exists at ``path`` with a schema version this release reads, False if there is
+    none.
 
     Raises UserError for a file that is not a results database or has another schema version. Never writes.
     """
@@ -282,6 +197,45 @@ def check_database(path: str | os.PathLike[str]) -> bool:
     with contextlib.closing(_connect_ro(p)) as con:
         _require_version(_schema_version(con, p), p)
     return True
+
+
+def _record_json(data: dict[str, Any]) -> str:
+    """A record dict as stored: without its curves (those are rows of the curves table)."""
+    return json.dumps({k: v for k, v in data.items() if k != "curves"}, sort_keys=True, default=str)
+
+
+_STORED = "run_id, task, cell_key, family, code_version, attempts, recorded_at, run_dir"
+
+
+def _stored_runs(con: sqlite3.Connection, version: int) -> list[dict[str, Any]]:
+    """Every run row as {store columns..., "record": the record dict without curves}, in reading order."""
+    order = "ORDER BY task, model, seed, run_id"
+    if version == SCHEMA_VERSION:
+        cur = con.execute(f"SELECT {_STORED}, record_json FROM runs {order}")
+        return [{**dict(zip(_STORED.split(", "), row[:-1])), "record": json.loads(row[-1])} for row in cur]
+    # version 1: rebuild the record from its columns, extra_json and the metrics table
+    metrics: dict[str, dict[str, float | None]] = {}
+    for key, metric, value in con.execute("SELECT cell_key, metric, value FROM metrics"):
+        metrics.setdefault(key, {})[metric] = value
+    cur = con.execute(f"SELECT * FROM runs {order}")
+    names = [c[0] for c in cur.description]
+    out = []
+    for row in cur:
+        v1 = dict(zip(names, row))
+        record = {
+            k: v1[k] for k in column_fields() if k in v1 and k not in ("task", "config", "env", "metrics")
+        }
+        if record.get("higher_is_better") is not None:
+            record["higher_is_better"] = bool(record["higher_is_better"])
+        record.update(
+            task=v1["task_name"],
+            config=json.loads(v1["config_json"]),
+            env=json.loads(v1["env_json"]),
+            metrics=metrics.get(v1["cell_key"], {}),
+            **json.loads(v1["extra_json"]),
+        )
+        out.append({**{k: v1[k] for k in _STORED.split(", ")}, "record": record})
+    return out
 
 
 def _acquire_writer_lock(path: Path) -> IO[bytes] | None:
@@ -327,6 +281,8 @@ class ResultsStore:
         self._con.execute("PRAGMA foreign_keys = ON")
         if not exists:
             self._create()
+        elif _schema_version(self._con, self.path) == 1:
+            self._upgrade_from_v1()
         log.debug("results store %s (schema %d)", self.path, SCHEMA_VERSION)
 
     def _create(self) -> None:
@@ -346,6 +302,35 @@ class ResultsStore:
                     ("created_with", __version__),
                 ],
             )
+
+    def _upgrade_from_v1(self) -> None:
+        """Rewrite a version-1 database in the current schema in one transaction (SQLite's table-rebuild
+        procedure, foreign keys off meanwhile so that dropping the old table does not cascade to the curves)."""
+        self._con.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with self._transaction() as con:
+                rows = _stored_runs(con, 1)
+                sweeps = dict(con.execute("SELECT cell_key, sweep_id FROM runs").fetchall())
+                create = _SCHEMA[_SCHEMA.index("CREATE TABLE runs (") : _SCHEMA.index("CREATE INDEX")]
+                con.execute(create.replace("CREATE TABLE runs (", "CREATE TABLE runs_v2 (").rstrip("; \n"))
+                con.executemany(
+                    f"INSERT INTO runs_v2({_STORED}, sweep_id, ffn, mixer, model, seed, status, record_json) "
+                    f"VALUES ({', '.join('?' * (len(_STORED.split(', ')) + 7))})",
+                    [
+                        (*(r[k] for k in _STORED.split(", ")), sweeps[r["cell_key"]],
+                         *(r["record"].get(k) for k in ("ffn", "mixer", "model", "seed", "status")),
+                         _record_json(RunRecord.from_dict(r["record"]).to_dict()))
+                        for r in rows
+                    ],
+                )  # fmt: skip
+                con.execute("DROP TABLE metrics")
+                con.execute("DROP TABLE runs")
+                con.execute("ALTER TABLE runs_v2 RENAME TO runs")
+                con.execute("CREATE INDEX runs_task_model_seed ON runs(task, model, seed)")
+                con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        finally:
+            self._con.execute("PRAGMA foreign_keys = ON")
+        log.info("upgraded %s to results schema version %d (%d runs)", self.path, SCHEMA_VERSION, len(rows))
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -398,7 +383,7 @@ class ResultsStore:
         self,
         cell_key: str,
         run_id: str,
-        result: Mapping[str, Any],
+        result: RunRecord | Mapping[str, Any],
         *,
         task: str | None = None,
         family: str | None = None,
@@ -406,58 +391,44 @@ class ResultsStore:
         code_version: str | None = None,
         sweep_id: int | None = None,
     ) -> None:
-        """Insert or replace the run of ``cell_key`` with ``result`` (a Run API dict) in one transaction.
+        """Insert or replace the run of ``cell_key`` with ``result`` (a :class:`RunRecord` or its dict) in one
+        transaction.
 
-        ``task`` is the label the grid gives the cell (defaults to ``result['task']``). Re-recording a cell (a
-        retried failure) replaces its row, metrics and curves and increments ``attempts``; a cell never has two rows.
+        ``task`` is the label the grid gives the cell (defaults to the record's task). Re-recording a cell (a
+        retried failure) replaces its row and curves and increments ``attempts``; a cell never has two rows.
         """
-        status = result.get("status")
-        if status not in STATUSES:
-            raise ValueError(f"run {run_id}: status must be one of {STATUSES}, got {status!r}")
-        task_name = str(result.get("task") or task or "")
-        label = task or task_name
-        row: dict[str, Any] = {k: result.get(k) for k in _SCALAR_FIELDS}
-        for k in (
-            "primary_value",
-            "steps_per_sec",
-            "tokens_per_sec",
-            "wall_time_s",
-            "peak_memory_mb",
-            "best_val",
-        ):
-            row[k] = _float_or_none(row[k])
-        if row["higher_is_better"] is not None:
-            row["higher_is_better"] = int(bool(row["higher_is_better"]))
-        row.update(
-            cell_key=cell_key,
-            run_id=run_id,
-            task=label,
-            task_name=task_name,
-            family=family or label.partition("/")[0],
-            code_version=code_version,
-            config_json=_json(result.get("config")),
-            env_json=_json(result.get("env")),
-            extra_json=_json({k: v for k, v in result.items() if k not in _STORED_ELSEWHERE}),
-            run_dir=run_dir,
-            sweep_id=sweep_id,
-            recorded_at=_now(),
-        )
-        cols = list(row)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != "cell_key")
-        metrics = [(cell_key, str(k), _float_or_none(v)) for k, v in (result.get("metrics") or {}).items()]
+        record = result if isinstance(result, RunRecord) else RunRecord.from_dict(result)
+        data = record.to_dict()
         curves = [
             (cell_key, int(c["step"]), str(c["split"]), str(c["metric"]), _float_or_none(c["value"]))
-            for c in (result.get("curves") or [])
+            for c in data["curves"]
         ]
+        label = task or record.task
+        row: dict[str, Any] = {
+            "cell_key": cell_key,
+            "run_id": run_id,
+            "task": label,
+            "family": family or label.partition("/")[0],
+            "model": record.model,
+            "ffn": record.ffn,
+            "mixer": record.mixer,
+            "seed": record.seed,
+            "status": record.status,
+            "code_version": code_version,
+            "run_dir": run_dir,
+            "sweep_id": sweep_id,
+            "recorded_at": _now(),
+            "record_json": _record_json(data),
+        }
+        cols = list(row)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != "cell_key")
         with self._transaction() as con:
             con.execute(
                 f"INSERT INTO runs({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
                 f"ON CONFLICT(cell_key) DO UPDATE SET {updates}, attempts = runs.attempts + 1",
                 [row[c] for c in cols],
             )
-            con.execute("DELETE FROM metrics WHERE cell_key = ?", (cell_key,))
             con.execute("DELETE FROM curves WHERE cell_key = ?", (cell_key,))
-            con.executemany("INSERT INTO metrics(cell_key, metric, value) VALUES (?, ?, ?)", metrics)
             # OR REPLACE: a resumed run may log a step twice; the later value is the one the run kept
             con.executemany(
                 "INSERT OR REPLACE INTO curves(cell_key, step, split, metric, value) VALUES (?, ?, ?, ?, ?)",
@@ -484,58 +455,57 @@ def _reader(path: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
         con.close()
 
 
-def _bool_or_none(v: Any) -> bool | None:
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else bool(v)
+def _record_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Give each record field's column the dtype of its declared type: floats as float (None -> NaN), flags as
+    bool/None objects; integers stay as pandas infers them (int64, float64 when some are missing)."""
+    for name in column_fields():
+        kind = field_kind(name)
+        if kind is float:
+            frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
+        elif kind is bool:
+            frame[name] = pd.Series(
+                [None if v is None or v != v else bool(v) for v in frame[name]],
+                index=frame.index,
+                dtype=object,
+            )
+    return frame
 
 
 def read_runs(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """One row per recorded run with the columns :data:`RUN_COLUMNS` (then :data:`EXTRA_RUN_COLUMNS`).
+    """One row per recorded run: ``run_id``, then every record field that is a column (``RunRecord``'s
+    ``column`` metadata; the record's ``task`` is ``task_name``, ``task`` is the grid's label), the other fields
+    as the dict ``extra``, then the store's own columns (``cell_key``, ``family``, ``code_version``,
+    ``attempts``, ``recorded_at``, ``run_dir``).
 
-    ``config``, ``env`` and ``metrics`` are dicts; ``higher_is_better`` is a bool (None if unknown); a missing
-    value (e.g. ``primary_value`` of a failed run) is NaN. ``path``: a comparison directory or the ``.db`` file.
+    ``config``, ``env``, ``metrics`` and ``extra`` are dicts; ``higher_is_better`` is a bool (None if unknown); a
+    missing number (e.g. ``primary_value`` of a failed run) is NaN. ``path``: a comparison directory or the
+    ``.db`` file.
     """
     with _reader(path) as con:
-        runs = pd.read_sql_query("SELECT * FROM runs ORDER BY task, model, seed, run_id", con)
-        metrics = pd.read_sql_query(
-            "SELECT cell_key, metric, value FROM metrics ORDER BY cell_key, metric", con
-        )
-    by_key: dict[str, dict[str, float]] = {}
-    for key, metric, value in metrics.itertuples(index=False):
-        by_key.setdefault(key, {})[metric] = float("nan") if value is None else float(value)
-    runs["config"] = [json.loads(s) for s in runs["config_json"]]
-    runs["env"] = [json.loads(s) for s in runs["env_json"]]
-    runs["extra"] = [json.loads(s) for s in runs["extra_json"]]
-    runs["metrics"] = [by_key.get(k, {}) for k in runs["cell_key"]]
-    runs["higher_is_better"] = pd.Series([_bool_or_none(v) for v in runs["higher_is_better"]], dtype=object)
-    for col in (
-        "primary_value",
-        "steps_per_sec",
-        "tokens_per_sec",
-        "wall_time_s",
-        "peak_memory_mb",
-        "best_val",
-    ):
-        runs[col] = pd.to_numeric(runs[col], errors="coerce").astype(float)
-    return runs[list(RUN_COLUMNS + EXTRA_RUN_COLUMNS)].reset_index(drop=True)
-
-
-def _fill_task_direction(df: pd.DataFrame) -> pd.DataFrame:
-    """A run that failed before its task was built has no primary metric: take it from its task's other runs."""
-    for col in ("primary_metric", "higher_is_better"):
-        known = df.dropna(subset=[col]).groupby("task")[col].first()
-        missing = df[col].isna()
-        if missing.any():
-            df.loc[missing, col] = df.loc[missing, "task"].map(known)
-    return df
+        stored = _stored_runs(con, _schema_version(con, db_path(path)))
+    columns = column_fields()
+    flat = []
+    for row in stored:
+        record = RunRecord.from_dict(row.pop("record")).to_dict()
+        record["task_name"] = record.pop("task")
+        record["metrics"] = {k: math.nan if v is None else float(v) for k, v in record["metrics"].items()}
+        own = {k: record.pop(k) for k in [*columns, "task_name"] if k != "task"}
+        record.pop("curves")
+        flat.append({"run_id": row.pop("run_id"), "task": row.pop("task"), **own, "extra": record, **row})
+    names = ["run_id", "task", *[c if c != "task" else "task_name" for c in columns], "extra"]
+    names += _STORED.split(", ")[2:]
+    frame = pd.DataFrame(flat, columns=names)
+    return _record_columns(frame).reset_index(drop=True)
 
 
 def read_tidy(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Long format, one row per run x final metric, columns :data:`TIDY_COLUMNS`.
 
     A run that did not complete (diverged/failed) appears once, with ``metric = primary_metric`` and ``value``
-    NaN, so that missing cells are visible to the statistics rather than silently absent.
+    NaN, so that missing cells are visible to the statistics rather than silently absent. The metric and its
+    direction are the ones the run's record carries (its task's declaration); the store never guesses them.
     """
-    runs = _fill_task_direction(read_runs(path))
+    runs = read_runs(path)
     rows: list[dict[str, Any]] = []
     for r in runs.itertuples(index=False):
         base = {

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mamba_kan.record import failed_record
+
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
@@ -141,37 +143,7 @@ def cell_log(run_dir: Path) -> Iterator[None]:
 
 def failed_result(config: dict[str, Any], error: str) -> dict[str, Any]:
     """A Run API dict for a cell whose run could not even report its own failure (e.g. the worker died)."""
-    from mamba_kan.models import parse_variant
-
-    try:
-        ffn, mixer = parse_variant(str(config.get("model")))
-    except ValueError:
-        ffn = mixer = None
-    primary, higher = None, None
-    try:  # the task's declared primary metric, so the failure is counted against the right metric
-        from mamba_kan.tasks import FAMILIES
-
-        info = FAMILIES.get(str(config.get("task", "")).partition("/")[0])
-        if info is not None and info.primary_metric:
-            primary, higher = info.primary_metric, info.higher_is_better
-    except ImportError:  # pragma: no cover - a broken tasks package is itself the failure being recorded
-        pass
-    return {
-        "model": config.get("model"),
-        "ffn": ffn,
-        "mixer": mixer,
-        "task": config.get("task"),
-        "seed": config.get("seed"),
-        "status": "failed",
-        "primary_metric": primary,
-        "primary_value": None,
-        "higher_is_better": higher,
-        "metrics": {},
-        "curves": [],
-        "error": error,
-        "config": config,
-        "env": {},
-    }
+    return failed_record(config, error).to_dict()
 
 
 def execute_cell(job: CellJob) -> dict[str, Any]:

@@ -35,8 +35,12 @@ from typing import Any
 import torch
 import yaml
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from mamba_kan.errors import UserError
+from mamba_kan.models import ModelConfig, build_model, parse_variant
+from mamba_kan.record import RunRecord, failed_record
+from mamba_kan.tasks.registry import make_task
 from mamba_kan.training import checkpoint as ckpt
 from mamba_kan.training.config import TrainConfig, config_hash
 from mamba_kan.training.distributed import (
@@ -49,7 +53,7 @@ from mamba_kan.training.distributed import (
     shard_batch,
     teardown_distributed,
 )
-from mamba_kan.training.env import environment, peak_memory_mb, reset_peak_memory
+from mamba_kan.training.env import environment, peak_memory_mb, reset_peak_memory, retain_freed_memory
 from mamba_kan.training.optim import build_optimizer, build_scheduler
 from mamba_kan.training.tracking import Tracker, make_tracker
 
@@ -81,17 +85,6 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def _finite_or_none(value: Any) -> Any:
-    """JSON has no NaN/inf: record them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_or_none(v) for v in value]
-    return value
 
 
 def _describe(exc: BaseException) -> str:
@@ -128,7 +121,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 @contextlib.contextmanager
 def _session(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
     """Process-wide settings for one run, restored afterwards: threads, deterministic algorithms (CPU), and the
-    global RNG (forked, so running an experiment does not change the caller's random stream)."""
+    global RNG (forked, so running an experiment does not change the caller's random stream). On CPU the
+    allocator is also told to keep freed memory (:func:`retain_freed_memory`; not restored, it changes no value)."""
     prev_threads = torch.get_num_threads()
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
@@ -144,6 +138,7 @@ def _session(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
                 torch.set_num_threads(threads)
             if device.type == "cpu":
                 torch.use_deterministic_algorithms(True)
+                retain_freed_memory()  # no page faults for the same buffers every step (process-wide, kept)
             yield
         finally:
             torch.set_num_threads(prev_threads)
@@ -181,19 +176,31 @@ class _State:
     wall_time_s: float = 0.0  # wall time of earlier sessions
 
 
-class _Run:
+class Trainer:
+    """One cell's task, model, optimizer, schedule and training state, with the steps of its training loop.
+
+    :func:`run_experiment` drives it through :meth:`run`; the bench times the same :meth:`step` against a bare
+    step of the same model. The caller owns the process settings (threads, deterministic algorithms:
+    ``run_experiment`` sets them for the run). ``cfg`` must be resolved (``TrainConfig.resolved()``).
+
+    Public steps: :meth:`step` (one optimizer step on the next batch, no host sync), :meth:`sync` (wait for the
+    device), :meth:`log_train` (the synchronising log point: mean loss since the last one, divergence check),
+    :meth:`evaluate` (metrics of a split), :meth:`run` (the whole loop, returns the record).
+    """
+
     def __init__(
         self,
         cfg: TrainConfig,
-        chash: str,
-        run_dir: Path | None,
-        device: torch.device,
-        info: DistInfo,
-        progress: ProgressFn | None,
+        *,
+        run_dir: Path | None = None,
+        device: torch.device | None = None,
+        info: DistInfo | None = None,
+        progress: ProgressFn | None = None,
+        chash: str | None = None,
     ) -> None:
-        from mamba_kan.models import ModelConfig, build_model
-        from mamba_kan.tasks.registry import make_task
-
+        info = info if info is not None else DistInfo()
+        device = device if device is not None else resolve_device(cfg.device, info)
+        chash = chash if chash is not None else config_hash(cfg)
         self.cfg, self.chash, self.run_dir, self.device, self.info = cfg, chash, run_dir, device, info
         self.progress = progress
         self.precision = resolve_precision(cfg.precision, device)
@@ -216,10 +223,8 @@ class _Run:
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.train_model: nn.Module = self.model
         if info.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             ids = [device.index] if device.type == "cuda" else None
-            self.train_model = DDP(self.model, device_ids=ids)
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
         self.state = _State()
@@ -230,6 +235,7 @@ class _Run:
         self.first_bad = torch.full((), _NO_BAD_STEP, dtype=torch.long, device=device)
         self.resumed_from: int | None = None
         self.use_reg = cfg.kan_reg_l1 > 0 or cfg.kan_reg_entropy > 0
+        self.t_start = time.perf_counter()  # restarted by run(); wall time counts from there
         self.tracker: Tracker = Tracker()
 
     # --- checkpoints ---------------------------------------------------------------------------------------
@@ -304,8 +310,14 @@ class _Run:
             ckpt.save_checkpoint(self.run_dir, self.state.step, self._checkpoint_state())
         barrier(self.info)
 
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps taken so far (= the position in the task's training data)."""
+        return self.state.step
+
     # --- evaluation ----------------------------------------------------------------------------------------
-    def _evaluate(self, split: str) -> dict[str, float]:
+    def evaluate(self, split: str) -> dict[str, float]:
+        """The task's metrics of the current model on ``split`` (``val`` or ``test``)."""
         self.model.eval()
         try:
             with _autocast(self.device, self.precision):
@@ -316,7 +328,7 @@ class _Run:
     def _validate(self) -> bool:
         """Evaluate on the validation split, update curves / best / early stopping; True = stop now."""
         s, task = self.state, self.task
-        metrics = self._evaluate("val")
+        metrics = self.evaluate("val")
         s.curves.extend({"step": s.step, "split": "val", "metric": k, "value": v} for k, v in metrics.items())
         value = metrics.get(task.primary_metric, math.nan)
         if _is_better(value, s.best_val, task.higher_is_better):
@@ -355,8 +367,9 @@ class _Run:
         if self.progress is not None and self.info.is_main:
             self.progress(event)
 
-    def _log_train(self) -> int | None:
-        """Record the mean train loss since the last log point; return the first non-finite step, if any."""
+    def log_train(self) -> int | None:
+        """The log point: record the mean train loss (and grad norm, lr) since the last log point and return the
+        first non-finite step, if any. Reads the device (one sync)."""
         s = self.state
         loss = all_reduce_mean(self.loss_sum, self.info).item() / self.loss_count
         grad_norm = self.grad_norm_sum.item() / self.loss_count
@@ -374,7 +387,8 @@ class _Run:
         return bad if bad != _NO_BAD_STEP else None
 
     # --- one optimizer step --------------------------------------------------------------------------------
-    def _train_step(self) -> None:
+    def step(self) -> None:
+        """One optimizer step on the next training batch; loss and divergence stay on the device (no sync)."""
         cfg, step = self.cfg, self.state.step
         global_batch = self.task.train_batch(step, cfg.batch_size)
         local = shard_batch(global_batch, self.info)
@@ -390,7 +404,9 @@ class _Run:
         )
         (total * weight if weight != 1.0 else total).backward()
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        # foreach: one batched norm and scale instead of a loop over the tensors (same values; torch's default
+        # takes the loop on CPU)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm, foreach=True)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -403,12 +419,15 @@ class _Run:
         self.loss_count += 1
         self.state.step = step + 1
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
+        """Wait for the device to finish queued work (a no-op on CPU)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
     # --- main ----------------------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def run(self) -> RunRecord:
+        """Resume if a checkpoint allows, train to the end (or early stop), test; the record of the run. A
+        diverged or failed run is recorded, not raised (a UserError is raised)."""
         cfg, s = self.cfg, self.state
         self.t_start = time.perf_counter()
         reset_peak_memory(self.device)
@@ -441,7 +460,7 @@ class _Run:
             else:
                 if self.best_state is not None:  # early stopping: test the best-validation weights
                     self.model.load_state_dict(self.best_state)
-                metrics = self._evaluate("test")
+                metrics = self.evaluate("test")
         except UserError:
             raise
         except Exception as exc:  # recorded, never raised: one bad cell must not stop a grid
@@ -462,7 +481,7 @@ class _Run:
         pending = 0  # steps since the last timing boundary
         t0 = time.perf_counter()
         while s.step < cfg.max_steps and not s.stopped_early:
-            self._train_step()
+            self.step()
             pending += 1
             step = s.step
             at_log = step % cfg.log_every == 0 or step == cfg.max_steps
@@ -470,12 +489,12 @@ class _Run:
             at_ckpt = ckpt_every > 0 and step % ckpt_every == 0 and step < cfg.max_steps
             if not (first_in_session or at_log or at_eval or at_ckpt):
                 continue
-            self._sync()
+            self.sync()
             if not first_in_session:  # the first step of a session pays for allocation / compilation
                 s.train_time_s += time.perf_counter() - t0
                 s.timed_steps += pending
             first_in_session = False
-            if at_log and (bad := self._log_train()) is not None:
+            if at_log and (bad := self.log_train()) is not None:
                 return bad
             if at_eval:
                 s.stopped_early = self._validate()
@@ -487,52 +506,48 @@ class _Run:
 
     def _result(
         self, status: str, error: str | None, diverged_step: int | None, metrics: dict[str, float]
-    ) -> dict[str, Any]:
-        from mamba_kan.models import parse_variant
-
+    ) -> RunRecord:
         cfg, s, task = self.cfg, self.state, self.task
         ffn, mixer = parse_variant(cfg.model)
         steps_per_sec = s.timed_steps / s.train_time_s if s.train_time_s > 0 else None
         samples = None if steps_per_sec is None else steps_per_sec * cfg.batch_size
-        primary = metrics.get(task.primary_metric) if status == "completed" else None
-        result = {
-            "model": cfg.model,
-            "ffn": ffn,
-            "mixer": mixer,
-            "task": task.name,
-            "seed": cfg.seed,
-            "status": status,
-            "error": error,
-            "diverged_step": diverged_step,
-            "primary_metric": task.primary_metric,
-            "primary_value": primary,
-            "higher_is_better": task.higher_is_better,
-            "floor": task.floor,
-            "metrics": metrics,
-            "best_val": s.best_val,
-            "best_val_step": s.best_val_step,
-            "stopped_early": s.stopped_early,
-            "curves": s.curves,
-            "params": self.model.num_params(),
-            "flops_per_token": self.model.flops_per_token(),
-            "ffn_hidden": getattr(self.model, "ffn_hidden", None),
-            "seq_len": self.seq_len,
-            "steps_per_sec": steps_per_sec,
-            "train_time_s": s.train_time_s,
-            "samples_per_sec": samples,
-            "tokens_per_sec": None if samples is None else samples * task.tokens_per_sample,
-            "wall_time_s": s.wall_time_s + (time.perf_counter() - self.t_start),
-            "peak_memory_mb": peak_memory_mb(self.device),
-            "steps": s.step,
-            "resumed_from": self.resumed_from,
-            "precision": self.precision,
-            "world_size": self.info.world_size,
-            "config": cfg.to_dict(),
-            "task_description": task.describe(),
-            "env": environment(self.device),
-            "config_hash": self.chash,
-        }
-        return _finite_or_none(result)
+        return RunRecord(
+            model=cfg.model,
+            ffn=ffn,
+            mixer=mixer,
+            task=task.name,
+            seed=cfg.seed,
+            status=status,
+            error=error,
+            diverged_step=diverged_step,
+            primary_metric=task.primary_metric,
+            primary_value=metrics.get(task.primary_metric) if status == "completed" else None,
+            higher_is_better=task.higher_is_better,
+            floor=task.floor,
+            metrics=metrics,
+            best_val=s.best_val,
+            best_val_step=s.best_val_step,
+            stopped_early=s.stopped_early,
+            curves=s.curves,
+            params=self.model.num_params(),
+            flops_per_token=self.model.flops_per_token(),
+            ffn_hidden=getattr(self.model, "ffn_hidden", None),
+            seq_len=self.seq_len,
+            steps_per_sec=steps_per_sec,
+            train_time_s=s.train_time_s,
+            samples_per_sec=samples,
+            tokens_per_sec=None if samples is None else samples * task.tokens_per_sample,
+            wall_time_s=s.wall_time_s + (time.perf_counter() - self.t_start),
+            peak_memory_mb=peak_memory_mb(self.device),
+            steps=s.step,
+            resumed_from=self.resumed_from,
+            precision=self.precision,
+            world_size=self.info.world_size,
+            config=cfg.to_dict(),
+            task_description=task.describe(),
+            env=environment(self.device),
+            config_hash=self.chash,
+        )
 
     def save_final_model(self) -> None:
         if not self.write:
@@ -553,25 +568,19 @@ class _Run:
         )
 
 
-def _setup_failure(
-    cfg: TrainConfig, chash: str, device: torch.device, error: str, wall: float
-) -> dict[str, Any]:
-    """The record of a run that failed before its first step (same keys as a normal record)."""
-    from mamba_kan.models import parse_variant
-
-    ffn, mixer = parse_variant(cfg.model)
-    keys_none = (
-        "diverged_step primary_metric primary_value higher_is_better floor best_val best_val_step params "
-        "flops_per_token ffn_hidden seq_len steps_per_sec train_time_s samples_per_sec tokens_per_sec resumed_from"
-    ).split()
-    result: dict[str, Any] = dict.fromkeys(keys_none)
-    result.update(
-        model=cfg.model, ffn=ffn, mixer=mixer, task=cfg.task, seed=cfg.seed, status="failed", error=error,
-        metrics={}, stopped_early=False, curves=[], wall_time_s=wall, peak_memory_mb=peak_memory_mb(device),
-        steps=0, precision=resolve_precision(cfg.precision, device), world_size=1, config=cfg.to_dict(),
-        task_description=None, env=environment(device), config_hash=chash,
-    )  # fmt: skip
-    return result
+def _setup_failure(cfg: TrainConfig, chash: str, device: torch.device, error: str, wall: float) -> RunRecord:
+    """The record of a run that failed before its first step."""
+    return failed_record(
+        cfg.to_dict(),
+        error,
+        wall_time_s=wall,
+        peak_memory_mb=peak_memory_mb(device),
+        steps=0,
+        precision=resolve_precision(cfg.precision, device),
+        world_size=1,
+        env=environment(device),
+        config_hash=chash,
+    )
 
 
 def run_experiment(
@@ -599,16 +608,17 @@ def run_experiment(
         t_start = time.perf_counter()
         with _session(cfg, device):
             try:
-                run = _Run(cfg, chash, path, device, info, progress)
+                trainer = Trainer(cfg, run_dir=path, device=device, info=info, progress=progress, chash=chash)
             except UserError:
                 raise
             except Exception as exc:  # building the task or model failed: record it like any other failure
                 log.error("run failed during setup: %s\n%s", _describe(exc), traceback.format_exc())
-                result = _setup_failure(cfg, chash, device, _describe(exc), time.perf_counter() - t_start)
+                record = _setup_failure(cfg, chash, device, _describe(exc), time.perf_counter() - t_start)
             else:
-                result = run.run()
-                if result["status"] == "completed":
-                    run.save_final_model()
+                record = trainer.run()
+                if record.status == "completed":
+                    trainer.save_final_model()
+        result = record.to_dict()
         if path is not None and info.is_main:
             ckpt.atomic_write_json(path / "result.json", result)
         return result
