@@ -38,6 +38,9 @@ from mamba_kan.experiments.backends import (
     check_reachable,
     plan_workers,
 )
+from mamba_kan.experiments.fairness import META_PREFIX as FAIRNESS_PREFIX
+from mamba_kan.experiments.fairness import encode as encode_sheet
+from mamba_kan.experiments.fairness import grid_fairness_sheets
 from mamba_kan.experiments.grid import Cell
 from mamba_kan.experiments.store import ResultsStore, check_database, db_path, read_runs
 from mamba_kan.experiments.worker import CellJob, failed_result
@@ -238,6 +241,8 @@ def run_sweep(
             sweep_id = store.start_sweep(
                 options.command, cells[0].code_version if cells else "", backend.name, len(cells), skipped
             )
+            for label, sheet in grid_fairness_sheets(cells).items():
+                store.set_meta(FAIRNESS_PREFIX + label, encode_sheet(sheet))
             if observer is not None:
                 observer.sweep_started(len(cells), skipped, len(todo), backend)
             by_key = {c.cell_key: c for c in todo}

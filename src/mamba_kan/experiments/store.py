@@ -8,7 +8,9 @@ leaves either the whole run or nothing.
 
 Tables (schema version :data:`SCHEMA_VERSION`):
 
-- ``meta(key, value)``: ``schema_version``, ``created_at``, ``created_with`` (mamba-kan version).
+- ``meta(key, value)``: ``schema_version``, ``created_at``, ``created_with`` (mamba-kan version), and
+  ``fairness/<task label>``: the fairness sheet (:func:`mamba_kan.models.audit.fairness_audit`, JSON) of the
+  variants as the grid builds them for that task.
 - ``runs``: one row per grid cell, keyed by ``cell_key`` = sha256(resolved config hash + code version): the
   columns a query selects or joins on (task label, family, model, ffn, mixer, seed, status), provenance (code
   version, run directory, attempts, sweep, time) and the run's whole record (:class:`mamba_kan.record.RunRecord`,
@@ -442,6 +444,14 @@ class ResultsStore:
     def count(self) -> int:
         return int(self._con.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
 
+    def set_meta(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key`` in the ``meta`` table (replacing an earlier value)."""
+        with self._transaction() as con:
+            con.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
 
 # --- readers -------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
@@ -453,6 +463,13 @@ def _reader(path: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
         yield con
     finally:
         con.close()
+
+
+def read_meta(path: str | os.PathLike[str], prefix: str = "") -> dict[str, str]:
+    """``key -> value`` of the ``meta`` table entries whose key starts with ``prefix``."""
+    with _reader(path) as con:
+        rows = con.execute("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
+        return dict(rows.fetchall())
 
 
 def _record_columns(frame: pd.DataFrame) -> pd.DataFrame:

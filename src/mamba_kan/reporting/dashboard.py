@@ -42,8 +42,11 @@ from mamba_kan.reporting.fmt import number, si
 from mamba_kan.reporting.specs import CAPTIONS
 from mamba_kan.reporting.splines import SplineSet
 from mamba_kan.reporting.tables import (
+    FAIRNESS_CAPTION,
+    FAIRNESS_HEADER,
     SPEED_CAPTION,
     accuracy_rows,
+    fairness_rows,
     findings,
     grid_rows,
     provenance_items,
@@ -459,6 +462,23 @@ def _runs(data: ReportData) -> Markup:
     )
 
 
+def _fairness(data: ReportData) -> Markup:
+    """The fairness sheet stored by ``compare`` for each task (the same rows as tables.md)."""
+    body: list[Any] = [tag("h3", "Fairness sheet"), tag("p", FAIRNESS_CAPTION, cls="caption")]
+    if not data.fairness:
+        body.append(tag("p", "no fairness sheet stored with these results", cls="skipped"))
+    for task, sheet in data.fairness.items():
+        rows = fairness_rows(sheet)
+        body += [
+            tag(
+                "h4",
+                f"{task} (sequence length {sheet.get('seq_len')}, match scope {sheet.get('match_scope')})",
+            ),
+            table(FAIRNESS_HEADER, rows, [{"data_variant": r[0]} for r in rows]),
+        ]
+    return tag("div", body, data_task_block="1")
+
+
 def _asset(package: str, name: str) -> str:
     return resources.files("mamba_kan.reporting").joinpath(package, name).read_text(encoding="utf-8")
 
@@ -488,7 +508,8 @@ def build_dashboard(
     functions = _functions(b, data, splines or {}, spline_notes or [], animation)
     b.skipped += extra_skipped or []
     nav = tag("nav", [tag("a", label, href=f"#{anchor}") for anchor, label in _NAV])
-    headline = tag("section", [tag("h2", "Headline"), _accuracy(data), _speed(data), _findings(data), _grid(data)],
+    headline = tag("section", [tag("h2", "Headline"), _accuracy(data), _speed(data), _findings(data), _grid(data),
+                                           _fairness(data)],
                    id="headline")  # fmt: skip
     footer = tag("footer", f"mamba-kan {__version__}; self-contained: plotly.js embedded, no network needed.",
                  cls="caption")  # fmt: skip

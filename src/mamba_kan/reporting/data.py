@@ -73,6 +73,8 @@ class ReportData:
     higher_is_better: dict[str, bool | None]
     sweeps: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: task label -> the fairness sheet ``compare`` stored for it (:mod:`mamba_kan.experiments.fairness`)
+    fairness: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def completed(self) -> pd.DataFrame:
@@ -184,7 +186,19 @@ def load_report_data(results_dir: str | os.PathLike[str], analysis: Any = None) 
         higher_is_better=hib,
         sweeps=_read_sweeps(root),
         notes=notes,
+        fairness=_read_fairness(root, tasks),
     )
+
+
+def _read_fairness(root: Path, tasks: list[str]) -> dict[str, dict[str, Any]]:
+    """The fairness sheets stored with the results, in task order (none for databases written before them)."""
+    import json
+
+    from mamba_kan.experiments.fairness import META_PREFIX
+    from mamba_kan.experiments.store import read_meta
+
+    stored = {k[len(META_PREFIX) :]: json.loads(v) for k, v in read_meta(root, META_PREFIX).items()}
+    return {t: stored[t] for t in tasks if t in stored}
 
 
 def _analysis(root: Path, analysis: Any) -> tuple[dict[str, Any] | None, str | None]:

@@ -263,6 +263,67 @@ def provenance_lines(data: ReportData) -> list[str]:
     return [f"- {md_cell(item)}" for item in provenance_items(data)]
 
 
+FAIRNESS_HEADER = [
+    "variant",
+    "params",
+    "FFN width (floor)",
+    "FFN share",
+    "mixer share",
+    "FLOPs/token (Yu 2024 / impl.)",
+    "decayed / not decayed",
+    "init std FFN / mixer",
+]
+FAIRNESS_CAPTION = (
+    "What differs between the variants besides the two factors, measured on the models exactly as the grid built "
+    "them (`mamba-kan models --audit`): parameters, the feedforward hidden width against the width floor, each "
+    "block's share of the parameters, forward FLOPs per token under Yu et al.'s (2024) convention and as "
+    "implemented, parameters under weight decay, and the residual-branch output std at initialisation on "
+    "LayerNorm-ed input."
+)
+
+
+def fairness_rows(sheet: dict[str, Any]) -> list[list[str]]:
+    """One row per variant of a stored fairness sheet (columns of :data:`FAIRNESS_HEADER`)."""
+    rows = []
+    for v in sheet.get("variants", []):
+        flops = v.get("flops_per_token") or {}
+        std = v.get("init_std") or {}
+        width = f"{v.get('ffn_hidden')} ({v.get('width_floor')})" + (
+            " below floor" if v.get("below_floor") else ""
+        )
+        rows.append(
+            [
+                str(v.get("variant")),
+                f"{int(v.get('params') or 0):,}",
+                width,
+                f"{100 * float(v.get('ffn_share') or 0):.0f}%",
+                f"{100 * float(v.get('mixer_share') or 0):.0f}%",
+                f"{si(flops.get('yu2024'))} / {si(flops.get('implementation'))}",
+                f"{int(v.get('decayed_params') or 0):,} / {int(v.get('not_decayed_params') or 0):,}",
+                f"{g(std.get('ffn'), 3)} / {g(std.get('mixer'), 3)}",
+            ]
+        )
+    return rows
+
+
+def fairness_markdown(data: ReportData) -> list[str]:
+    """The fairness sheet of each task (tasks whose sheet equals the previous one's are named, not repeated)."""
+    out: list[str] = []
+    previous: tuple[str, list[list[str]]] | None = None
+    for task, sheet in data.fairness.items():
+        rows = fairness_rows(sheet)
+        if previous is not None and previous[1] == rows:
+            out += [f"{md_cell(task)}: same as {md_cell(previous[0])}.", ""]
+            continue
+        scope = f"matched by {sheet.get('match')} " + (
+            "within each mixer" if sheet.get("match_scope") == "mixer" else "to the whole reference model"
+        )
+        out += [f"**{md_cell(task)}** ({scope}, sequence length {sheet.get('seq_len')})", ""]
+        out += [*_md_table(FAIRNESS_HEADER, rows), ""]
+        previous = (task, rows)
+    return out
+
+
 def results_markdown(data: ReportData, figures: list[tuple[str, str]] | None = None) -> str:
     """The README's results section: provenance, accuracy, speed, key findings, grid status, optional figures
     (``(relative path, caption)``)."""
@@ -291,6 +352,8 @@ def results_markdown(data: ReportData, figures: list[tuple[str, str]] | None = N
         *grid_markdown(data),
         "",
     ]
+    if data.fairness:
+        out += ["### Fairness sheet", "", FAIRNESS_CAPTION, "", *fairness_markdown(data)]
     for path, caption in figures or []:
         out += [f"![{md_cell(path.rsplit('/', 1)[-1])}]({path})", "", f"*{md_cell(caption)}*", ""]
     return "\n".join(out)
