@@ -17,8 +17,9 @@ from pathlib import Path
 from mamba_kan.errors import UserError
 from mamba_kan.experiments.grid import code_version, make_cell_key
 from mamba_kan.experiments.runner import check_output_dir
-from mamba_kan.experiments.store import STATUSES, ResultsStore, check_database
+from mamba_kan.experiments.store import ResultsStore, check_database
 from mamba_kan.experiments.worker import RESULT_FILE
+from mamba_kan.record import STATUSES
 
 log = logging.getLogger(__name__)
 
