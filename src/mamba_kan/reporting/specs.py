@@ -32,7 +32,14 @@ from mamba_kan.reporting.data import (
 )
 from mamba_kan.reporting.fmt import number, si
 from mamba_kan.reporting.splines import SplineSet
-from mamba_kan.reporting.style import EFFECT_CMAP, FFN_COLOURS, MIXER_COLOURS, PVALUE_CMAP, variant_styles
+from mamba_kan.reporting.style import (
+    EFFECT_CMAP,
+    FFN_COLOURS,
+    MIXER_COLOURS,
+    OKABE_ITO,
+    PVALUE_CMAP,
+    variant_styles,
+)
 
 #: What each figure shows (keys are figure kinds; the dashboard and the README print them under the figure).
 CAPTIONS = {
@@ -549,8 +556,8 @@ def contrasts(data: ReportData, tasks: Sequence[str] | None = None) -> FigureSpe
     if not tasks:
         return skipped("contrasts", "no estimable D1/D2 contrast (needs mlp, bspline and kan variants with "
                        "paired seeds)", _one(list(est)))  # fmt: skip
-    colours = {"D1": FFN_COLOURS["bspline"], "D2": FFN_COLOURS["kan"]}
-    names = {"D1": "D1 activation (bspline - mlp)", "D2": "D2 topology (kan - bspline)"}
+    colours = {"K": OKABE_ITO["black"], "D1": FFN_COLOURS["bspline"], "D2": FFN_COLOURS["kan"]}
+    names = {"K": "K kan - mlp", "D1": "D1 activation (bspline - mlp)", "D2": "D2 topology (kan - bspline)"}
     panels = []
     for task in tasks:
         rows = est[task]
@@ -560,7 +567,7 @@ def contrasts(data: ReportData, tasks: Sequence[str] | None = None) -> FigureSpe
         verdict = ((data.task_analysis(task) or {}).get("verdict") or {}).get("verdict", "not estimable")
         p = Panel(title=f"{task}: {verdict}", xlabel=f"estimate in {data.metric.get(task)} ({better})", grid="x",
                   yticks=(ys, [contrast_label(c) for c in rows]), lines=[RefLine("x", 0.0)])  # fmt: skip
-        for name in ("D1", "D2"):
+        for name in names:
             sub = [(y, c) for y, c in zip(ys, rows) if c["name"] == name]
             if not sub:
                 continue
@@ -573,7 +580,10 @@ def contrasts(data: ReportData, tasks: Sequence[str] | None = None) -> FigureSpe
                 filled=[bool(c.get("significant")) for _, c in sub],
                 hover=[f"{contrast_label(c)}: {number(c['estimate'])}; {c.get('statement') or ''}; p_holm "
                        f"{number(c.get('p_holm'), 3)}, n={c.get('n_pairs')}" for _, c in sub]))  # fmt: skip
-        panels.append(p)
+        if p.series:
+            panels.append(p)
+    if not panels:
+        return skipped("contrasts", "no estimable K/D1/D2 contrast", _one(tasks))
     n_rows = max(len(est[t]) for t in tasks)
     # 0.42 in per row: the contrast labels (7 pt) never touch
     return FigureSpec("contrasts", "Activation (D1 = bspline - mlp) vs topology (D2 = kan - bspline), 95% CI",
