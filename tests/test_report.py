@@ -139,7 +139,8 @@ def test_accuracy_table_is_mean_and_sd_over_completed_seeds(cmp_dir, data, repor
 
     values: dict[tuple[str, str], list[float]] = defaultdict(list)
     for task, model, v in sql(
-        cmp_dir, "SELECT task, model, primary_value FROM runs WHERE status = 'completed'"
+        cmp_dir,
+        "SELECT task, model, json_extract(record_json, '$.primary_value') FROM runs WHERE status = 'completed'",
     ):
         values[(task, model)].append(v)
     rows = {r["model"]: r for r in accuracy_rows(data)}
@@ -164,7 +165,8 @@ def test_speed_slowdown_is_a_ratio_of_mean_steps_per_second(cmp_dir, data):
 
     sps: dict[tuple[str, str], list[float]] = defaultdict(list)
     for task, model, v in sql(
-        cmp_dir, "SELECT task, model, steps_per_sec FROM runs WHERE status = 'completed'"
+        cmp_dir,
+        "SELECT task, model, json_extract(record_json, '$.steps_per_sec') FROM runs WHERE status = 'completed'",
     ):
         sps[(task, model)].append(v)
     per_task = speed_summary(data).set_index(["task", "model"])
@@ -203,7 +205,7 @@ def test_pairwise_heatmap_effects_are_oriented_paired_dz(cmp_dir, data):
 
     task = "symbolic/exp_sin"
     v: dict[str, dict[int, float]] = defaultdict(dict)
-    for model, seed, value in sql(cmp_dir, "SELECT model, seed, primary_value FROM runs WHERE task = ? AND "
+    for model, seed, value in sql(cmp_dir, "SELECT model, seed, json_extract(record_json, '$.primary_value') FROM runs WHERE task = ? AND "
                                            "status = 'completed'", task):  # fmt: skip
         v[model][seed] = value
     rec, hib, _ = pairwise_source(data, task)
@@ -451,9 +453,10 @@ def test_loss_axis_has_its_unit_and_floors_and_baselines_are_drawn(data):
     from mamba_kan.reporting import interactive as ix
     from mamba_kan.reporting import specs as S
 
-    # regression: the training loss is an MSE; nothing known about floors or baselines, so no reference line
+    # forecasting: the training loss is an MSE; no floor is known, only the task's baselines are drawn
     lorenz = S.learning_curves(data, "timeseries/lorenz")
-    assert lorenz.panels[0].ylabel.startswith("training loss (MSE") and lorenz.panels[1].lines == []
+    assert lorenz.panels[0].ylabel.startswith("training loss (MSE")
+    assert all(r.style == "baseline" for r in lorenz.panels[1].lines)
     tok = _token_task_data(data)
     spec = S.learning_curves(tok, "symbolic/exp_sin")
     assert "nats/token" in spec.panels[0].ylabel
