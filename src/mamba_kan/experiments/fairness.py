@@ -9,10 +9,13 @@ measures every variant of the grid. The report shows them (``tables.md`` and the
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from mamba_kan.experiments.grid import Cell
+
+log = logging.getLogger(__name__)
 
 META_PREFIX = "fairness/"
 
@@ -23,17 +26,24 @@ def grid_fairness_sheets(cells: Sequence[Cell]) -> dict[str, dict[str, Any]]:
     from mamba_kan.tasks.registry import make_task
 
     variants = list(dict.fromkeys(c.model for c in cells))
-    sheets: dict[str, dict[str, Any]] = {}
+    sheets: dict[str, dict[str, Any] | None] = {}
     for cell in cells:
         if cell.task in sheets:
             continue
         cfg = cell.config
-        task = make_task(cfg.task, seed=cfg.seed, **cfg.task_options)
-        first = task.train_batch(0, cfg.batch_size)
-        seq_len = int(first.inputs.shape[-1]) if first.inputs.dim() > 1 else 1
-        sheet = fairness_audit(cfg.model_cfg, task.input_spec, task.output_spec, variants, seq_len=seq_len)
-        sheets[cell.task] = sheet
-    return sheets
+        try:
+            task = make_task(cfg.task, seed=cfg.seed, **cfg.task_options)
+            first = task.train_batch(0, cfg.batch_size)
+            seq_len = int(first.inputs.shape[-1]) if first.inputs.dim() > 1 else 1
+            sheets[cell.task] = fairness_audit(
+                cfg.model_cfg, task.input_spec, task.output_spec, variants, seq_len=seq_len
+            )
+        except Exception as exc:  # noqa: BLE001 - the sheet documents the grid; it must never stop the grid
+            log.warning(
+                "no fairness sheet for %s: %s", cell.task, str(exc).splitlines()[0] if str(exc) else exc
+            )
+            sheets[cell.task] = None
+    return {k: v for k, v in sheets.items() if v is not None}
 
 
 def encode(sheet: dict[str, Any]) -> str:
