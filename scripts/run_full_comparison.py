@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The seed project's grid script, kept as a thin shell over ``mamba-kan compare`` (same flags):
+"""The original Mamba_KAN project's grid script, kept as a thin shell over ``mamba-kan compare`` (same flags):
 
     python scripts/run_full_comparison.py --tasks symbolic special_functions timeseries language long_context \
         --seeds 10 --max-steps 10000 --output-dir ./results --generate-report

@@ -164,7 +164,7 @@ def test_minimum_detectable_effect_has_the_stated_power():
         nc = d * math.sqrt(n)
         power = stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
         assert power == pytest.approx(0.8, abs=1e-4)
-    # REFERENCE.md section 6: 10 paired seeds detect d_z ~ 1.0; ~34 seeds are needed for d_z = 0.5
+    # Cohen (1988) paired t power: 10 paired seeds detect d_z ~ 1.0; ~34 seeds are needed for d_z = 0.5
     assert min_detectable_dz(10, 0.05, 0.8) == pytest.approx(1.0, abs=0.05)
     assert pairs_needed(0.5, 0.05, 0.8) == 34
     assert min_detectable_dz(1, 0.05, 0.8) is None
@@ -174,7 +174,7 @@ def test_wilcoxon_floor_equals_scipys_exact_p_when_all_differences_agree():
     for n in (3, 5, 8):
         ref = stats.wilcoxon(np.arange(1.0, n + 1)).pvalue  # every difference positive
         assert min_p_wilcoxon(n) == pytest.approx(ref, rel=1e-12)
-    assert min_p_wilcoxon(5) == 0.0625  # REFERENCE.md: 5 task means can never give p < 0.0625
+    assert min_p_wilcoxon(5) == 0.0625  # Demšar (2006): 5 task means can never give p < 0.0625
 
 
 def test_friedman_floor_equals_brute_force_enumeration():

@@ -22,7 +22,7 @@ CPU = torch.device("cpu")
 
 @pytest.mark.parametrize("d_model", [128, 256])
 def test_ffn_widths_match_parameters_by_the_papers_counts(d_model):
-    """Parameter counts from the formulas (REFERENCE.md §1-2; G=5, k=3): MLP 2dh + h + d, B-spline MLP adds
+    """Parameter counts from the formulas (Liu et al. 2024 §2; Yu et al. 2024; G=5, k=3): MLP 2dh + h + d, B-spline MLP adds
     G + k + 2 per hidden unit, KAN 2dh (G + k + 2). The solved widths equal the MLP's count within 1%."""
     h = matched_ffn_widths(d_model)
     per_edge = 5 + 3 + 2

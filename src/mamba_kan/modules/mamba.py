@@ -1,4 +1,4 @@
-"""Mamba-1 mixer (Gu & Dao 2023, §3.4 Figure 3), following mamba_ssm/modules/mamba_simple.py (REFERENCE.md §3).
+"""Mamba-1 mixer (Gu & Dao 2023, §3.4 Figure 3), following mamba_ssm/modules/mamba_simple.py.
 
     x, z = in_proj(u).chunk(2)                     d_model -> 2 * d_inner, no bias
     x = silu(causal depthwise conv1d(x))           kernel d_conv, padding d_conv - 1, cut to L, with bias
@@ -26,7 +26,7 @@ from mamba_kan.ops.selective_scan import selective_scan
 # Forward FLOPs per (token, channel, state) of the scan: 9, the count in VMamba's flops_selective_scan_fn (after
 # state-spaces/mamba issue #110): delta*A, exp, delta*B, *u, the h update (mul, add), <h, C> (mul, add), ~1 spare.
 SCAN_FLOPS_PER_STATE = 9
-# Elementwise nonlinearities, FLOPs per element (Yu et al. 2024's accounting, REFERENCE.md §2: silu 5);
+# Elementwise nonlinearities, FLOPs per element (Yu et al. 2024's accounting, Appendix: silu 5);
 # softplus (exp, log1p, add) is counted like silu.
 SILU_FLOPS = 5
 SOFTPLUS_FLOPS = 5

@@ -1,7 +1,7 @@
 """The Mamba-1 selective scan (S6), Gu & Dao 2023, §3.2 Algorithm 2 and eq. (2a)-(2b), (4).
 
 Same tensor layout and meaning as mamba-ssm's ``selective_scan_fn`` / ``selective_scan_ref``
-(mamba_ssm/ops/selective_scan_interface.py; REFERENCE.md §3):
+(mamba_ssm/ops/selective_scan_interface.py):
 
     delta = softplus(delta + delta_bias)          (the bias is added when given; softplus only if asked)
     dA_t  = exp(delta_t * A)                      zero-order hold for A

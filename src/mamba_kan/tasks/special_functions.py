@@ -10,7 +10,7 @@ Domains are chosen so every target is finite and of moderate size, and are state
 - spherical harmonics are complex: the target is the real part of Y_n^m(polar, azimuth). scipy >= 1.15 offers
   ``sph_harm_y(n, m, polar, azimuth)``; older scipy ``sph_harm(m, n, azimuth, polar)`` (argument order and the
   meaning of theta/phi differ -- :func:`spherical_harmonic` hides the difference).
-Note (Yu et al. 2024, REFERENCE.md §2): KANbeFair's jv/yv/kv/iv labels computed derivatives; here they are the
+Note (Yu et al. 2024, KAN or MLP: A Fairer Comparison): KANbeFair's jv/yv/kv/iv labels computed derivatives; here they are the
 functions themselves.
 """
 
