@@ -35,24 +35,6 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def parse_seeds(seeds: int | None, seed_list: str | None) -> list[int]:
-    """--seeds N means 0..N-1; --seed-list '3,7' explicit seeds. Errors are UserErrors."""
-    from mamba_kan.errors import UserError
-
-    if seed_list:
-        try:
-            out = [int(s) for s in seed_list.split(",") if s.strip()]
-        except ValueError:
-            raise UserError(f"--seed-list must be comma-separated integers, got {seed_list!r}") from None
-        if not out or any(s < 0 for s in out):
-            raise UserError(f"--seed-list needs non-negative integers, got {seed_list!r}")
-        return out
-    n = 1 if seeds is None else seeds
-    if n < 1:
-        raise UserError(f"--seeds must be >= 1, got {n}")
-    return list(range(n))
-
-
 def check_writable_file(path: str | os.PathLike[str], what: str) -> Path:
     """``path`` can be written as a file (checked now, before any long computation; nothing is left behind):
     not a directory, under an existing directory, and really writable (a probe, since permission bits say

@@ -70,7 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_configs(args: argparse.Namespace) -> list[Any]:
     """The resolved TrainConfig of every requested seed (validates everything before any training starts)."""
-    from mamba_kan.cli.common import parse_seeds
+    from mamba_kan.experiments.grid import parse_seeds
     from mamba_kan.training import compose_config
 
     overrides = [item for group in args.set for item in group]
@@ -97,7 +97,7 @@ def build_configs(args: argparse.Namespace) -> list[Any]:
     if args.seeds is None and args.seed_list is None:
         seeds = [base.seed]
     else:
-        seeds = parse_seeds(args.seeds, args.seed_list)
+        seeds = parse_seeds(args.seeds, None if args.seed_list is None else [args.seed_list])
     return [replace(base, seed=s) for s in seeds]
 
 
