@@ -564,7 +564,7 @@ def decide(
         "worse": f"kan is worse than mlp ({k['statement']}, {ktxt}): no KAN advantage to explain",
         "equivalent": f"kan and mlp are equivalent within +-{sesoi_text} (TOST p={k.get('p_equivalence') or 0:.3g}): "
         "no KAN advantage to explain",
-        "not significant": f"kan is not significantly better than mlp ({ktxt}): no KAN advantage to explain",
+        "not significant": f"kan is not significantly better than mlp ({ktxt})",
         "untestable": f"kan vs mlp is untestable here ({k.get('note') or 'no p-value'})",
     }[kvm]
     second = {
@@ -573,8 +573,9 @@ def decide(
         "topology": "due to the KAN topology (D2), not shown for the activation (D1)",
         "undetermined": "the split between activation (D1) and topology (D2) is undetermined",
         "neither": "neither the activation nor the topology changes it by more than the SESOI",
-        "no KAN advantage": "",
-        "inconclusive at this power": "and not shown equivalent: inconclusive at this power",
+        "no KAN advantage": "no KAN advantage to explain" if kvm == "not significant" else "",
+        "inconclusive at this power": "nor shown equivalent to it within the SESOI: inconclusive at this power "
+        "(no KAN advantage established)",
     }.get(verdict, "")
     headline = first + ("; " + second if second else "")
     parts = [reading(d1, "the B-spline activation"), reading(d2, "the KAN topology")]
