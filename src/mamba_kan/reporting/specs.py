@@ -293,7 +293,11 @@ def final_metric(data: ReportData, tasks: Sequence[str] | None = None) -> Figure
     runs = data.completed
     panels = []
     for task in tasks:
-        p = Panel(title=task, ylabel=data.metric_label(task), grid="y",
+        # positive error metrics (MSE, loss) spread multiplicatively: a log axis keeps seeds and baselines visible
+        log = _positive_log_metric(data.metric.get(task) or "", runs.loc[runs["task"] == task, "primary_value"]
+                                   .to_numpy(float))  # fmt: skip
+        label = data.metric_label(task)
+        p = Panel(title=task, ylabel=_log_label(label) if log else label, grid="y", yscale="log" if log else "linear",
                   xticks=(list(range(len(data.models))), list(data.models)), lines=_ref_lines(data, task))  # fmt: skip
         for i, model in enumerate(data.models):
             v = data.values(task, model)
