@@ -569,7 +569,10 @@ def contrasts(data: ReportData, tasks: Sequence[str] | None = None) -> FigureSpe
         hib = data.higher_is_better.get(task)
         better = "> 0 favours the spline/KAN level" if hib else "< 0 favours the spline/KAN level"
         verdict = ((data.task_analysis(task) or {}).get("verdict") or {}).get("verdict", "not estimable")
-        p = Panel(title=f"{task}: {verdict}", xlabel=f"estimate in {data.metric.get(task)} ({better})", grid="x",
+        unit = data.metric.get(task)
+        if ((data.task_analysis(task) or {}).get("scale")) == "log":
+            unit = f"log({unit}), i.e. a log ratio"
+        p = Panel(title=f"{task}: {verdict}", xlabel=f"estimate in {unit} ({better})", grid="x",
                   yticks=(ys, [contrast_label(c) for c in rows]), lines=[RefLine("x", 0.0)])  # fmt: skip
         for name in names:
             sub = [(y, c) for y, c in zip(ys, rows) if c["name"] == name]
