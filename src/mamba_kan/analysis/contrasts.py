@@ -179,8 +179,16 @@ def task_verdict_arrays(
     per_seed = {"K": (kan - mlp).mean(-1), "D1": (bsp - mlp).mean(-1), "D2": (kan - bsp).mean(-1)}
     n = y.shape[-3]
     res = {name: t_test_arrays(v, confidence) for name, v in per_seed.items()}
-    primary = holm_arrays(np.stack([res["D1"]["p"], res["D2"]["p"]], axis=-1))
     eq = {name: tost_dz(r["t"], n, sesoi_dz) < alpha for name, r in res.items()}
+    return _verdict_arrays(res, eq, alpha)
+
+
+def _verdict_arrays(
+    res: dict[str, dict[str, np.ndarray]], eq: dict[str, np.ndarray], alpha: float
+) -> dict[str, np.ndarray]:
+    """Verdict codes and the K/D1/D2 estimates, intervals and p-values from the three t-tests and their
+    equivalence flags (the K gate, then Holm over {D1, D2}), shared by the per-task and across-task paths."""
+    primary = holm_arrays(np.stack([res["D1"]["p"], res["D2"]["p"]], axis=-1))
     verdict, kvm = verdict_codes(
         res["K"]["p"],
         res["K"]["estimate"],
@@ -235,25 +243,8 @@ def across_verdict_arrays(
     }
     n_tasks = y.shape[-4]
     res = {name: t_test_arrays(v, confidence) for name, v in per_task.items()}
-    primary = holm_arrays(np.stack([res["D1"]["p"], res["D2"]["p"]], axis=-1))
     eq = {name: tost_fixed(r["estimate"], r["se"], n_tasks - 1, sesoi) < alpha for name, r in res.items()}
-    verdict, kvm = verdict_codes(
-        res["K"]["p"],
-        res["K"]["estimate"],
-        primary[..., 0],
-        res["D1"]["estimate"],
-        primary[..., 1],
-        res["D2"]["estimate"],
-        eq["K"],
-        eq["D1"],
-        eq["D2"],
-        alpha,
-    )
-    out: dict[str, np.ndarray] = {"verdict": verdict, "kan_vs_mlp": kvm}
-    for name, r in res.items():
-        for key in ("estimate", "ci_low", "ci_high", "p"):
-            out[f"{name}_{key}"] = r[key]
-    return out
+    return _verdict_arrays(res, eq, alpha)
 
 
 def task_level_contrasts(
