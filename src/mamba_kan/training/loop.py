@@ -42,7 +42,7 @@ from mamba_kan.models import ModelConfig, build_model, parse_variant
 from mamba_kan.record import RunRecord, failed_record
 from mamba_kan.tasks.registry import make_task
 from mamba_kan.training import checkpoint as ckpt
-from mamba_kan.training.config import TrainConfig, config_hash
+from mamba_kan.training.config import TrainConfig, config_hash, default_threads
 from mamba_kan.training.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -133,7 +133,12 @@ def _session(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
     )
     with torch.random.fork_rng(devices=devices):
         try:
-            threads = cfg.threads if cfg.threads is not None else (1 if device.type == "cpu" else None)
+            # unset: OMP_NUM_THREADS else 1 on CPU, the same rule compare applies to its cells
+            threads = (
+                cfg.threads
+                if cfg.threads is not None
+                else (default_threads() if device.type == "cpu" else None)
+            )
             if threads is not None:
                 torch.set_num_threads(threads)
             if device.type == "cpu":
