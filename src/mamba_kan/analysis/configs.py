@@ -1,33 +1,37 @@
-"""Runs of one (task, variant) that differ in a setting: detect, filter (``where``), refuse, or tune (``tune``).
+"""Runs of one (task, variant) that differ in a setting: detect, filter (``where``), refuse, or tune
+(``tune``).
 
-Every run record carries its resolved training config (``RunRecord.config``: the TrainConfig with ``model_cfg``
-and ``task_options`` expanded). The readers flatten it into one ``config.<key>`` column per setting, nested keys
-dotted (``config.lr``, ``config.model_cfg.d_model``, ``config.task_options.context``); lists become tuples.
+Every run record carries its resolved training config (``RunRecord.config``: the TrainConfig with
+``model_cfg`` and ``task_options`` expanded). The readers flatten it into one ``config.<key>`` column per
+setting, nested keys dotted (``config.lr``, ``config.model_cfg.d_model``, ``config.task_options.context``);
+lists become tuples.
 
-A *setting varies* when the runs of one (task, variant) — whatever their seed — carry more than one value of it.
-Seeds are the replicates that the statistics pair across variants, so every seed of a variant must be the same
-configuration: averaging re-runs of one seed with different ``lr`` values, or pairing seed 0 at ``lr = 1e-3``
-with seed 1 at ``lr = 3e-3``, would both answer a question nobody asked. The analysis therefore refuses (a
-:class:`UserError`, exit status 2 on the CLI) unless the runs are narrowed to one configuration:
+A *setting varies* when the runs of one (task, variant) — whatever their seed — carry more than one value of
+it. Seeds are the replicates that the statistics pair across variants, so every seed of a variant must be the
+same configuration: averaging re-runs of one seed with different ``lr`` values, or pairing seed 0 at ``lr =
+1e-3`` with seed 1 at ``lr = 3e-3``, would both answer a question nobody asked. The analysis therefore refuses
+(a :class:`UserError`, exit status 2 on the CLI) unless the runs are narrowed to one configuration:
 
 - ``where`` (``--where KEY=VALUE``, repeatable): keep only the runs whose setting KEY equals VALUE (several
   values of one key: any of them). Values are read as YAML scalars, so ``lr=1e-3`` matches a stored 0.001.
 - ``tune`` (``--tune KEY``, repeatable): for each (task, variant) choose the value (combination) of the tuned
-  settings with the best mean validation value of the primary metric over its seeds (``RunRecord.best_val``, in
-  the task's direction), and analyse the test metric of that configuration only. Test values never influence the
-  choice. Tuning is never automatic: which settings are tuned changes the question, so it must be asked for.
+  settings with the best mean validation value of the primary metric over its seeds (``RunRecord.best_val``,
+  in the task's direction), and analyse the test metric of that configuration only. Test values never
+  influence the choice. Tuning is never automatic: which settings are tuned changes the question, so it must
+  be asked for.
 
 Re-runs of the same configuration (the same (task, variant, seed) twice with every setting equal) are not a
 conflict: their values are averaged as before, with a note.
 
 Settings that are never a difference between configurations (:data:`EXCLUDED_KEYS`, each with its reason):
-``model`` (the variant itself, the factor under comparison), ``task`` (the analysis is per task label; tasks with
-different options get different labels and are different tasks), ``seed`` (the replicate), and the bookkeeping
-settings that never change results and are left out of the cell's config hash (``threads``, ``checkpoint_every``,
-``wandb``, ``wandb_project``, ``tensorboard``). Widths that parameter matching derives per variant
-(``model_cfg.ffn_hidden``) are constant within a (task, variant), so they can never make one cell ambiguous;
-they are only left out of the note that lists settings chosen differently per variant. A key absent from a
-run's config (a record written by an older version) counts as unknown for that run, not as a different value.
+``model`` (the variant itself, the factor under comparison), ``task`` (the analysis is per task label; tasks
+with different options get different labels and are different tasks), ``seed`` (the replicate), and the
+bookkeeping settings that never change results and are left out of the cell's config hash (``threads``,
+``checkpoint_every``, ``wandb``, ``wandb_project``, ``tensorboard``). Widths that parameter matching derives
+per variant (``model_cfg.ffn_hidden``) are constant within a (task, variant), so they can never make one cell
+ambiguous; they are only left out of the note that lists settings chosen differently per variant. A key absent
+from a run's config (a record written by an older version) counts as unknown for that run, not as a different
+value.
 """
 
 from __future__ import annotations
