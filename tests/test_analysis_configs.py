@@ -358,3 +358,31 @@ def test_excluded_keys_cover_every_setting_that_never_changes_results():
     from mamba_kan.training.config import NON_RESULT_KEYS
 
     assert set(NON_RESULT_KEYS) <= set(EXCLUDED_KEYS)
+
+
+def test_the_value_the_refusal_prints_selects_that_configuration():
+    """A swept value like 10**-2.5 is printed so that pasting it after --where matches it exactly."""
+    import re
+
+    import pandas as pd
+
+    lr_odd = 10**-2.5
+    rows = [
+        {
+            "task": TASK,
+            "model": m,
+            "seed": s,
+            "metric": "accuracy",
+            "value": 0.5 + 0.01 * s + 0.1 * (lr == lr_odd),
+        }
+        | {"higher_is_better": True, "config.lr": lr}
+        for m in VARIANTS[:2]
+        for lr in (1e-3, lr_odd)
+        for s in SEEDS
+    ]
+    df = pd.DataFrame(rows)
+    with pytest.raises(UserError) as err:
+        analyze_frame(df, n_bootstrap=499)
+    printed = re.search(r"lr \(0\.001, ([^)]+)\)", str(err.value)).group(1)
+    a = analyze_frame(df, n_bootstrap=499, where=[f"lr={printed}"])
+    assert a.tasks[TASK]["cells"][0]["mean"] == pytest.approx(0.61)

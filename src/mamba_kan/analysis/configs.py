@@ -121,7 +121,7 @@ def canonical(v: Any) -> Any:
     """A hashable key under which equal settings coincide: 128 and 128.0 are one value, True is not 1, a list
     read back from a csv as JSON text equals the tuple; None and NaN are one value (null)."""
     if _is_null(v):
-        return None
+        return ("null", None)
     if isinstance(v, bool | np.bool_):
         return ("bool", bool(v))
     if isinstance(v, int | float | np.integer | np.floating):
@@ -145,18 +145,47 @@ def format_value(v: Any) -> str:
     if isinstance(v, bool | np.bool_):
         return "true" if v else "false"
     if isinstance(v, float | np.floating):
-        return f"{float(v):g}"
+        short = f"{float(v):g}"  # 0.001, not 0.001000; the full repr where 6 digits would not match the value
+        return short if float(short) == float(v) else repr(float(v))
     if isinstance(v, tuple | list):
         return "[" + ", ".join(format_value(x) for x in v) + "]"
     return str(v)
 
 
 def _sort_key(v: Any) -> tuple[int, Any]:
-    c = canonical(v)
-    if c is None:
-        return (0, "")
-    kind, val = c
-    return (1, val) if kind == "num" else (2, str(val))
+    kind, val = canonical(v)
+    return {"null": (0, ""), "num": (1, val)}.get(kind, (2, str(val)))
+
+
+def canonical_column(values: Iterable[Any]) -> list[Any]:
+    """:func:`canonical` of each value, NaN where the key is absent (so that ``nunique`` skips it). A run table
+    repeats few distinct values per setting, so each is converted once."""
+    cache: dict[tuple[type, Any], Any] = {}
+    out = []
+    for v in values:
+        if _is_absent(v):
+            out.append(np.nan)
+            continue
+        try:
+            key = (type(v), v)
+            c = cache.get(key)
+            if c is None:
+                c = cache[key] = canonical(v)
+        except TypeError:  # an unhashable value in a user's frame
+            c = canonical(v)
+        out.append(c)
+    return out
+
+
+def canonical_frame(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One column per setting of ``keys`` with the canonical values (:func:`canonical_column`), same index."""
+    return pd.DataFrame(
+        {
+            k: pd.Series(canonical_column(frame[CONFIG_PREFIX + k]), index=frame.index, dtype=object)
+            for k in keys
+        },
+        index=frame.index,
+    )
 
 
 def _json_value(v: Any) -> Any:
@@ -248,7 +277,7 @@ def apply_where(tidy: pd.DataFrame, where: Mapping[str, list[Any]]) -> pd.DataFr
         if col not in tidy.columns:
             raise _unknown_key(key, "--where", settings)
         targets = {canonical(w) for w in wanted}
-        hit = np.array([not _is_absent(v) and canonical(v) in targets for v in tidy[col]], dtype=bool)
+        hit = np.array([c in targets for c in canonical_column(tidy[col])], dtype=bool)
         if not (mask & hit).any():
             asked = " or ".join(f"{key}={format_value(w)}" for w in wanted)
             raise UserError(
@@ -273,25 +302,34 @@ def setting_keys(tidy: pd.DataFrame) -> list[str]:
 def _distinct(series: pd.Series) -> dict[Any, Any]:
     """canonical value -> one raw value, over the known (not absent) values of ``series``."""
     out: dict[Any, Any] = {}
-    for v in series:
-        if not _is_absent(v):
-            out.setdefault(canonical(v), v)
+    for v, c in zip(series, canonical_column(series)):
+        if not (isinstance(c, float) and math.isnan(c)):
+            out.setdefault(c, v)
     return out
 
 
-def varying_settings(tidy: pd.DataFrame, keys: list[str] | None = None) -> dict[str, dict[str, list[Any]]]:
+def _spread(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(most values of each setting within one variant, values within the task): two (task x setting) tables
+    of distinct-value counts over the known values."""
+    cf = canonical_frame(runs, keys)
+    within = cf.groupby([runs["task"], runs["model"]]).nunique().groupby(level=0).max()
+    overall = cf.groupby(runs["task"]).nunique()
+    return within, overall
+
+
+def varying_settings(runs: pd.DataFrame, keys: list[str] | None = None) -> dict[str, dict[str, list[Any]]]:
     """task -> {setting: its values} for the settings that take more than one value within some (task, variant)
-    of that task (the values listed are all those of that task)."""
-    keys = setting_keys(tidy) if keys is None else keys
+    of that task (the values listed are all those of that task). ``runs``: one row per run is enough."""
+    keys = setting_keys(runs) if keys is None else keys
+    if not keys or runs.empty:
+        return {}
+    within, _ = _spread(runs, keys)
     out: dict[str, dict[str, list[Any]]] = {}
-    for (task, _model), g in tidy.groupby(["task", "model"], sort=True):
-        for key in keys:
-            if len(_distinct(g[CONFIG_PREFIX + key])) > 1:
-                out.setdefault(str(task), {})[key] = []
-    for task, found in out.items():
-        rows = tidy[tidy["task"] == task]
-        for key in found:
-            found[key] = sorted(_distinct(rows[CONFIG_PREFIX + key]).values(), key=_sort_key)
+    for task, row in within.iterrows():
+        rows = runs[runs["task"] == task]
+        for key in row.index[row.to_numpy() > 1]:
+            values = _distinct(rows[CONFIG_PREFIX + key]).values()
+            out.setdefault(str(task), {})[key] = sorted(values, key=_sort_key)
     return out
 
 
@@ -307,31 +345,34 @@ def _refusal(varying: dict[str, dict[str, list[Any]]]) -> UserError:
         for key, vals in sorted(merged.items())
     ]
     tasks = sorted(varying)
+    shown = ", ".join(tasks[:3]) + (f" and {len(tasks) - 3} more" if len(tasks) > 3 else "")
     where = " ".join(f"--where {k}=VALUE" for k in sorted(merged))
     tune = " ".join(f"--tune {k}" for k in sorted(merged))
     return UserError(
         f"runs of the same task and variant differ in {', '.join(parts)} (task{'s' if len(tasks) > 1 else ''} "
-        f"{', '.join(tasks)}); different configurations are not averaged: pass {where} to analyse one, or "
+        f"{shown}); different configurations are not averaged: pass {where} to analyse one, or "
         f"{tune} to choose each variant's best on validation"
     )
 
 
-def _between_variant_notes(tidy: pd.DataFrame, skip: set[str]) -> list[str]:
+def _between_variant_notes(runs: pd.DataFrame, skip: set[str]) -> list[str]:
     """Per task: settings constant within each variant but chosen differently between variants."""
+    keys = [k for k in setting_keys(runs) if k not in PER_VARIANT_KEYS and k not in skip]
+    if not keys or runs.empty:
+        return []
+    within, overall = _spread(runs, keys)
     notes = []
-    keys = [k for k in setting_keys(tidy) if k not in PER_VARIANT_KEYS and k not in skip]
-    for task, rows in tidy.groupby("task", sort=True):
+    for task in overall.index:
         differ = []
-        for key in keys:
+        for key in overall.columns[(overall.loc[task].to_numpy() > 1) & (within.loc[task].to_numpy() <= 1)]:
+            rows = runs[runs["task"] == task]
             per_model = {m: _distinct(g[CONFIG_PREFIX + key]) for m, g in rows.groupby("model", sort=False)}
-            values = {c for d in per_model.values() for c in d}
-            if len(values) > 1:
-                shown = ", ".join(
-                    f"{m} {format_value(next(iter(d.values())))}"
-                    for m, d in sorted(per_model.items(), key=lambda kv: variant_sort_key(kv[0]))
-                    if d
-                )
-                differ.append(f"{key} ({shown})")
+            shown = ", ".join(
+                f"{m} {format_value(next(iter(d.values())))}"
+                for m, d in sorted(per_model.items(), key=lambda kv: variant_sort_key(kv[0]))
+                if d
+            )
+            differ.append(f"{key} ({shown})")
         if differ:
             notes.append(
                 f"task {task}: settings differ between variants (each variant has one value): {'; '.join(differ)}"
@@ -384,20 +425,26 @@ def tune_configurations(
         if CONFIG_PREFIX + key not in tidy.columns:
             raise _unknown_key(key, "--tune", settings)
     others = [k for k in settings if k not in tune]
-    keep = np.zeros(len(tidy), dtype=bool)
+    runs = _one_row_per_run(tidy)
+    fixed = canonical_frame(runs, others)
+    chosen_runs: list[Any] = []
     table: list[dict[str, Any]] = []
     notes: list[str] = []
     tuned_somewhere: set[str] = set()
-    for (task, model), g in tidy.groupby(["task", "model"], sort=True):
+    for (task, model), g in runs.groupby(["task", "model"], sort=True):
         task, model = str(task), str(model)
         tuned_somewhere |= {k for k in tune if len(_distinct(g[CONFIG_PREFIX + k])) > 1}
         groups = _candidate_groups(g, tune)
-        for idx in groups.values():  # every other setting must be fixed by the tuned values
-            sub = g.loc[idx]
-            loose = {k: _distinct(sub[CONFIG_PREFIX + k]) for k in others}
-            loose = {k: v for k, v in loose.items() if len(v) > 1}
-            if loose:
-                raise _refusal({task: {k: sorted(v.values(), key=_sort_key) for k, v in loose.items()}})
+        # every other setting must be fixed by the tuned values, else a candidate is itself ambiguous
+        label = pd.Series(0, index=g.index)
+        for i, idx in enumerate(groups.values()):
+            label.loc[idx] = i
+        spread = fixed.loc[g.index].groupby(label).nunique().max() if others else pd.Series(dtype=int)
+        loose = list(spread.index[spread.to_numpy() > 1])
+        if loose:
+            raise _refusal(
+                {task: {k: sorted(_distinct(g[CONFIG_PREFIX + k]).values(), key=_sort_key) for k in loose}}
+            )
         hib = _direction(task, g)
         metric = str(g["primary_metric"].dropna().iloc[0]) if g["primary_metric"].notna().any() else ""
         use_log = default_scale(metric) == "log" if log_scale is None else log_scale
@@ -407,7 +454,7 @@ def tune_configurations(
         if best["mean_val"] is None:
             notes.append(f"--tune: task {task}, {model}: no run has a validation value; {model} left out")
             continue
-        keep |= tidy.index.isin(groups[best["key"]])
+        chosen_runs += groups[best["key"]]
         table.append(
             {
                 "task": task,
@@ -434,7 +481,9 @@ def tune_configurations(
         if key not in tuned_somewhere:
             notes.append(f"--tune {key}: {key} has one value in every (task, variant); nothing to tune")
     table.sort(key=lambda r: (r["task"], variant_sort_key(r["model"])))
-    return tidy[keep], table, notes
+    if runs is tidy:
+        return tidy.loc[chosen_runs], table, notes
+    return tidy[tidy["run_id"].isin(runs.loc[chosen_runs, "run_id"])], table, notes
 
 
 def _candidate_groups(g: pd.DataFrame, tune: list[str]) -> dict[tuple[Any, ...], list[Any]]:
@@ -524,11 +573,18 @@ def select_configurations(
         if tidy.empty:
             raise UserError("--tune: no (task, variant) has a run with a validation value")
     else:
-        varying = varying_settings(tidy)
+        varying = varying_settings(_one_row_per_run(tidy))
         if varying:
             raise _refusal(varying)
-    notes += _between_variant_notes(tidy, set(tune_keys))
+    notes += _between_variant_notes(_one_row_per_run(tidy), set(tune_keys))
     return tidy, table, notes
+
+
+def _one_row_per_run(tidy: pd.DataFrame) -> pd.DataFrame:
+    """The first row of each run (rows of one run share its settings), when runs are identified."""
+    if "run_id" in tidy.columns and tidy["run_id"].notna().all():
+        return tidy.drop_duplicates("run_id")
+    return tidy
 
 
 def _n_runs(tidy: pd.DataFrame) -> int:
