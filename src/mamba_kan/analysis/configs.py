@@ -448,7 +448,7 @@ def tune_configurations(
         hib = _direction(task, g)
         metric = str(g["primary_metric"].dropna().iloc[0]) if g["primary_metric"].notna().any() else ""
         use_log = default_scale(metric) == "log" if log_scale is None else log_scale
-        candidates = [_candidate(g.loc[idx], tune, use_log) for idx in groups.values()]
+        candidates = [_candidate(key, g.loc[idx], tune, use_log) for key, idx in groups.items()]
         candidates.sort(key=lambda c: tuple(_sort_key(v) for v in c["value"].values()))
         best = min(candidates, key=lambda c: _rank(c, hib))  # min keeps the first of equals
         if best["mean_val"] is None:
@@ -496,13 +496,10 @@ def _candidate_groups(g: pd.DataFrame, tune: list[str]) -> dict[tuple[Any, ...],
     return groups
 
 
-def _candidate(rows: pd.DataFrame, tune: list[str], use_log: bool) -> dict[str, Any]:
+def _candidate(key: tuple[Any, ...], rows: pd.DataFrame, tune: list[str], use_log: bool) -> dict[str, Any]:
     """One candidate's record: its values, the validation mean over its seeds, seeds with/without a value."""
-    runs = _run_level(rows)
-    per_seed = runs.groupby("seed")[
-        "best_val"
-    ].mean()  # re-runs of a seed averaged; NaN when none has a value
-    vals = per_seed.to_numpy(float)
+    # one value per seed: re-runs of a seed averaged, NaN when none of them has a validation value
+    vals = _run_level(rows).groupby("seed")["best_val"].mean().to_numpy(float)
     finite = vals[np.isfinite(vals)]
     geometric = bool(use_log and finite.size and np.all(finite > 0))
     if not finite.size:
@@ -511,10 +508,7 @@ def _candidate(rows: pd.DataFrame, tune: list[str], use_log: bool) -> dict[str, 
         mean = float(np.exp(np.mean(np.log(finite)))) if geometric else float(np.mean(finite))
     first = rows.iloc[0]
     return {
-        "key": tuple(
-            None if _is_absent(first[CONFIG_PREFIX + k]) else canonical(first[CONFIG_PREFIX + k])
-            for k in tune
-        ),
+        "key": key,
         "value": {k: _json_value(first[CONFIG_PREFIX + k]) for k in tune},
         "mean_val": mean,
         "criterion": "geometric mean" if geometric else "mean",
@@ -588,12 +582,8 @@ def _one_row_per_run(tidy: pd.DataFrame) -> pd.DataFrame:
 
 
 def _n_runs(tidy: pd.DataFrame) -> int:
+    """Runs in the frame: distinct run ids, else distinct (task, variant, seed, settings)."""
     if "run_id" in tidy.columns and tidy["run_id"].notna().all():
         return int(tidy["run_id"].nunique())
-    return int(
-        len(
-            tidy.drop_duplicates(
-                ["task", "model", "seed", *[c for c in tidy.columns if str(c).startswith(CONFIG_PREFIX)]]
-            )
-        )
-    )
+    identity = ["task", "model", "seed", *[c for c in tidy.columns if str(c).startswith(CONFIG_PREFIX)]]
+    return len(tidy.drop_duplicates(identity))
