@@ -9,7 +9,8 @@ runs, the log scale of MSE-type metrics), ``descriptive`` (t intervals; BCa by o
 repeated-measures ANOVA, ART), ``contrasts`` (K/D1/D2, families, TOST, the verdict rule, vectorised verdicts),
 ``pairwise`` (Wilcoxon-Holm, effect sizes), ``ranks`` (Friedman, Iman-Davenport, Nemenyi), ``mixed`` (descriptive
 across-task mixed model), ``power``, ``calibration`` (false-claim rates, power and coverage by simulation),
-``render`` (text, Markdown, LaTeX), ``cd_diagram`` (the critical-difference figure from a ``cd_diagram`` record).
+``configs`` (runs of one variant in several configurations: refused, ``where``, ``tune``), ``render`` (text,
+Markdown, LaTeX), ``cd_diagram`` (the critical-difference figure from a ``cd_diagram`` record).
 
 Usage::
 
@@ -27,7 +28,8 @@ Result contract (``Analysis.to_dict()``; JSON-ready, NaN/inf as null; ``p_holm``
 
     schema, version
     settings: alpha, confidence, n_bootstrap, random_state, power, sesoi_dz, target_dz, block_seeds, metric,
-              higher_is_better, scale (auto|raw|log), interval (t|bca), mixed_model (bool)
+              higher_is_better, scale (auto|raw|log), interval (t|bca), mixed_model (bool),
+              where {setting: [values]}, tune [settings]          (see ``configs``)
     input:    source, n_rows, n_tasks, n_models, n_missing_runs, tasks [names], models [names],
               metric_by_task {task: metric}, higher_is_better_by_task {task: bool}
     missing_runs: [{task, model, seed, status, reason}]
@@ -79,6 +81,8 @@ Result contract (``Analysis.to_dict()``; JSON-ready, NaN/inf as null; ``p_holm``
         power:    (as per task, replicates "tasks") + min_p_friedman_exact
         notes
     }
+    tuning: [{task, model, settings, chosen {setting: value}, val_metric, higher_is_better, criterion,
+              candidates [{value {setting: value}, mean_val, criterion, n_seeds, n_without_val}]}]   ([] untuned)
 
 Verdicts are one of "activation", "topology", "both", "undetermined" (kan beats mlp, the cause is not resolved),
 "neither" (D1 and D2 both shown equivalent to 0), "no KAN advantage" (kan worse than or equivalent to mlp),
@@ -88,7 +92,8 @@ Changes of this version of the contract (fields were added, none renamed or remo
 p_equivalence, equivalent, scale, ratio*, effect_text, and p_holm is now within the contrast's family; cells gained
 geo_*; ci_method is "t" by default (was "BCa"); tasks gained scale and anova_rm; across gained task_level and the
 verdict's basis moved to it from the mixed model; verdicts gained question, kan_vs_mlp, headline, families;
-Iman-Davenport F/p are null where they were inf/0.
+Iman-Davenport F/p are null where they were inf/0. Runs of one (task, variant) in different configurations are
+refused (a UserError) instead of averaged; settings gained where and tune; the result gained tuning.
 """
 
 from __future__ import annotations

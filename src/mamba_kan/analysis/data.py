@@ -5,8 +5,9 @@ Accepted inputs
   ``None``/NaN = a run without a result) or the nested form ``{task: {variant: [values]}}``;
 - a tidy DataFrame with at least ``model, seed, value`` and optionally ``task, ffn, mixer, status, metric,
   primary_metric, higher_is_better`` (the schema of :func:`mamba_kan.experiments.store.read_tidy`);
-- a comparison directory or ``results.db`` (read lazily through the store), or a tidy ``.csv``/``.parquet``/``.json``
-  written by ``mamba-kan export``.
+- a comparison directory or ``results.db`` (read lazily through the store; each run's resolved settings come
+  along as ``config.<key>`` columns, see :mod:`mamba_kan.analysis.configs`), or a tidy ``.csv``/``.parquet``/
+  ``.json`` written by ``mamba-kan export``.
 
 Missing runs are never dropped silently: every (task, variant, seed) cell of the task's grid without a finite value
 of the analysed metric becomes a record in ``TaskData.missing`` with its status and the reason.
@@ -201,12 +202,24 @@ def read_results_path(path: str | Path) -> pd.DataFrame:
         except (ValueError, OSError, ImportError) as exc:
             raise UserError(f"cannot read {p}: {exc}".splitlines()[0]) from exc
     try:
-        from mamba_kan.experiments.store import read_tidy  # lazy: the store imports the experiment machinery
+        # lazy: the store imports the experiment machinery
+        from mamba_kan.experiments.store import read_runs, read_tidy
     except ImportError as exc:
         raise UserError(
             f"cannot read {p}: the results store (mamba_kan.experiments.store) is not available"
         ) from exc
-    return read_tidy(p)
+    return with_run_configs(read_tidy(p), read_runs(p))
+
+
+def with_run_configs(tidy: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The tidy frame with each run's ``best_val`` and resolved settings as ``config.<key>`` columns (matched on
+    ``run_id``; see :mod:`mamba_kan.analysis.configs`), so that runs in different configurations can be told
+    apart, filtered and tuned."""
+    from mamba_kan.analysis.configs import config_columns
+
+    if runs.empty:
+        return tidy
+    return tidy.merge(config_columns(runs), on="run_id", how="left", validate="many_to_one")
 
 
 # --------------------------------------------------------------------------------------------------------------

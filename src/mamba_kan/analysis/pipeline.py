@@ -11,7 +11,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pandas as pd
 
 from mamba_kan import __version__
 from mamba_kan.analysis.anova import art_anova, assumption_checks, rm_anova, two_way_anova
+from mamba_kan.analysis.configs import select_configurations
 from mamba_kan.analysis.contrasts import decide, planned_contrasts, task_level_contrasts, verdict_for_task
 from mamba_kan.analysis.data import (
     TaskData,
@@ -45,7 +46,9 @@ class Settings:
     task sds across tasks); ``target_dz``: the effect for which the seeds needed are reported; ``block_seeds``:
     seed as ANOVA block; ``scale``: "auto" (log for MSE-type metrics), "raw" or "log"; ``interval``: cell-mean
     interval, "t" (default) or "bca" (bootstrap, under-covers with few seeds); ``mixed_model``: also fit the
-    descriptive across-task mixed model (the verdict does not use it)."""
+    descriptive across-task mixed model (the verdict does not use it); ``where``: keep only the runs whose settings
+    have these values (setting -> value or list of values, or ``KEY=VALUE`` strings); ``tune``: settings chosen per
+    (task, variant) on validation (see :mod:`mamba_kan.analysis.configs`)."""
 
     alpha: float = 0.05
     confidence: float = 0.95
@@ -60,6 +63,8 @@ class Settings:
     scale: str = "auto"
     interval: str = "t"
     mixed_model: bool = True
+    where: dict[str, list[Any]] = field(default_factory=dict)
+    tune: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.interval not in INTERVALS:
@@ -85,6 +90,8 @@ class Analysis:
     notes: list[str]
     tasks: dict[str, dict[str, Any]]
     across: dict[str, Any] | None
+    #: per (task, variant) the tuned settings' chosen value and every candidate's validation mean (``tune``)
+    tuning: list[dict[str, Any]] = field(default_factory=list)
     schema: str = SCHEMA
     version: str = __version__
 
@@ -511,10 +518,20 @@ def analyze_frame(
         raise UserError(
             f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(Settings.__dataclass_fields__)}"
         )
-    settings = Settings(alpha=alpha, metric=metric, higher_is_better=higher_is_better, **options)
+    from mamba_kan.analysis.configs import normalise_key, where_mapping
+
+    where = where_mapping(options.pop("where", None))
+    tune = options.pop("tune", None)
+    tune = [normalise_key(tune)] if isinstance(tune, str) else [normalise_key(k) for k in (tune or [])]
+    settings = Settings(
+        alpha=alpha, metric=metric, higher_is_better=higher_is_better, where=where, tune=tune, **options
+    )
     settings.validate()
     tidy = normalise_frame(df)
+    log_scale = {"raw": False, "log": True}.get(settings.scale)
+    tidy, tuning, config_notes = select_configurations(tidy, settings.where, settings.tune, log_scale)
     tasks, notes = build_task_data(tidy, metric, higher_is_better, settings.scale)
+    notes = config_notes + notes
     results = {td.name: analyze_task(td, settings, i) for i, td in enumerate(tasks)}
     across = analyze_across(tasks, settings, results)
     if across is None:
@@ -537,6 +554,7 @@ def analyze_frame(
         notes=notes,
         tasks=results,
         across=across,
+        tuning=tuning,
     )
 
 

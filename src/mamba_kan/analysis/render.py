@@ -73,6 +73,12 @@ def format_summary(analysis: Any) -> str:
         out.append("missing or excluded runs: none")
     for note in d["notes"]:
         out.append(f"note: {note}")
+    if d.get("tuning"):
+        out += [
+            "",
+            "tuned per variant on validation (test metric of the chosen configuration analysed below):",
+        ]
+        out += _table(*_tuning_table(d["tuning"]))
     for task in d["tasks"].values():
         out += [""] + _task_summary(task)
     if d["across"] is not None:
@@ -338,9 +344,48 @@ def _groups(cliques: list[list[str]]) -> str:
 # --------------------------------------------------------------------------------------------------------------
 # paper / README tables
 # --------------------------------------------------------------------------------------------------------------
+def _setting_value(value: Record) -> str:
+    """``{"lr": 0.001, "model_cfg.d_model": 64}`` -> ``lr=0.001, model_cfg.d_model=64``."""
+    from mamba_kan.analysis.configs import format_value
+
+    return ", ".join(f"{k}={format_value(v)}" for k, v in value.items())
+
+
+def _tuning_table(tuning: list[Record]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the tuning table: one row per (task, variant), every candidate's validation mean."""
+    rows = []
+    for r in tuning:
+        cands = "; ".join(
+            f"{_setting_value(c['value'])}: {_f(c['mean_val'])}"
+            + (f" ({c['n_without_val']} of {c['n_seeds']} seeds without val)" if c["n_without_val"] else "")
+            for c in r["candidates"]
+        )
+        chosen = _setting_value(r["chosen"])
+        rows.append(
+            [
+                r["task"],
+                r["model"],
+                ", ".join(r["settings"]),
+                chosen,
+                f"{r['criterion']} {r['val_metric']}: {cands}",
+            ]
+        )
+    return ["task", "variant", "setting", "chosen", "validation per candidate"], rows
+
+
 def _tables(d: Record) -> list[tuple[str, list[str], list[list[str]]]]:
     """(caption, header, rows) of every table, shared by the Markdown and LaTeX writers."""
     tables = []
+    if d.get("tuning"):
+        header, rows = _tuning_table(d["tuning"])
+        tables.append(
+            (
+                "Settings tuned per variant: the value with the best validation mean over seeds; the tables below "
+                "report the test metric of that configuration.",
+                header,
+                rows,
+            )
+        )
     tasks = list(d["tasks"].values())
     models = d["input"]["models"]
     header = ["variant"] + [

@@ -66,6 +66,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="interval of cell means: t (default; keeps its coverage with few seeds) or bca (bootstrap)",
     )
     parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="analyse only the runs whose setting KEY has this value (repeatable; dotted keys such as "
+        "model_cfg.d_model or task_options.context; VALUE read as YAML, so lr=1e-3 matches 0.001)",
+    )
+    parser.add_argument(
+        "--tune",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="per task and variant, keep the value of setting KEY with the best mean validation metric over "
+        "seeds and analyse its test metric (repeatable: the best combination); runs that differ in a setting "
+        "neither --where nor --tune selects are refused, not averaged",
+    )
+    parser.add_argument(
         "--calibrate",
         action="store_true",
         help="instead of the analysis, simulate grids shaped like DIR's and report the verdicts' false-claim "
@@ -91,8 +108,11 @@ def run(args: argparse.Namespace) -> int:
         if target is not None:
             check_writable_file(target, flag)
     higher = None if args.direction is None else args.direction == "higher"
+    from mamba_kan.analysis.configs import parse_where
+
+    where = parse_where(getattr(args, "where", None) or [])  # a malformed KEY=VALUE fails before any reading
     if getattr(args, "calibrate", False):
-        return _calibrate(args, higher)
+        return _calibrate(args, higher, where)
     analysis = analyze_directory(
         args.dir,
         alpha=args.alpha,
@@ -104,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         target_dz=args.target_dz,
         scale=args.scale,
         interval=args.interval,
+        where=where,
+        tune=getattr(args, "tune", None) or [],
     )
     if args.json:
         sys.stdout.write(analysis.to_json() + "\n")
@@ -118,18 +140,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibrate(args: argparse.Namespace, higher: bool | None) -> int:
+def _calibrate(args: argparse.Namespace, higher: bool | None, where: dict) -> int:
     """``--calibrate``: the calibration table (or its JSON) for a grid shaped like DIR's."""
     import json
 
     from mamba_kan.analysis.calibration import calibrate, format_calibration, shape_from_tasks
+    from mamba_kan.analysis.configs import select_configurations
     from mamba_kan.analysis.data import build_task_data, normalise_frame, read_results_path
 
     if not (0.0 < args.alpha < 1.0):
         raise UserError(f"alpha must be a number strictly between 0 and 1, got {args.alpha!r}")
     if not args.sesoi > 0:
         raise UserError(f"sesoi must be > 0, got {args.sesoi!r}")
-    tasks, _ = build_task_data(normalise_frame(read_results_path(args.dir)), args.metric, higher, args.scale)
+    tidy = normalise_frame(read_results_path(args.dir))
+    tidy, _, _ = select_configurations(tidy, where, getattr(args, "tune", None) or [])  # the grid analysed
+    tasks, _ = build_task_data(tidy, args.metric, higher, args.scale)
     result = calibrate(
         shape_from_tasks(tasks), n_sims=args.n_sims, alpha=args.alpha, sesoi_dz=args.sesoi, seed=args.seed
     )
