@@ -42,7 +42,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mamba_kan.design import ALL_MIXERS, ALL_VARIANTS, FFN_LEVELS, try_parse_variant as _builtin_parse
+from mamba_kan.design import ALL_MIXERS, ALL_VARIANTS, FFN_LEVELS
+from mamba_kan.design import try_parse_variant as _builtin_parse
 from mamba_kan.errors import UserError
 
 #: the entry-point group a package declares its plug-in under
@@ -372,12 +373,7 @@ def try_parse_variant(name: str) -> tuple[str, str] | None:
 
 def plugin_variants() -> tuple[str, ...]:
     """Variants that use at least one plug-in component, mixer-major (built-in mixers first)."""
-    return tuple(
-        variant_name(f, m)
-        for m in mixer_names()
-        for f in ffn_names()
-        if f in FFNS or m in MIXERS
-    )
+    return tuple(variant_name(f, m) for m in mixer_names() for f in ffn_names() if f in FFNS or m in MIXERS)
 
 
 def all_variants() -> tuple[str, ...]:

@@ -19,7 +19,11 @@ from mamba_kan.tasks import Batch, FamilyInfo, Task
 
 FUNCTIONS = {
     "sin1d": (1, lambda x: np.sin(np.pi * x[:, 0]), "sin(pi x) on [-1, 1]"),
-    "sin2d": (2, lambda x: np.sin(np.pi * x[:, 0]) * np.cos(np.pi * x[:, 1]), "sin(pi x1) cos(pi x2) on [-1, 1]^2"),
+    "sin2d": (
+        2,
+        lambda x: np.sin(np.pi * x[:, 0]) * np.cos(np.pi * x[:, 1]),
+        "sin(pi x1) cos(pi x2) on [-1, 1]^2",
+    ),
 }
 OPTIONS: dict[str, Any] = {"n_train": 512, "n_val": 256, "n_test": 256, "noise": 0.0}
 SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
@@ -79,10 +83,19 @@ class SineTask(Task):
         the training-target mean."""
         _, clean, y = self.data[split]
         mean = float(self.data["train"][2].mean())
-        return {"floor": float(np.mean((y - clean) ** 2)), "baseline_constant": float(np.mean((y - mean) ** 2))}
+        return {
+            "floor": float(np.mean((y - clean) ** 2)),
+            "baseline_constant": float(np.mean((y - mean) ** 2)),
+        }
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "seed": self.seed, "formula": self.formula, "noise": self.noise, **self.sizes}
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "formula": self.formula,
+            "noise": self.noise,
+            **self.sizes,
+        }
 
 
 SINE_FAMILY = FamilyInfo(

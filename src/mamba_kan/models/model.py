@@ -60,7 +60,9 @@ def parameter_role(module: nn.Module, name: str, module_path: str = "") -> str:
     role = own(name) if callable(own) else None
     if role is not None:
         if role not in ROLES:
-            raise TypeError(f"{type(module).__name__}.parameter_role({name!r}) = {role!r} is not one of {ROLES}")
+            raise TypeError(
+                f"{type(module).__name__}.parameter_role({name!r}) = {role!r} is not one of {ROLES}"
+            )
         return role
     if isinstance(module, BSplineActivation | KANLinear):
         role = {"coef": "spline_coef", "spline_weight": "spline_scale", "base_weight": "base_scale"}.get(name)
@@ -88,7 +90,9 @@ _BUILTIN_FFNS = {
     "bspline": lambda d_model, hidden, cfg: BSplineMLP(
         d_model, hidden, cfg.grid_size, cfg.spline_order, cfg.grid_range, base=cfg.spline_base
     ),
-    "kan": lambda d_model, hidden, cfg: KANFFN(d_model, hidden, cfg.grid_size, cfg.spline_order, cfg.grid_range),
+    "kan": lambda d_model, hidden, cfg: KANFFN(
+        d_model, hidden, cfg.grid_size, cfg.spline_order, cfg.grid_range
+    ),
 }
 
 
