@@ -286,3 +286,18 @@ def test_a_plugin_mixer_makes_variants_with_every_ffn(registries):
     # the plug-in cell's key carries the mixer's source (this test file); a built-in cell's does not
     assert plugins.cell_source_hash("mlp_cummean", "symbolic") is not None
     assert plugins.cell_source_hash("mlp_mamba", "symbolic") is None
+
+
+def test_a_cells_job_carries_the_drivers_plugins_and_a_worker_that_cannot_load_them_fails_the_cell(
+    tmp_path, monkeypatch
+):
+    from mamba_kan.experiments.worker import CellJob, execute_cell
+
+    monkeypatch.setenv(plugins.PLUGINS_ENV, "no_such_plugin_module_a, no_such_plugin_module_b")
+    config = {"model": "glu_transformer", "task": "sine", "seed": 0, "max_steps": 1}
+    job = CellJob("key", "run", config, str(tmp_path / "run"))
+    assert job.plugins == ("no_such_plugin_module_a", "no_such_plugin_module_b")
+    monkeypatch.delenv(plugins.PLUGINS_ENV)  # a host that did not inherit the driver's environment
+    result = execute_cell(job)
+    assert result["status"] == "failed"
+    assert "plug-in no_such_plugin_module_a cannot be imported" in result["error"]
