@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mamba-kan {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_plugin_argument(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mamba-kan: error: {args._unavailable}", file=sys.stderr)
         return 2
     try:
+        _load_plugins(args)
         return int(args._run(args) or 0)
     except UserError as exc:
         print(f"mamba-kan {args.command}: error: {exc}", file=sys.stderr)
@@ -92,6 +94,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def add_plugin_argument(parser: argparse.ArgumentParser) -> None:
+    """The global ``--plugin MODULE`` flag (repeatable; before the subcommand)."""
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first: it registers feedforward blocks, mixers or task families (docs/plugins.md); "
+        "repeatable; also read from MAMBA_KAN_PLUGINS=mod1,mod2, and installed entry points of the group "
+        "mamba_kan.plugins load by themselves",
+    )
+
+
+def _load_plugins(args: argparse.Namespace) -> None:
+    """Load the installed plug-ins, ``MAMBA_KAN_PLUGINS`` and ``--plugin`` modules before the subcommand runs, and
+    export the modules in ``MAMBA_KAN_PLUGINS`` so worker processes load them too. A plug-in that fails to import
+    raises a UserError naming it (exit status 2)."""
+    from mamba_kan.plugins import load_plugins
+
+    load_plugins(getattr(args, "plugin", None) or ())
 
 
 def _sqlite_message(args: argparse.Namespace, exc: sqlite3.Error) -> str:

@@ -69,11 +69,19 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
     )
 
 
+def _variants(args: argparse.Namespace) -> tuple[str, ...]:
+    """The design's six (with --all the feedforward-only ones too), then the variants of loaded plug-ins."""
+    from mamba_kan.plugins import plugin_variants, try_parse_variant
+
+    extra = [v for v in plugin_variants() if args.all or try_parse_variant(v)[1] != "none"]
+    return (ALL_VARIANTS if args.all else VARIANTS) + tuple(extra)
+
+
 def rows(args: argparse.Namespace) -> list[dict]:
     cfg = model_config(args)
     floor = width_floor(cfg.d_model)
     out = []
-    for name in ALL_VARIANTS if args.all else VARIANTS:
+    for name in _variants(args):
         ffn, mixer = parse_variant(name)
         ends = (TokenInput(args.vocab_size), NextTokenOutput(args.vocab_size))
         r = solve_ffn_hidden(name, cfg, *ends, args.seq_len)
@@ -103,7 +111,7 @@ def rows(args: argparse.Namespace) -> list[dict]:
 def _audit(args: argparse.Namespace) -> int:
     from mamba_kan.models.audit import fairness_audit
 
-    variants = ALL_VARIANTS if args.all else VARIANTS
+    variants = _variants(args)
     ends = (TokenInput(args.vocab_size), NextTokenOutput(args.vocab_size))
     sheet = fairness_audit(model_config(args), *ends, variants=variants, seq_len=args.seq_len)
     if args.json:

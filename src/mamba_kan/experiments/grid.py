@@ -35,7 +35,8 @@ def code_version() -> str:
     """``<package version>+<12 hex digits>``: a digest of the source files that compute a run.
 
     Any edit to the model, task or training code changes it, so results computed by other code are never reused.
-    Set ``MAMBA_KAN_CODE_VERSION`` to pin it explicitly (e.g. after a change known not to affect results); the
+    Plug-ins (:mod:`mamba_kan.plugins`) are not part of it: installing one keeps every cached cell valid, and a
+    cell that uses one has that plug-in's source digest in its key instead (:func:`make_cell_key`). Set ``MAMBA_KAN_CODE_VERSION`` to pin it explicitly (e.g. after a change known not to affect results); the
     value is recorded with every run either way.
     """
     pinned = os.environ.get(CODE_VERSION_ENV)
@@ -54,9 +55,20 @@ def code_version() -> str:
     return f"{__version__}+{digest.hexdigest()[:12]}"
 
 
-def make_cell_key(config_hash: str, version: str, threads: int) -> str:
-    """sha256 (hex) of the resolved config's hash, the code version and the torch thread count."""
-    return hashlib.sha256(f"{config_hash}\n{version}\nthreads={threads}".encode()).hexdigest()
+def make_cell_key(
+    config_hash: str, version: str, threads: int, model: str | None = None, task: str | None = None
+) -> str:
+    """sha256 (hex) of the resolved config's hash, the code version and the torch thread count, and, for a cell
+    of ``model`` on ``task`` that uses plug-in components, the digest of their source files
+    (:func:`mamba_kan.plugins.cell_source_hash`). A cell of built-in parts has the key it had before plug-ins."""
+    text = f"{config_hash}\n{version}\nthreads={threads}"
+    if model is not None and task is not None:
+        from mamba_kan.plugins import cell_source_hash
+
+        plugin_hash = cell_source_hash(model, task)
+        if plugin_hash is not None:
+            text += f"\nplugins={plugin_hash}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -120,16 +132,17 @@ def parse_seeds(seeds: int | None, seed_list: Iterable[int | str] | None) -> lis
 
 def check_models(models: Sequence[str]) -> list[str]:
     """Unknown variant names raise a UserError listing the valid ones; duplicates are dropped."""
-    from mamba_kan.models import ALL_VARIANTS
+    from mamba_kan.models.registry import all_variants
 
+    valid = all_variants()  # the built-in variants and those of loaded plug-ins
     out: list[str] = []
     for m in models:
-        if m not in ALL_VARIANTS:
-            raise unknown_choice("model variant", m, ALL_VARIANTS)
+        if m not in valid:
+            raise unknown_choice("model variant", m, valid)
         if m not in out:
             out.append(m)
     if not out:
-        raise UserError(f"no models given; valid choices: {', '.join(ALL_VARIANTS)}")
+        raise UserError(f"no models given; valid choices: {', '.join(valid)}")
     return out
 
 
@@ -218,7 +231,7 @@ def expand_grid(
                     )
                 ).resolved()
                 h = config_hash(cfg)
-                key = make_cell_key(h, version, cfg.threads)
+                key = make_cell_key(h, version, cfg.threads, cfg.model, cfg.task)
                 run_id = f"{model}.{_slug(label.replace('/', '-'))}.s{seed}.{key[:10]}"
                 family = name.partition("/")[0]
                 cells.append(Cell(key, run_id, model, label, family, int(seed), cfg, h, version))

@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,22 @@ RESULT_FILE = "result.json"
 class CellJob:
     """What a worker needs for one cell (picklable, small): the resolved config as a dict (its ``threads`` is the
     cell's torch thread count, part of its key), the absolute run directory, and whether to discard a stored result
-    first (``--retry-failed``)."""
+    first (``--retry-failed``). ``plugins``: the plug-in modules the driver loaded by name (``--plugin``,
+    ``MAMBA_KAN_PLUGINS``), loaded again by the worker whatever the backend (a Ray or SLURM host need not inherit
+    the driver's environment; installed entry points load by themselves)."""
 
     cell_key: str
     run_id: str
     config: dict[str, Any]
     run_dir: str
     fresh: bool = False
+    plugins: tuple[str, ...] = field(default_factory=lambda: _driver_plugins())
+
+
+def _driver_plugins() -> tuple[str, ...]:
+    from mamba_kan.plugins import env_modules, loaded_modules
+
+    return tuple(dict.fromkeys(loaded_modules() + tuple(env_modules())))
 
 
 #: the run's log file, in its run directory: everything the cell logged, tracebacks included (the console gets
@@ -155,8 +164,11 @@ def execute_cell(job: CellJob) -> dict[str, Any]:
     try:
         with cell_log(run_dir):
             try:
+                from mamba_kan.plugins import load_plugins
                 from mamba_kan.training import TrainConfig, run_experiment
                 from mamba_kan.training.checkpoint import remove_temp_files
+
+                load_plugins(job.plugins)  # before the config names a plug-in variant or task
 
                 removed = remove_temp_files(run_dir)
                 if removed:

@@ -93,7 +93,7 @@ def variant_audit(
         "not_decayed_params": sum(not_decayed.values()),
         "init_std": _init_stds(model, seq_len, seed),
         "dropout": {"p": cfg.dropout, "sites": list(DROPOUT_SITES)},
-        "grid_update": GRID_UPDATE if model.ffn_type != "mlp" else None,
+        "grid_update": GRID_UPDATE if model.ffn_type in ("bspline", "kan") else None,
     }
 
 

@@ -19,6 +19,11 @@ What P covers is ``cfg.match_scope``:
 Rounding: the exact solution is moved to the nearest multiple of :data:`WIDTH_MULTIPLE` when that keeps P within
 :data:`ROUNDING_TOLERANCE` (1%) of its target (odd widths such as 493 are measurably slower in MKL's GEMM);
 otherwise the nearest integer is kept. :func:`width_floor` is the smallest hidden width accepted without a warning.
+
+Plug-in feedforward blocks (:func:`mamba_kan.plugins.register_ffn`) are solved by the same rule, so a plug-in
+block gets the budget of the MLP of its mixer like the built-in levels do. Their size must be affine in h as
+well; that is checked at a third width (h = 3), and a block whose size does not grow with h, or not linearly, is
+refused with a message rather than matched wrongly.
 """
 
 from __future__ import annotations
@@ -26,12 +31,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mamba_kan.design import variant_name
 from mamba_kan.errors import UserError
 from mamba_kan.io_spec import InputSpec, OutputSpec
 from mamba_kan.models.config import ModelConfig
 from mamba_kan.models.model import MambaKanModel, make_ffn
-from mamba_kan.models.registry import REFERENCE_VARIANT, parse_variant
+from mamba_kan.models.registry import REFERENCE_VARIANT, is_plugin_ffn, parse_variant, variant_name
 
 TOLERANCE = 0.05
 WIDTH_MULTIPLE = 8
@@ -101,6 +105,21 @@ def round_width(exact: float, cost, target: float) -> int:
     return nearest
 
 
+def _check_affine(ffn_type: str, what: str, slope: int, c1: int, c3: int) -> None:
+    """A plug-in block's ``what`` must grow by the same positive amount per unit of hidden width (P(h) = a h + b,
+    measured at h = 1, 2, 3); otherwise solving P(h) = P_ref from two widths would give a wrong width."""
+    if slope <= 0:
+        raise UserError(
+            f"plug-in feedforward block {ffn_type!r}: its {what} do not grow with the hidden width, so it cannot "
+            f"be matched; its builder must use the hidden width it is given"
+        )
+    if c3 - c1 != 2 * slope:
+        raise UserError(
+            f"plug-in feedforward block {ffn_type!r}: its {what} are not affine in the hidden width "
+            f"({c1}, {c1 + slope}, {c3} at widths 1, 2, 3); the matcher needs P(h) = a h + b"
+        )
+
+
 def solve_ffn_hidden(
     variant: str, cfg: ModelConfig, input_spec: InputSpec, output_spec: OutputSpec, seq_len: int = 256
 ) -> MatchResult:
@@ -128,6 +147,8 @@ def solve_ffn_hidden(
         what = "parameters" if which == 0 else f"FLOPs/token ({cfg.flop_count})"
         c1, c2 = count(1)[which], count(2)[which]
         slope, intercept, target = c2 - c1, c1 - (c2 - c1), ref_counts[which]
+        if is_plugin_ffn(ffn_type):
+            _check_affine(ffn_type, what, slope, c1, count(3)[which])
         exact = (target - intercept) / slope
         if exact < 0.5:
             raise UserError(

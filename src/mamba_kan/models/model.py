@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from mamba_kan.io_spec import InputSpec, NextTokenOutput, OutputSpec, TokenInput
 from mamba_kan.models.config import ModelConfig
-from mamba_kan.models.registry import parse_variant
+from mamba_kan.models.registry import build_plugin_ffn, build_plugin_mixer, parse_variant
 from mamba_kan.modules.attention import CausalSelfAttention
 from mamba_kan.modules.block import Block
 from mamba_kan.modules.ends import make_input_end, make_output_end
@@ -52,9 +52,18 @@ ROLES = (
 def parameter_role(module: nn.Module, name: str, module_path: str = "") -> str:
     """What the parameter ``module.<name>`` is (one of :data:`ROLES`); ``module_path`` is the module's dotted name
     in the model. Unknown parameters are an error, so a new module must state its parameters' roles here rather
-    than fall into a default by shape."""
+    than fall into a default by shape. A plug-in module states them itself: a method ``parameter_role(name)``
+    returning one of :data:`ROLES` (or None to fall back to the rules below)."""
     from mamba_kan.modules.mamba import Mamba
 
+    own = getattr(module, "parameter_role", None)
+    role = own(name) if callable(own) else None
+    if role is not None:
+        if role not in ROLES:
+            raise TypeError(
+                f"{type(module).__name__}.parameter_role({name!r}) = {role!r} is not one of {ROLES}"
+            )
+        return role
     if isinstance(module, BSplineActivation | KANLinear):
         role = {"coef": "spline_coef", "spline_weight": "spline_scale", "base_weight": "base_scale"}.get(name)
     elif isinstance(module, Mamba):
@@ -75,28 +84,54 @@ def parameter_role(module: nn.Module, name: str, module_path: str = "") -> str:
     return role
 
 
+# the built-in feedforward blocks and mixers; plug-ins come from :mod:`mamba_kan.plugins` (via models.registry)
+_BUILTIN_FFNS = {
+    "mlp": lambda d_model, hidden, cfg: MLP(d_model, hidden),
+    "bspline": lambda d_model, hidden, cfg: BSplineMLP(
+        d_model, hidden, cfg.grid_size, cfg.spline_order, cfg.grid_range, base=cfg.spline_base
+    ),
+    "kan": lambda d_model, hidden, cfg: KANFFN(
+        d_model, hidden, cfg.grid_size, cfg.spline_order, cfg.grid_range
+    ),
+}
+
+
+def _mamba(cfg: ModelConfig) -> nn.Module:
+    from mamba_kan.modules.mamba import Mamba
+
+    return Mamba(cfg.d_model, cfg)
+
+
+_BUILTIN_MIXERS = {
+    "transformer": lambda cfg: CausalSelfAttention(cfg.d_model, cfg.n_heads),
+    "mamba": _mamba,
+    "none": lambda cfg: None,
+}
+
+
 def make_ffn(ffn_type: str, d_model: int, hidden: int, cfg: ModelConfig) -> nn.Module:
-    if ffn_type == "mlp":
-        return MLP(d_model, hidden)
-    if ffn_type == "bspline":
-        return BSplineMLP(
-            d_model, hidden, cfg.grid_size, cfg.spline_order, cfg.grid_range, base=cfg.spline_base
-        )
-    if ffn_type == "kan":
-        return KANFFN(d_model, hidden, cfg.grid_size, cfg.spline_order, cfg.grid_range)
-    raise ValueError(ffn_type)
+    """Feedforward block ``ffn_type`` (built-in or plug-in) of hidden width ``hidden``: (..., d_model) -> same."""
+    builder = _BUILTIN_FFNS.get(ffn_type)
+    if builder is not None:
+        return builder(d_model, hidden, cfg)
+    return build_plugin_ffn(ffn_type, d_model, hidden, cfg)
 
 
 def make_mixer(mixer_type: str, cfg: ModelConfig) -> nn.Module | None:
-    if mixer_type == "transformer":
-        return CausalSelfAttention(cfg.d_model, cfg.n_heads)
-    if mixer_type == "mamba":
-        from mamba_kan.modules.mamba import Mamba
+    """Sequence mixer ``mixer_type`` (built-in or plug-in): (B, L, d_model) -> same; None for ``none``."""
+    builder = _BUILTIN_MIXERS.get(mixer_type)
+    if builder is not None:
+        return builder(cfg)
+    return build_plugin_mixer(mixer_type, cfg)
 
-        return Mamba(cfg.d_model, cfg)
-    if mixer_type == "none":
-        return None
-    raise ValueError(mixer_type)
+
+def _scale_mixer_residual(mixer: nn.Module, factor: float) -> None:
+    """A plug-in mixer scales its own output (``scale_residual_``); the built-in ones their ``out_proj``."""
+    own = getattr(mixer, "scale_residual_", None)
+    if callable(own):
+        own(factor)
+    else:
+        mixer.out_proj.weight.mul_(factor)
 
 
 class MambaKanModel(nn.Module):
@@ -153,7 +188,7 @@ class MambaKanModel(nn.Module):
         factor = 1.0 / math.sqrt(n_res * self.cfg.n_layers)
         for block in self.blocks:
             if block.mixer is not None:
-                block.mixer.out_proj.weight.mul_(factor)
+                _scale_mixer_residual(block.mixer, factor)
             block.ffn.scale_residual_(factor)
 
     def forward(self, inputs: Tensor) -> Tensor:

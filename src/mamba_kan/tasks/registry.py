@@ -1,7 +1,9 @@
 """Task registry: ``family`` or ``family/config`` names -> Task instances.
 
-A family module registers itself with :func:`register_family`; adding a task is adding one module and importing
-it in ``mamba_kan/tasks/__init__.py``.
+A family registers itself with :func:`register_family` (a :class:`FamilyInfo`). The built-in families are
+modules imported by ``mamba_kan/tasks/__init__.py``; a family from outside mamba_kan is a plug-in
+(:mod:`mamba_kan.plugins`, ``docs/plugins.md``): it registers the same way, from a module loaded by ``--plugin`` or
+an entry point, and lookups here load the installed plug-ins first.
 """
 
 from __future__ import annotations
@@ -10,12 +12,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mamba_kan import plugins
 from mamba_kan.errors import UserError, unknown_choice
 from mamba_kan.tasks.base import Task
 
 
 @dataclass(frozen=True)
 class FamilyInfo:
+    """A task family as the registry, the CLI (``mamba-kan tasks``) and the grid see it.
+
+    ``factory(config_name, seed, **options) -> Task`` builds one configuration for one seed; ``options`` holds
+    every option the factory accepts with its default (a run's resolved config records them all, and unknown
+    options are refused before the factory is called). ``primary_metric``/``higher_is_better`` must agree with
+    the Task's class attributes: they give the direction of failed runs and of ``mamba-kan tasks``.
+    """
+
     name: str
     description: str
     configs: tuple[str, ...]  # named configurations
@@ -55,6 +66,18 @@ FAMILIES: dict[str, FamilyInfo] = {}
 
 
 def register_family(info: FamilyInfo) -> FamilyInfo:
+    """Register ``info`` under ``info.name`` (lower-case letters, digits, ``_``) and return it.
+
+    From a plug-in module the family's source is recorded for the cache keys (:mod:`mamba_kan.plugins`); a plug-in
+    cannot replace a built-in family, and registering again from the same module replaces the entry.
+    """
+    if not isinstance(info, FamilyInfo):
+        raise UserError(f"register_family expects a FamilyInfo, got {type(info).__name__}")
+    if info.default_config not in info.configs:
+        raise UserError(
+            f"task family {info.name!r}: default_config {info.default_config!r} is not one of its configs"
+        )
+    plugins.note_family(info.name, exists=info.name in FAMILIES)
     FAMILIES[info.name] = info
     return info
 
@@ -62,6 +85,8 @@ def register_family(info: FamilyInfo) -> FamilyInfo:
 def parse_task_name(name: str) -> tuple[str, str]:
     """'family' or 'family/config' -> (family, config); unknown names raise a UserError listing valid ones."""
     family, _, config = name.partition("/")
+    if family not in FAMILIES:
+        plugins.ensure_loaded()
     if family not in FAMILIES:
         raise unknown_choice("task family", family, sorted(FAMILIES))
     info = FAMILIES[family]
