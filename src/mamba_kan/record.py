@@ -26,8 +26,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mamba_kan.design import try_parse_variant
-
 STATUSES: tuple[str, ...] = ("completed", "diverged", "failed")
 
 
@@ -161,6 +159,8 @@ def failed_record(config: Mapping[str, Any], error: str, **measured: Any) -> Run
     task family, so a failure is counted against the right metric. ``measured``: further fields the caller knows
     (wall time, peak memory, env, ...).
     """
+    from mamba_kan.plugins import try_parse_variant  # built-in and registered plug-in levels
+
     model = str(config.get("model", ""))
     variant = try_parse_variant(model)
     task = str(config.get("task", ""))
@@ -168,8 +168,8 @@ def failed_record(config: Mapping[str, Any], error: str, **measured: Any) -> Run
     seed = config.get("seed")
     base: dict[str, Any] = dict(
         model=model,
-        ffn=None if variant is None else variant.ffn,
-        mixer=None if variant is None else variant.mixer,
+        ffn=None if variant is None else variant[0],
+        mixer=None if variant is None else variant[1],
         task=task,
         seed=int(seed) if isinstance(seed, int) else 0,
         status="failed",
