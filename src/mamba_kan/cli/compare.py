@@ -16,21 +16,16 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mamba_kan.choices import BACKENDS
 from mamba_kan.errors import UserError, unknown_choice
-from mamba_kan.experiments.backends import BACKENDS, Backend
 from mamba_kan.experiments.grid import Cell, expand_grid, parse_seeds
 from mamba_kan.experiments.presets import PRESETS, get_preset
-from mamba_kan.experiments.runner import (
-    Progress,
-    SweepOptions,
-    SweepSummary,
-    check_backend,
-    check_output_dir,
-    run_sweep,
-)
-from mamba_kan.experiments.store import check_database, db_path
+
+if TYPE_CHECKING:  # the runner and the store import pandas: loaded when a sweep runs, not for --help
+    from mamba_kan.experiments.backends import Backend
+    from mamba_kan.experiments.runner import Progress, SweepSummary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,15 +44,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-steps", type=int, metavar="N", help="training steps per cell (default: the preset's)"
     )
     g.add_argument(
-        "--preset", metavar="NAME", help=f"one of {', '.join(PRESETS)} (default: library defaults)"
+        "--preset",
+        choices=tuple(PRESETS),
+        help="a packaged grid and its settings (default: library defaults)",
     )
-    g.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML training settings")
+    g.add_argument(
+        "--config", action="append", default=[], metavar="FILE", help="YAML training settings (repeatable)"
+    )
     g.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. lr=1e-3"
     )
     r = parser.add_argument_group("running")
     r.add_argument(
-        "--output-dir", default="results", metavar="DIR", help="comparison directory (default: results)"
+        "--output-dir", default="results", metavar="DIR", help="comparison directory (holds results.db)"
     )
     r.add_argument(
         "--workers", type=int, metavar="N", help="local worker processes (default: sized for the machine)"
@@ -68,7 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="torch threads per cell, part of its key (default: OMP_NUM_THREADS if set, else 1)",
     )
-    r.add_argument("--backend", default="local", metavar="NAME", help=f"one of {', '.join(BACKENDS)}")
+    r.add_argument(
+        "--backend",
+        default="local",
+        choices=BACKENDS,
+        help="local: a process pool on this machine; ray: Ray tasks; slurm: SLURM array jobs (submitit)",
+    )
     r.add_argument("--ray-address", metavar="ADDR", help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT")
     r.add_argument(
         "--ray-gpus-per-cell", type=float, default=0.0, metavar="F", help="GPUs each Ray task asks for"
@@ -83,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--slurm-cluster",
         default="slurm",
         choices=("slurm", "local", "auto"),
-        help="submitit executor: slurm, local (this machine, for testing) or auto (default: slurm)",
+        help="submitit executor: slurm, local (this machine, for testing) or auto",
     )
     s.add_argument("--slurm-partition", metavar="NAME", help="SLURM partition")
     s.add_argument("--slurm-time", type=int, metavar="MIN", help="time limit per cell in minutes")
@@ -93,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=64,
         metavar="N",
-        help="cells running at once (default: 64)",
+        help="cells running at once",
     )
     s.add_argument(
         "--slurm-folder", metavar="DIR", help="submitit job folder (default: next to the runs directory)"
@@ -225,6 +229,8 @@ def _cell_line(cell: Cell, result: Mapping[str, Any]) -> str:
 
 
 def _dry_run(cells: list[Cell], out: Path) -> int:
+    from mamba_kan.experiments.store import check_database, db_path
+
     done: dict[str, str] = {}
     if check_database(out):
         from mamba_kan.experiments.store import read_runs
@@ -280,7 +286,20 @@ def slurm_parameters(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
+def _command_line(args: argparse.Namespace) -> list[str]:
+    """The command as typed (``mamba-kan compare ...``), recorded with the sweep. ``main`` stores it; a caller
+    that parsed the flags itself gets the process's arguments, with ``compare`` named once."""
+    line = getattr(args, "_command_line", None)
+    if line:
+        return list(line)
+    rest = sys.argv[1:]
+    return ["mamba-kan", *(rest if rest[:1] == ["compare"] else ["compare", *rest])]
+
+
 def run(args: argparse.Namespace) -> int:
+    from mamba_kan.experiments.runner import SweepOptions, check_backend, check_output_dir, run_sweep
+    from mamba_kan.experiments.store import check_database
+
     if args.backend not in BACKENDS:
         raise unknown_choice("backend", args.backend, BACKENDS)
     if args.threads is not None and args.threads < 1:
@@ -298,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
         slurm_cluster=args.slurm_cluster,
         slurm_parallelism=args.slurm_array_parallelism,
         slurm_parameters=slurm_parameters(args),
-        command=shlex.join(["mamba-kan", "compare", *(getattr(args, "_argv", None) or sys.argv[1:])]),
+        command=shlex.join(_command_line(args)),
     )
     check_backend(options)
     cells = build_cells(args)  # builds every task: a bad option or a missing data file fails here

@@ -20,12 +20,12 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from mamba_kan.choices import BACKENDS as BACKENDS  # re-exported: the names backends are chosen by
 from mamba_kan.errors import UserError
 from mamba_kan.experiments.worker import CellJob, execute_cell, failed_result, init_worker, run_pool_cell
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("local", "ray", "slurm")
 #: times a cell is retried after its worker process died (not after an ordinary exception, which is a result)
 WORKER_DEATH_RETRIES = 2
 

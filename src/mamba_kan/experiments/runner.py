@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from mamba_kan.choices import BACKENDS
 from mamba_kan.errors import UserError, unknown_choice
 from mamba_kan.experiments.backends import (
-    BACKENDS,
     Backend,
     LocalBackend,
     RayBackend,
