@@ -152,47 +152,62 @@ def build_cells(args: argparse.Namespace) -> list[Cell]:
 
 
 class ConsoleProgress:
-    """Progress of the whole grid: a live bar (cells done/total, failures, elapsed, ETA) on a terminal, and one
-    line per finished cell (with the same counters when not on a terminal, e.g. in a CI log)."""
+    """Progress of the whole grid: a live bar (cells done/total, failures, elapsed, ETA) on a terminal with one
+    bar per running cell (its training step of max_steps, when the backend reports steps), and one line per
+    finished cell (with the same counters when not on a terminal, e.g. in a CI log). The ETA comes from the
+    training steps per second so far (see ``runner.StepRate``), so it is known during the first cell."""
 
     def __init__(self, stream: Any = None) -> None:
         self.stream = stream or sys.stdout
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._bar: Any = None
         self._task: Any = None
+        self._cells: dict[str, Any] = {}  # cell key -> its row in the live display
 
     def sweep_started(self, total: int, skipped: int, to_run: int, backend: Backend) -> None:
         where = f"{backend.workers} parallel cell(s) x {backend.threads} thread(s)"
         self._print(f"grid: {total} cells, {skipped} already done, {to_run} to run ({backend.name}: {where})")
         if self.tty and to_run:
             from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
-                TextColumn("cells"),
-                BarColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=24),
                 MofNCompleteColumn(),
-                TextColumn("[red]{task.fields[failures]} failed"),
                 TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
                 console=Console(file=self.stream),
             )
-            self._task = self._bar.add_task("cells", total=to_run, failures=0)
+            self._task = self._bar.add_task("cells", total=to_run, info=self._info(0, math.nan))
             self._bar.start()
+
+    @staticmethod
+    def _info(failures: int, eta_s: float) -> str:
+        return f"[red]{failures} failed[/red]  ETA {'?' if math.isnan(eta_s) else _duration(eta_s)}"
+
+    def cell_progress(self, cell: Cell, step: int, progress: Progress) -> None:
+        """A running cell's step (from the runner, a few times per second at most)."""
+        if self._bar is None:
+            return
+        row = self._cells.get(cell.cell_key)
+        if row is None:
+            label = f"  {cell.model} {cell.task} s{cell.seed}"
+            row = self._cells[cell.cell_key] = self._bar.add_task(label, total=cell.config.max_steps, info="")
+        self._bar.update(row, completed=step)
+        self._bar.update(self._task, info=self._info(progress.failures, progress.eta_s))
 
     def cell_finished(self, cell: Cell, result: Mapping[str, Any], progress: Progress) -> None:
         line = _cell_line(cell, result)
         if self._bar is not None:
+            row = self._cells.pop(cell.cell_key, None)
+            if row is not None:
+                self._bar.remove_task(row)
             self._bar.console.print(line, highlight=False, soft_wrap=True)
-            self._bar.update(self._task, completed=progress.done, failures=progress.failures)
+            self._bar.update(
+                self._task, completed=progress.done, info=self._info(progress.failures, progress.eta_s)
+            )
             if progress.done == progress.total:
                 self._bar.stop()
                 self._bar = None
