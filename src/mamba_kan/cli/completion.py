@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def mark_paths(parser: argparse.ArgumentParser) -> None:
     """Give each flag or positional whose metavar names a directory or file shtab's path completion (the
-    ``complete`` attribute shtab reads), in ``parser`` and every subcommand."""
+    ``complete`` attribute shtab reads), in ``parser`` and every subcommand. A positional DIR completes any path
+    (``analyze DIR`` also takes a ``results.db`` or an export file); a ``--flag DIR`` only directories."""
     import shtab
 
     for action in parser._actions:
@@ -35,9 +36,10 @@ def mark_paths(parser: argparse.ArgumentParser) -> None:
                 mark_paths(sub)
             continue
         metavar = action.metavar if isinstance(action.metavar, str) else None
-        if metavar in _DIR_METAVARS or (metavar is None and action.dest.endswith("_dir")):
+        is_dir = metavar in _DIR_METAVARS or (metavar is None and action.dest.endswith("_dir"))
+        if is_dir and action.option_strings:
             action.complete = shtab.DIRECTORY  # type: ignore[attr-defined]
-        elif metavar in _FILE_METAVARS:
+        elif is_dir or metavar in _FILE_METAVARS:
             action.complete = shtab.FILE  # type: ignore[attr-defined]
 
 
