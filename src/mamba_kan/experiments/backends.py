@@ -40,6 +40,10 @@ PROGRESS_POLL_S = 0.25
 
 
 class Backend(Protocol):
+    """Runs cells and hands each result to ``on_result`` in the driver's thread. A backend whose running cells
+    report their training step also has ``reports_progress = True`` and accepts ``run(jobs, on_result,
+    on_progress=...)`` (see ``OnProgress``); the local pool does, Ray and SLURM do not."""
+
     name: str
     workers: int
     threads: int
