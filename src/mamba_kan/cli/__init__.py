@@ -40,9 +40,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "completion": ("mamba_kan.cli.completion", "print a shell completion script (bash, zsh or tcsh)"),
 }
 
-# kept for callers of the old name
-_ArgumentParser = ArgumentParser
-
 
 def _add_global_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags given before the subcommand."""
