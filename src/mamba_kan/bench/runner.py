@@ -29,6 +29,7 @@ import torch
 from mamba_kan.bench.items import Item, build_item, optional_package
 from mamba_kan.bench.measure import matmul_peak, peak_memory, time_group
 from mamba_kan.bench.suites import FULL, SUITES, TINY, Comparison, Sizes, model_settings, plan
+from mamba_kan.choices import BENCH_DEVICES, PRECISIONS
 from mamba_kan.errors import UserError, require, unknown_choice
 from mamba_kan.ops.bspline_autograd import load_spline_kernels
 from mamba_kan.tasks import make_task
@@ -38,8 +39,7 @@ from mamba_kan.training.env import environment, retain_freed_memory
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = BENCH_DEVICES
 LOOP_OVERHEAD_TARGET = 0.05
 LOOP_OVERHEAD_VARIANT = "mlp_transformer"  # the fastest step: the largest relative overhead
 

@@ -22,9 +22,10 @@ from typing import Any
 import torch
 
 from mamba_kan.bench.items import matched_ffn_widths, optional_package
+from mamba_kan.choices import BENCH_SUITES
 from mamba_kan.errors import unknown_choice
 
-SUITES = ("ffn", "mixer", "model")
+SUITES = BENCH_SUITES
 
 
 @dataclass(frozen=True)

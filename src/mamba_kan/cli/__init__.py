@@ -1,6 +1,10 @@
 """The ``mamba-kan`` command line. Each subcommand lives in its own module ``mamba_kan.cli.<name>``
-exposing ``add_arguments(parser)`` and ``run(args) -> int``; modules are imported lazily so that
-``mamba-kan --help`` stays fast and a broken optional dependency only affects its own subcommand.
+exposing ``add_arguments(parser)`` and ``run(args) -> int``.
+
+Only the subcommand named on the command line is imported (its module keeps torch, pandas and matplotlib out of
+its module level and ``add_arguments``), so ``mamba-kan --help`` and ``mamba-kan CMD --help`` answer at once and a
+broken optional dependency only affects its own subcommand. ``build_parser(full=True)`` builds every
+subcommand's flags (what shell completion needs).
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ import importlib
 import logging
 import sqlite3
 import sys
+from collections.abc import Sequence
 
 from mamba_kan import __version__
+from mamba_kan.cli.common import ArgumentParser
 from mamba_kan.errors import UserError
 
 # name -> (module, one-line help)
@@ -31,24 +37,38 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("mamba_kan.cli.analyze", "statistical analysis of a comparison directory"),
     "report": ("mamba_kan.cli.report", "figures, GIF and offline dashboard for a comparison directory"),
     "bench": ("mamba_kan.cli.bench", "benchmark feedforward blocks, mixers and training steps"),
+    "completion": ("mamba_kan.cli.completion", "print a shell completion script (bash, zsh or tcsh)"),
 }
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    """argparse exits with status 2 on bad usage already; keep its message to one line plus usage."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(
-        prog="mamba-kan",
-        description="mamba-kan: MLP vs B-spline MLP vs KAN under Transformer and Mamba, compared fairly.",
-    )
+def _add_global_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags given before the subcommand."""
     parser.add_argument("--version", action="version", version=f"mamba-kan {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     add_plugin_argument(parser)
+
+
+def _requested(argv: Sequence[str]) -> set[str]:
+    """The subcommands named in ``argv`` (normally one): only their modules are imported. A token that names a
+    subcommand but is really a flag's value only costs an import."""
+    return {a for a in argv if a in SUBCOMMANDS}
+
+
+def build_parser(argv: Sequence[str] | None = None, *, full: bool = False) -> argparse.ArgumentParser:
+    """The ``mamba-kan`` parser. Subcommands named in ``argv`` (default ``sys.argv[1:]``) get their flags, the
+    others only their name and help (enough to list them and to parse a command line naming one of those);
+    ``full=True`` gives every subcommand its flags."""
+    wanted = set(SUBCOMMANDS) if full else _requested(sys.argv[1:] if argv is None else argv)
+    parser = ArgumentParser(
+        prog="mamba-kan",
+        description="mamba-kan: MLP vs B-spline MLP vs KAN under Transformer and Mamba, compared fairly.",
+    )
+    _add_global_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if name not in wanted:
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:  # subcommand not built yet or optional dep missing
@@ -62,8 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help or --version (0), or bad usage (2; its one line is printed already)
+        return exc.code if isinstance(exc.code, int) else 2
+    # the command line as typed, for records (a sweep stores the command that made it)
+    args._command_line = ["mamba-kan", *argv]
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

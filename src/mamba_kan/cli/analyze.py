@@ -23,9 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metric", default=None, help="metric to analyse (default: each task's primary metric)"
     )
-    parser.add_argument(
-        "--alpha", type=float, default=0.05, help="family-wise significance level (default 0.05)"
-    )
+    parser.add_argument("--alpha", type=float, default=0.05, help="family-wise significance level")
     parser.add_argument(
         "--direction",
         choices=("higher", "lower"),
@@ -49,21 +47,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sesoi",
         type=float,
         default=0.5,
-        help="smallest effect of interest: the equivalence (TOST) bound, d_z per task, run-noise sds across tasks "
-        "(default 0.5)",
+        help="smallest effect of interest: the equivalence (TOST) bound, d_z per task, run-noise sds across tasks",
     )
     parser.add_argument(
         "--scale",
         choices=("auto", "raw", "log"),
         default="auto",
         help="scale of the factorial statistics: auto = log for MSE-type metrics (mse, rmse, mae, mase, "
-        "gap_to_floor; effects as ratios), raw otherwise (default auto)",
+        "gap_to_floor; effects as ratios), raw otherwise",
     )
     parser.add_argument(
         "--interval",
         choices=("t", "bca"),
         default="t",
-        help="interval of cell means: t (default; keeps its coverage with few seeds) or bca (bootstrap)",
+        help="interval of cell means: t (keeps its coverage with few seeds) or bca (bootstrap)",
     )
     parser.add_argument(
         "--where",
@@ -89,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "rates, power at the SESOI and interval coverage",
     )
     parser.add_argument(
-        "--n-sims", type=int, default=1000, help="simulated grids per scenario for --calibrate (default 1000)"
+        "--n-sims", type=int, default=1000, help="simulated grids per scenario for --calibrate"
     )
     parser.add_argument(
         "--target-dz",

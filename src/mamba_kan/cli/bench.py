@@ -11,25 +11,29 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mamba_kan.bench import SUITES, BenchConfig, run_bench, to_markdown
-from mamba_kan.bench.report import COMPARISON_COLUMNS, ITEM_COLUMNS, comparison_rows, item_rows
+from mamba_kan.choices import BENCH_DEVICES, BENCH_SUITES, PRECISIONS
 from mamba_kan.cli.common import print_table
-from mamba_kan.errors import UserError
+
+if TYPE_CHECKING:  # the bench imports torch: loaded when it runs, not for --help
+    from mamba_kan.bench import BenchConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--suite", default="all", help=f"one of {', '.join(SUITES)}, all (default all)")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument(
+        "--suite", default="all", choices=(*BENCH_SUITES, "all"), help="what to time (all: every suite)"
+    )
+    p.add_argument("--device", default="cpu", choices=BENCH_DEVICES, help="the device timed")
     p.add_argument("--json", action="store_true", help="print the JSON result instead of tables")
     p.add_argument(
         "--out", default=None, help="write the JSON result here (default bench-<suite>-<device>.json)"
     )
     p.add_argument("--no-save", action="store_true", help="do not write the JSON result")
     p.add_argument("--markdown", default=None, metavar="PATH", help="also write a Markdown report")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--repeats", type=int, default=10, help="timed rounds per group (default 10)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per item first (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--repeats", type=int, default=10, help="timed rounds per group")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per item first")
     p.add_argument(
         "--budget", type=float, default=60.0, help="seconds per group; slow groups get fewer rounds (>= 3)"
     )
@@ -38,11 +42,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--task", default=None, help="model suite task (default language, the quick preset's size)"
     )
-    p.add_argument("--precision", default="auto", help="auto (bf16 autocast on CUDA), fp32 or bf16")
+    p.add_argument(
+        "--precision", default="auto", choices=PRECISIONS, help="auto = bf16 autocast on CUDA, else fp32"
+    )
     p.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke run, targets not judged (CI)")
 
 
 def _config(args: argparse.Namespace) -> BenchConfig:
+    from mamba_kan.bench import SUITES, BenchConfig
+    from mamba_kan.errors import UserError
+
     if args.suite == "all":
         suites = SUITES
     elif args.suite in SUITES:
@@ -65,6 +74,9 @@ def _config(args: argparse.Namespace) -> BenchConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mamba_kan.bench import run_bench, to_markdown
+    from mamba_kan.bench.report import COMPARISON_COLUMNS, ITEM_COLUMNS, comparison_rows, item_rows
+
     cfg = _config(args)
     cfg.validate()
     out = None if args.no_save else Path(args.out or f"bench-{args.suite}-{args.device}.json")

@@ -1,33 +1,114 @@
-"""Console helpers shared by subcommands (the CLI owns the console; library code only logs)."""
+"""Console helpers shared by subcommands (the CLI owns the console; library code only logs), and the argparse
+pieces every ``mamba-kan`` parser uses (help with defaults, one-line errors).
+
+Nothing here imports torch, pandas or matplotlib, and rich only when a table is drawn: parsers are built from
+this module on every invocation, ``--help`` included.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Help that keeps a description's own line breaks (examples) and shows each flag's default.
+
+    The default is appended as ``(default: X)`` unless it says nothing (None, False, an empty list: "not given")
+    or the help text already speaks of it (e.g. "default: the preset's")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or "default" in text.lower()
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or (isinstance(default, list | tuple) and not default)
+        ):
+            return text
+        if not action.option_strings and action.nargs not in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with this project's error style: bad usage is one line on stderr (exit status 2), and a value
+    outside a flag's choices reads like every other bad name: "unknown device 'tpu'; valid choices: ...".
+    Subparsers are made of this class too (argparse uses the parent's class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and value not in action.choices:
+            from mamba_kan.errors import unknown_choice
+
+            kind = (
+                "command" if isinstance(action, argparse._SubParsersAction) else action.dest.replace("_", " ")
+            )
+            raise argparse.ArgumentError(action, str(unknown_choice(kind, value, action.choices)))
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
     return Console(file=sys.stderr if stderr else sys.stdout, highlight=False)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-    """A rich table on a terminal; plain aligned text when not a TTY (rich handles both)."""
+    """A rich table on a terminal; when stdout is not a terminal (a pipe, a file, a CI log), plain text at full
+    width: no box drawing, no cell cut or wrapped, whatever the width, so the output can be parsed or grepped."""
+    numeric = {c: bool(rows) and isinstance(rows[0].get(c), int | float) for c in columns}
+    cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    if not sys.stdout.isatty():
+        sys.stdout.write(plain_table(title, columns, cells, numeric))
+        return
+    from rich.table import Table
+
     table = Table(title=title)
     for c in columns:
-        table.add_column(c, justify="right" if rows and isinstance(rows[0].get(c), int | float) else "left")
-    for r in rows:
-        table.add_row(*(_fmt(r.get(c)) for c in columns))
+        table.add_column(c, justify="right" if numeric[c] else "left")
+    for row in cells:
+        table.add_row(*row)
     console().print(table)
 
 
+def plain_table(
+    title: str, columns: Sequence[str], cells: Sequence[Sequence[str]], numeric: dict[str, bool] | None = None
+) -> str:
+    """``title``, a header, a rule of dashes and the rows, columns padded to their widest cell and separated by
+    two spaces (numbers right-aligned); trailing blanks trimmed."""
+    numeric = numeric or {}
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        padded = (v.rjust(w) if numeric.get(c) else v.ljust(w) for c, v, w in zip(columns, values, widths))
+        return "  ".join(padded).rstrip()
+
+    out = [title] if title else []
+    out += [line(columns), "  ".join("-" * w for w in widths)]
+    out += [line(row) for row in cells]
+    return "\n".join(out) + "\n"
+
+
 def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v)
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, int):

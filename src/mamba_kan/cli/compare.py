@@ -16,21 +16,16 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mamba_kan.choices import BACKENDS
 from mamba_kan.errors import UserError, unknown_choice
-from mamba_kan.experiments.backends import BACKENDS, Backend
 from mamba_kan.experiments.grid import Cell, expand_grid, parse_seeds
 from mamba_kan.experiments.presets import PRESETS, get_preset
-from mamba_kan.experiments.runner import (
-    Progress,
-    SweepOptions,
-    SweepSummary,
-    check_backend,
-    check_output_dir,
-    run_sweep,
-)
-from mamba_kan.experiments.store import check_database, db_path
+
+if TYPE_CHECKING:  # the runner and the store import pandas: loaded when a sweep runs, not for --help
+    from mamba_kan.experiments.backends import Backend
+    from mamba_kan.experiments.runner import Progress, SweepSummary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,15 +44,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-steps", type=int, metavar="N", help="training steps per cell (default: the preset's)"
     )
     g.add_argument(
-        "--preset", metavar="NAME", help=f"one of {', '.join(PRESETS)} (default: library defaults)"
+        "--preset",
+        choices=tuple(PRESETS),
+        help="a packaged grid and its settings (default: library defaults)",
     )
-    g.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML training settings")
+    g.add_argument(
+        "--config", action="append", default=[], metavar="FILE", help="YAML training settings (repeatable)"
+    )
     g.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. lr=1e-3"
     )
     r = parser.add_argument_group("running")
     r.add_argument(
-        "--output-dir", default="results", metavar="DIR", help="comparison directory (default: results)"
+        "--output-dir", default="results", metavar="DIR", help="comparison directory (holds results.db)"
     )
     r.add_argument(
         "--workers", type=int, metavar="N", help="local worker processes (default: sized for the machine)"
@@ -68,7 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="torch threads per cell, part of its key (default: OMP_NUM_THREADS if set, else 1)",
     )
-    r.add_argument("--backend", default="local", metavar="NAME", help=f"one of {', '.join(BACKENDS)}")
+    r.add_argument(
+        "--backend",
+        default="local",
+        choices=BACKENDS,
+        help="local: a process pool on this machine; ray: Ray tasks; slurm: SLURM array jobs (submitit)",
+    )
     r.add_argument("--ray-address", metavar="ADDR", help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT")
     r.add_argument(
         "--ray-gpus-per-cell", type=float, default=0.0, metavar="F", help="GPUs each Ray task asks for"
@@ -83,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--slurm-cluster",
         default="slurm",
         choices=("slurm", "local", "auto"),
-        help="submitit executor: slurm, local (this machine, for testing) or auto (default: slurm)",
+        help="submitit executor: slurm, local (this machine, for testing) or auto",
     )
     s.add_argument("--slurm-partition", metavar="NAME", help="SLURM partition")
     s.add_argument("--slurm-time", type=int, metavar="MIN", help="time limit per cell in minutes")
@@ -93,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=64,
         metavar="N",
-        help="cells running at once (default: 64)",
+        help="cells running at once",
     )
     s.add_argument(
         "--slurm-folder", metavar="DIR", help="submitit job folder (default: next to the runs directory)"
@@ -148,47 +152,62 @@ def build_cells(args: argparse.Namespace) -> list[Cell]:
 
 
 class ConsoleProgress:
-    """Progress of the whole grid: a live bar (cells done/total, failures, elapsed, ETA) on a terminal, and one
-    line per finished cell (with the same counters when not on a terminal, e.g. in a CI log)."""
+    """Progress of the whole grid: a live bar (cells done/total, failures, elapsed, ETA) on a terminal with one
+    bar per running cell (its training step of max_steps, when the backend reports steps), and one line per
+    finished cell (with the same counters when not on a terminal, e.g. in a CI log). The ETA comes from the
+    training steps per second so far (see ``runner.StepRate``), so it is known during the first cell."""
 
     def __init__(self, stream: Any = None) -> None:
         self.stream = stream or sys.stdout
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._bar: Any = None
         self._task: Any = None
+        self._cells: dict[str, Any] = {}  # cell key -> its row in the live display
 
     def sweep_started(self, total: int, skipped: int, to_run: int, backend: Backend) -> None:
         where = f"{backend.workers} parallel cell(s) x {backend.threads} thread(s)"
         self._print(f"grid: {total} cells, {skipped} already done, {to_run} to run ({backend.name}: {where})")
         if self.tty and to_run:
             from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
-                TextColumn("cells"),
-                BarColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=24),
                 MofNCompleteColumn(),
-                TextColumn("[red]{task.fields[failures]} failed"),
                 TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
                 console=Console(file=self.stream),
             )
-            self._task = self._bar.add_task("cells", total=to_run, failures=0)
+            self._task = self._bar.add_task("cells", total=to_run, info=self._info(0, math.nan))
             self._bar.start()
+
+    @staticmethod
+    def _info(failures: int, eta_s: float) -> str:
+        return f"[red]{failures} failed[/red]  ETA {'?' if math.isnan(eta_s) else _duration(eta_s)}"
+
+    def cell_progress(self, cell: Cell, step: int, progress: Progress) -> None:
+        """A running cell's step (from the runner, a few times per second at most)."""
+        if self._bar is None:
+            return
+        row = self._cells.get(cell.cell_key)
+        if row is None:
+            label = f"  {cell.model} {cell.task} s{cell.seed}"
+            row = self._cells[cell.cell_key] = self._bar.add_task(label, total=cell.config.max_steps, info="")
+        self._bar.update(row, completed=step)
+        self._bar.update(self._task, info=self._info(progress.failures, progress.eta_s))
 
     def cell_finished(self, cell: Cell, result: Mapping[str, Any], progress: Progress) -> None:
         line = _cell_line(cell, result)
         if self._bar is not None:
+            row = self._cells.pop(cell.cell_key, None)
+            if row is not None:
+                self._bar.remove_task(row)
             self._bar.console.print(line, highlight=False, soft_wrap=True)
-            self._bar.update(self._task, completed=progress.done, failures=progress.failures)
+            self._bar.update(
+                self._task, completed=progress.done, info=self._info(progress.failures, progress.eta_s)
+            )
             if progress.done == progress.total:
                 self._bar.stop()
                 self._bar = None
@@ -225,6 +244,8 @@ def _cell_line(cell: Cell, result: Mapping[str, Any]) -> str:
 
 
 def _dry_run(cells: list[Cell], out: Path) -> int:
+    from mamba_kan.experiments.store import check_database, db_path
+
     done: dict[str, str] = {}
     if check_database(out):
         from mamba_kan.experiments.store import read_runs
@@ -280,7 +301,20 @@ def slurm_parameters(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
+def _command_line(args: argparse.Namespace) -> list[str]:
+    """The command as typed (``mamba-kan compare ...``), recorded with the sweep. ``main`` stores it; a caller
+    that parsed the flags itself gets the process's arguments, with ``compare`` named once."""
+    line = getattr(args, "_command_line", None)
+    if line:
+        return list(line)
+    rest = sys.argv[1:]
+    return ["mamba-kan", *(rest if rest[:1] == ["compare"] else ["compare", *rest])]
+
+
 def run(args: argparse.Namespace) -> int:
+    from mamba_kan.experiments.runner import SweepOptions, check_backend, check_output_dir, run_sweep
+    from mamba_kan.experiments.store import check_database
+
     if args.backend not in BACKENDS:
         raise unknown_choice("backend", args.backend, BACKENDS)
     if args.threads is not None and args.threads < 1:
@@ -298,7 +332,7 @@ def run(args: argparse.Namespace) -> int:
         slurm_cluster=args.slurm_cluster,
         slurm_parallelism=args.slurm_array_parallelism,
         slurm_parameters=slurm_parameters(args),
-        command=shlex.join(["mamba-kan", "compare", *(getattr(args, "_argv", None) or sys.argv[1:])]),
+        command=shlex.join(_command_line(args)),
     )
     check_backend(options)
     cells = build_cells(args)  # builds every task: a bad option or a missing data file fails here

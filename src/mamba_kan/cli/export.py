@@ -5,20 +5,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mamba_kan.experiments.export import FORMATS, export_results
+from mamba_kan.choices import EXPORT_FORMATS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "directory", metavar="DIR", help="comparison directory (holding results.db) or the .db file"
     )
-    parser.add_argument("--format", default="csv", help=f"one of {', '.join(FORMATS)} (default csv)")
+    parser.add_argument("--format", default="csv", choices=EXPORT_FORMATS, help="file format of the tables")
     parser.add_argument("--curves", action="store_true", help="also write the learning curves (curves.FMT)")
-    parser.add_argument("--output-dir", default=None, help="where to write (default DIR/export)")
+    parser.add_argument(
+        "--output-dir", default=None, metavar="DIR", help="where to write (default: DIR/export)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from mamba_kan.cli.common import check_writable_dir
+    from mamba_kan.experiments.export import export_results
 
     src = Path(args.directory)
     out_dir = Path(args.output_dir) if args.output_dir is not None else (

@@ -8,33 +8,42 @@ import json
 
 from mamba_kan.cli.common import console, print_table
 from mamba_kan.io_spec import NextTokenOutput, TokenInput
-from mamba_kan.models import (
-    ALL_VARIANTS,
-    VARIANTS,
-    MambaKanModel,
-    ModelConfig,
-    parse_variant,
-    solve_ffn_hidden,
-    width_floor,
-)
-from mamba_kan.models.config import FLOP_COUNTS, MATCH_SCOPES
+from mamba_kan.models.config import FLOP_COUNTS, MATCH_MODES, MATCH_SCOPES, ModelConfig
+from mamba_kan.models.registry import ALL_VARIANTS, VARIANTS, parse_variant
+
+# what --match offers: the matched quantities ("none" is what a forced ffn_hidden means, not a choice here)
+MATCH_CHOICES = tuple(m for m in MATCH_MODES if m != "none")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--d-model", type=int, default=ModelConfig.d_model)
-    p.add_argument("--n-layers", type=int, default=ModelConfig.n_layers)
-    p.add_argument("--n-heads", type=int, default=ModelConfig.n_heads)
+    p.add_argument("--d-model", type=int, default=ModelConfig.d_model, help="model (residual stream) width")
+    p.add_argument("--n-layers", type=int, default=ModelConfig.n_layers, help="blocks (mixer + feedforward)")
+    p.add_argument("--n-heads", type=int, default=ModelConfig.n_heads, help="attention heads (transformer)")
     p.add_argument("--ref-hidden", type=int, default=None, help="reference MLP width (default 4 * d_model)")
-    p.add_argument("--grid-size", type=int, default=ModelConfig.grid_size)
-    p.add_argument("--spline-order", type=int, default=ModelConfig.spline_order)
-    p.add_argument("--d-state", type=int, default=ModelConfig.d_state)
-    p.add_argument("--dropout", type=float, default=ModelConfig.dropout)
-    p.add_argument("--match", choices=("params", "flops"), default="params")
+    p.add_argument(
+        "--grid-size", type=int, default=ModelConfig.grid_size, help="B-spline grid intervals (bspline, kan)"
+    )
+    p.add_argument(
+        "--spline-order", type=int, default=ModelConfig.spline_order, help="B-spline order (3 = cubic)"
+    )
+    p.add_argument("--d-state", type=int, default=ModelConfig.d_state, help="Mamba state size per channel")
+    p.add_argument(
+        "--dropout",
+        type=float,
+        default=ModelConfig.dropout,
+        help="dropout on embedding and residual branches",
+    )
+    p.add_argument(
+        "--match",
+        choices=MATCH_CHOICES,
+        default=ModelConfig.match,
+        help="quantity the feedforward widths are solved to match: parameters or FLOPs/token",
+    )
     p.add_argument(
         "--match-scope",
         choices=MATCH_SCOPES,
         default=ModelConfig.match_scope,
-        help="mixer: each mixer's mlp variant is the reference (default); model: every model vs mlp_transformer",
+        help="mixer: each mixer's mlp variant is the reference; model: every model vs mlp_transformer",
     )
     p.add_argument(
         "--flop-count",
@@ -78,6 +87,8 @@ def _variants(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def rows(args: argparse.Namespace) -> list[dict]:
+    from mamba_kan.models import MambaKanModel, solve_ffn_hidden, width_floor
+
     cfg = model_config(args)
     floor = width_floor(cfg.d_model)
     out = []
@@ -189,6 +200,8 @@ def _warn_floor(table: list[dict]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mamba_kan.models import width_floor
+
     if args.audit:
         return _audit(args)
     table = rows(args)

@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from mamba_kan.choices import FIGURE_FORMATS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", metavar="DIR", help="comparison directory (holding results.db)")
@@ -23,9 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--format",
         default="png",
         metavar="FMT[,FMT]",
-        help="static figure formats, comma-separated: png (screens), svg, pdf (papers); default png",
+        help=f"static figure formats, comma-separated, of {', '.join(FIGURE_FORMATS)} (png for screens, "
+        "svg and pdf for papers)",
     )
-    parser.add_argument("--dpi", type=int, default=150, help="resolution of PNG figures (default 150)")
+    parser.add_argument("--dpi", type=int, default=150, help="resolution of PNG figures")
 
 
 def run(args: argparse.Namespace) -> int:

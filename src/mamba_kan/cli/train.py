@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from mamba_kan.choices import DEVICES, PRECISIONS
 from mamba_kan.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--seeds", type=int, metavar="N", help="train seeds 0..N-1 (default: the config's seed, 0)"
     )
     seeds.add_argument("--seed-list", metavar="S1,S2", help="explicit seeds, e.g. 3,7")
-    p.add_argument("--max-steps", type=int, help="optimizer steps")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--device", help="auto | cpu | cuda")
-    p.add_argument("--precision", help="auto | fp32 | bf16")
+    p.add_argument("--max-steps", type=int, help="optimizer steps (default: the config's)")
+    p.add_argument("--batch-size", type=int, help="samples per optimizer step (default: the config's)")
+    p.add_argument("--lr", type=float, help="peak learning rate of AdamW (default: the config's)")
+    p.add_argument(
+        "--device", choices=DEVICES, help="auto = CUDA when available, else CPU (default: the config's)"
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="auto = bf16 autocast on GPUs that support it, else fp32 (default: the config's)",
+    )
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument(
@@ -211,9 +218,9 @@ def _print_summary(results: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Stand-alone entry point (``scripts/run_experiment.py``): same flags, same exit codes as ``mamba-kan train``."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Train one variant on one task for one or more seeds."
-    )
+    from mamba_kan.cli.common import ArgumentParser
+
+    parser = ArgumentParser(prog=prog, description="Train one variant on one task for one or more seeds.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     add_arguments(parser)
     args = parser.parse_args(argv)

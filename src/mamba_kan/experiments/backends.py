@@ -17,23 +17,33 @@ import logging
 import multiprocessing as mp
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
+from mamba_kan.choices import BACKENDS as BACKENDS  # re-exported: the names backends are chosen by
 from mamba_kan.errors import UserError
 from mamba_kan.experiments.worker import CellJob, execute_cell, failed_result, init_worker, run_pool_cell
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("local", "ray", "slurm")
 #: times a cell is retried after its worker process died (not after an ordinary exception, which is a result)
 WORKER_DEATH_RETRIES = 2
 
 OnResult = Callable[[CellJob, dict[str, Any]], None]
+#: ``(cell_key, step, is_start)`` for a running cell: its training step (``is_start``: where the run begins, which
+#: for a resumed run is its checkpoint's step). Backends that can report it set ``reports_progress = True`` and
+#: take ``on_progress`` in ``run``.
+OnProgress = Callable[[str, int, bool], None]
 CellFn = Callable[[CellJob], dict[str, Any]]
+#: seconds the driver waits for a finished cell before it reads the step reports again
+PROGRESS_POLL_S = 0.25
 
 
 class Backend(Protocol):
+    """Runs cells and hands each result to ``on_result`` in the driver's thread. A backend whose running cells
+    report their training step also has ``reports_progress = True`` and accepts ``run(jobs, on_result,
+    on_progress=...)`` (see ``OnProgress``); the local pool does, Ray and SLURM do not."""
+
     name: str
     workers: int
     threads: int
@@ -104,16 +114,20 @@ class LocalBackend:
     as pickle sends functions by reference)."""
 
     name = "local"
+    reports_progress = True
 
     def __init__(self, workers: int, threads: int, gpus: int = 0, cell_fn: CellFn = execute_cell) -> None:
         self.workers, self.threads, self.gpus = workers, threads, gpus
         self.cell_fn = cell_fn
 
-    def _pool(self, workers: int) -> tuple[cf.ProcessPoolExecutor, Any]:
+    def _pool(self, workers: int) -> tuple[cf.ProcessPoolExecutor, Any, Any]:
+        """A fresh pool with its "cell started" and step-progress queues (new ones per pool: a worker killed while
+        writing to a queue cannot leave a later pool's queue locked)."""
         ctx = mp.get_context("spawn")
         started = (
             ctx.SimpleQueue()
         )  # written synchronously: a worker that dies right after put() was still heard
+        progress = ctx.SimpleQueue()
         gpu_queue = None
         if self.gpus:
             gpu_queue = ctx.SimpleQueue()
@@ -123,27 +137,32 @@ class LocalBackend:
             max_workers=workers,
             mp_context=ctx,
             initializer=init_worker,
-            initargs=(self.threads, os.getpid(), started, gpu_queue),
+            initargs=(self.threads, os.getpid(), started, gpu_queue, progress),
         )
-        return pool, started
+        return pool, started, progress
 
-    def run(self, jobs: Sequence[CellJob], on_result: OnResult) -> None:
-        """Run ``jobs`` in parallel; after a pool breaks, re-run the cells that were in flight one at a time."""
+    def run(
+        self, jobs: Sequence[CellJob], on_result: OnResult, on_progress: OnProgress | None = None
+    ) -> None:
+        """Run ``jobs`` in parallel; after a pool breaks, re-run the cells that were in flight one at a time.
+        ``on_progress`` receives the running cells' step reports (in this thread, between results)."""
         pending = list(jobs)
         deaths: dict[str, int] = {}
         while pending:
-            suspects, pending = self._run_parallel(pending, on_result)
+            suspects, pending = self._run_parallel(pending, on_result, on_progress)
             for job in suspects:  # one at a time, each alone in its process: a crash now is the cell's own
-                self._run_alone(job, deaths, on_result)
+                self._run_alone(job, deaths, on_result, on_progress)
 
-    def _run_parallel(self, jobs: list[CellJob], on_result: OnResult) -> tuple[list[CellJob], list[CellJob]]:
+    def _run_parallel(
+        self, jobs: list[CellJob], on_result: OnResult, on_progress: OnProgress | None = None
+    ) -> tuple[list[CellJob], list[CellJob]]:
         """Run ``jobs`` in one pool until done or broken; returns (suspects, not started) when a worker died."""
-        pool, started_q = self._pool(self.workers)
+        pool, started_q, progress_q = self._pool(self.workers)
         started: set[str] = set()
         unfinished: list[CellJob] = []
         try:
             futures = {pool.submit(run_pool_cell, self.cell_fn, job): job for job in jobs}
-            for fut in cf.as_completed(futures):
+            for fut in _as_completed(futures, progress_q, on_progress):
                 job = futures[fut]
                 while not started_q.empty():
                     started.add(started_q.get())
@@ -173,12 +192,17 @@ class LocalBackend:
             )
         return suspects, [j for j in unfinished if j not in suspects]
 
-    def _run_alone(self, job: CellJob, deaths: dict[str, int], on_result: OnResult) -> None:
+    def _run_alone(
+        self, job: CellJob, deaths: dict[str, int], on_result: OnResult, on_progress: OnProgress | None = None
+    ) -> None:
         """Run one cell alone until it returns a result or has killed its worker more than the retries allow."""
         while True:
-            pool, _ = self._pool(1)
+            pool, _, progress_q = self._pool(1)
             try:
-                result = pool.submit(run_pool_cell, self.cell_fn, job).result()
+                fut = pool.submit(run_pool_cell, self.cell_fn, job)
+                for _done in _as_completed([fut], progress_q, on_progress):
+                    pass
+                result = fut.result()
             except cf.process.BrokenProcessPool:
                 result = None
             except Exception as exc:  # noqa: BLE001 - see _run_parallel
@@ -198,6 +222,27 @@ class LocalBackend:
 
     def close(self) -> None:
         pass
+
+
+def _as_completed(
+    futures: Iterable[cf.Future[Any]], progress_q: Any, on_progress: OnProgress | None
+) -> Iterator[cf.Future[Any]]:
+    """``concurrent.futures.as_completed``, passing the step reports that arrive meanwhile to ``on_progress``
+    (every ``PROGRESS_POLL_S`` seconds, and before each finished future, so a cell's last report precedes its
+    result)."""
+    pending = set(futures)
+    while pending:
+        done, pending = cf.wait(pending, timeout=PROGRESS_POLL_S, return_when=cf.FIRST_COMPLETED)
+        _drain(progress_q, on_progress)
+        yield from done
+
+
+def _drain(progress_q: Any, on_progress: OnProgress | None) -> None:
+    """Pass every queued ``(cell_key, step, is_start)`` report to ``on_progress`` (dropped when there is none)."""
+    while not progress_q.empty():
+        cell_key, step, is_start = progress_q.get()
+        if on_progress is not None:
+            on_progress(cell_key, step, is_start)
 
 
 def _terminate(pool: cf.ProcessPoolExecutor) -> None:

@@ -20,10 +20,11 @@ from typing import Any
 
 import pandas as pd
 
+from mamba_kan.choices import EXPORT_FORMATS
 from mamba_kan.errors import UserError, unknown_choice
 from mamba_kan.experiments.store import read_curves, read_runs, read_tidy
 
-FORMATS = ("csv", "parquet", "json")
+FORMATS = EXPORT_FORMATS
 
 
 def _flatten(prefix: str, value: Mapping[str, Any], out: dict[str, Any]) -> dict[str, Any]:

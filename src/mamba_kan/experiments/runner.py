@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from mamba_kan.choices import BACKENDS
 from mamba_kan.errors import UserError, unknown_choice
 from mamba_kan.experiments.backends import (
-    BACKENDS,
     Backend,
     LocalBackend,
     RayBackend,
@@ -75,13 +75,51 @@ class SweepOptions:
 
 @dataclass(frozen=True)
 class Progress:
-    """Where the sweep stands after a cell finished. ``eta_s`` is NaN until a cell of this invocation is done."""
+    """Where the sweep stands (after a cell finished, or a running cell reported its step). ``eta_s``: from the
+    training steps per second of this invocation when the cells report steps (the local backend), else from the
+    cells finished so far; NaN until either is known."""
 
     done: int
     total: int
     failures: int
     elapsed_s: float
     eta_s: float
+
+
+class StepRate:
+    """Training steps done in this invocation and steps left, for an ETA that moves inside the first cell.
+
+    ``max_steps``: cell key -> its step budget. A cell's reports raise its current step; a start report sets it
+    (a resumed cell begins at its checkpoint; a retried one may begin lower: the lost steps still took time). The
+    rate is steps done / seconds since the first report (process start-up and task building are not training),
+    summed over cells running in parallel; a finished cell has no steps left, however it ended."""
+
+    def __init__(self, max_steps: Mapping[str, int]) -> None:
+        self.max_steps = dict(max_steps)
+        self.step: dict[str, int] = {}
+        self.done_steps = 0
+        self.t_first: float | None = None
+
+    def report(self, cell_key: str, step: int, is_start: bool, now: float) -> None:
+        if self.t_first is None:
+            self.t_first = now
+        previous = self.step.get(cell_key)
+        if not is_start and previous is not None and step > previous:
+            self.done_steps += step - previous
+        if is_start or previous is None or step > previous:
+            self.step[cell_key] = step
+
+    def finish(self, cell_key: str) -> None:
+        self.step[cell_key] = self.max_steps.get(cell_key, 0)
+
+    def steps_left(self) -> int:
+        return sum(max(0, total - self.step.get(key, 0)) for key, total in self.max_steps.items())
+
+    def eta_s(self, now: float) -> float:
+        """Seconds left at the rate so far; NaN before two reports of a cell have measured one."""
+        if self.t_first is None or self.done_steps <= 0 or now <= self.t_first:
+            return math.nan
+        return self.steps_left() / (self.done_steps / (now - self.t_first))
 
 
 @dataclass
@@ -106,6 +144,9 @@ class SweepObserver(Protocol):
     def sweep_started(self, total: int, skipped: int, to_run: int, backend: Backend) -> None: ...
 
     def cell_finished(self, cell: Cell, result: Mapping[str, Any], progress: Progress) -> None: ...
+
+    # optional: ``cell_progress(cell, step, progress)``, a running cell's training step (local backend), at most
+    # a few times per second per cell
 
 
 def check_output_dir(path: str | os.PathLike[str]) -> Path:
@@ -247,6 +288,23 @@ def run_sweep(
                 observer.sweep_started(len(cells), skipped, len(todo), backend)
             by_key = {c.cell_key: c for c in todo}
             done = Counter[str]()
+            steps = StepRate({c.cell_key: int(c.config.max_steps) for c in todo})
+
+            def progress_now() -> Progress:
+                n = sum(done.values())
+                now = time.perf_counter()
+                elapsed = now - start
+                eta = steps.eta_s(now)
+                if math.isnan(eta) and n:  # no step reports (Ray, SLURM): from the cells finished
+                    eta = elapsed / n * (len(todo) - n)
+                return Progress(n, len(todo), done["failed"] + done["diverged"], elapsed, eta)
+
+            on_step = getattr(observer, "cell_progress", None)
+
+            def on_progress(cell_key: str, step: int, is_start: bool) -> None:
+                steps.report(cell_key, step, is_start, time.perf_counter())
+                if on_step is not None and cell_key in by_key:
+                    on_step(by_key[cell_key], step, progress_now())
 
             def on_result(job: CellJob, result: dict[str, Any]) -> None:
                 cell = by_key[job.cell_key]
@@ -267,16 +325,15 @@ def run_sweep(
                 ) as exc:  # disk full, I/O error: stop; recorded cells stay, this one resumes
                     raise UserError(f"cannot record {cell.run_id} in {store.path}: {exc}") from None
                 done[result["status"]] += 1
-                n = sum(done.values())
-                elapsed = time.perf_counter() - start
-                eta = elapsed / n * (len(todo) - n) if n else math.nan
+                steps.finish(cell.cell_key)
                 log.debug("cell %s: %s", cell.run_id, result["status"])
                 if observer is not None:
-                    progress = Progress(n, len(todo), done["failed"] + done["diverged"], elapsed, eta)
-                    observer.cell_finished(cell, result, progress)
+                    observer.cell_finished(cell, result, progress_now())
 
             jobs = [_job(c, runs, c.cell_key in existing) for c in todo]
-            if jobs:
+            if jobs and getattr(backend, "reports_progress", False):
+                backend.run(jobs, on_result, on_progress=on_progress)  # type: ignore[call-arg]
+            elif jobs:
                 backend.run(jobs, on_result)
             counts.update(done)
             store.finish_sweep(sweep_id, counts)

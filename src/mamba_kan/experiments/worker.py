@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -59,6 +60,10 @@ LIVENESS_INTERVAL_S = 0.5
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 _started: Any = None  # the pool's "cell started" queue (set by init_worker), read by the driver
+_progress: Any = None  # the pool's step-progress queue (set by init_worker), read by the driver
+#: a running cell reports its step to the driver at most this often (the loop emits at its log points, which
+#: lie outside the timed steps; this keeps a fast cell to a few small messages per second)
+PROGRESS_INTERVAL_S = 0.5
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -89,13 +94,16 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="mamba-kan-liveness", daemon=True).start()
 
 
-def init_worker(threads: int, parent_pid: int, started: Any = None, gpu_queue: Any = None) -> None:
+def init_worker(
+    threads: int, parent_pid: int, started: Any = None, gpu_queue: Any = None, progress: Any = None
+) -> None:
     """Pool initializer: exit with the driver, size the OpenMP/MKL pools to the cells' thread count before torch
     is imported (torch's own thread count is set by the training loop, for each run), and, on a multi-GPU machine,
-    give this process one GPU of its own. ``started``: a queue on which each cell is announced when it starts."""
-    global _started
+    give this process one GPU of its own. ``started``: a queue on which each cell is announced when it starts;
+    ``progress``: a queue for its step reports (:func:`progress_reporter`)."""
+    global _started, _progress
     _die_with_parent(parent_pid)
-    _started = started
+    _started, _progress = started, progress
     if gpu_queue is not None:
         # must happen before CUDA is initialised in this process; torch reads it lazily
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get())
@@ -150,6 +158,30 @@ def cell_log(run_dir: Path) -> Iterator[None]:
         handler.close()
 
 
+def progress_reporter(cell_key: str, queue: Any = None) -> Callable[[dict[str, Any]], None] | None:
+    """The training loop's ``progress`` callback for one cell: puts ``(cell_key, step, is_start)`` on ``queue``
+    (default: this pool process's progress queue; None when there is none, e.g. in a Ray task). The ``start``
+    event (its step is where a resumed run continues) is always sent, ``step`` events at most every
+    ``PROGRESS_INTERVAL_S`` seconds."""
+    queue = _progress if queue is None else queue
+    if queue is None:
+        return None
+    last = -math.inf
+
+    def report(event: dict[str, Any]) -> None:
+        nonlocal last
+        kind = event.get("event")
+        if kind not in ("start", "step"):
+            return
+        now = time.monotonic()
+        if kind == "step" and now - last < PROGRESS_INTERVAL_S:
+            return
+        last = now
+        queue.put((cell_key, int(event["step"]), kind == "start"))
+
+    return report
+
+
 def failed_result(config: dict[str, Any], error: str) -> dict[str, Any]:
     """A Run API dict for a cell whose run could not even report its own failure (e.g. the worker died)."""
     return failed_record(config, error).to_dict()
@@ -177,7 +209,7 @@ def execute_cell(job: CellJob) -> dict[str, Any]:
                     # --retry-failed: forget the stored failure but keep checkpoints, so the retry resumes
                     (run_dir / RESULT_FILE).unlink(missing_ok=True)
                 cfg = TrainConfig.from_dict(job.config)
-                return dict(run_experiment(cfg, run_dir))
+                return dict(run_experiment(cfg, run_dir, progress=progress_reporter(job.cell_key)))
             except Exception as exc:  # noqa: BLE001 - a cell's failure must be recorded, not end the sweep
                 log.error("cell %s failed: %s\n%s", job.run_id, exc, traceback.format_exc())
                 message = f"{type(exc).__name__}: {exc}".splitlines()[0]

@@ -21,6 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from mamba_kan.choices import FIGURE_FORMATS
 from mamba_kan.reporting.fmt import tick
 from mamba_kan.reporting.specs import CAPTIONS, FigureSpec, Panel, RefLine, Series, SkipFigure, SplineSet
 from mamba_kan.reporting.specs import function_panel as _function_panel
@@ -28,7 +29,7 @@ from mamba_kan.reporting.style import mpl_text
 
 __all__ = ["CAPTIONS", "FORMATS", "SkipFigure", "plot_functions", "render", "save_figure"]
 
-FORMATS = ("png", "svg", "pdf")
+FORMATS = FIGURE_FORMATS
 # reproducible files: no timestamps in the vector formats
 _METADATA: dict[str, dict[str, Any]] = {"png": {}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
 #: Embed TrueType outlines (Type 42) in PDF and PostScript instead of Type 3 bitmaps-as-procedures.

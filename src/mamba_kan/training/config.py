@@ -25,11 +25,10 @@ from typing import Any
 
 import yaml
 
+from mamba_kan.choices import DEVICES, PRECISIONS
 from mamba_kan.errors import UserError, require
 
 PACKAGED_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16")
 
 # Settings that do not change what a run computes: left out of config_hash so that, e.g., resuming with a
 # different checkpoint interval or thread count still finds the cached result.
