@@ -233,8 +233,14 @@ def find_config_file(name: str | Path) -> Path:
     raise UserError(f"config file not found: {p}; packaged configs: {', '.join(packaged) or 'none'}")
 
 
-def load_yaml_config(path: str | Path) -> dict[str, Any]:
-    """Read one YAML config file (a mapping of TrainConfig keys). Missing/invalid files are a UserError."""
+#: Top-level keys of an experiment file (``mamba-kan compare --config FILE``, mamba_kan.experiments.spec); none
+#: of them is a training setting, so a file holding any of them is an experiment file, not training settings.
+EXPERIMENT_FILE_KEYS = ("name", "description", "models", "tasks", "seeds", "settings", "sweep")
+
+
+def read_yaml_mapping(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(resolved path, mapping) of one YAML file (a path or a packaged config's name); an empty file is {}.
+    Missing, unreadable, non-UTF-8 or invalid files and non-mapping documents are a one-line UserError."""
     p = find_config_file(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -248,10 +254,31 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
         first = str(exc).splitlines()[0] if str(exc) else "parse error"
         raise UserError(f"config file {p} is not valid YAML: {first}") from None
     if data is None:
-        return {}
+        return p, {}
     if not isinstance(data, dict):
         raise UserError(f"config file {p} must hold a mapping of settings, got {type(data).__name__}")
-    return _fix_yaml_floats(data)
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise UserError(f"config file {p}: keys must be strings, got {bad[0]!r}")
+    return p, _fix_yaml_floats(data)
+
+
+def is_experiment_mapping(data: Mapping[str, Any]) -> bool:
+    """Whether a YAML mapping is an experiment file (it has one of :data:`EXPERIMENT_FILE_KEYS`)."""
+    return any(k in data for k in EXPERIMENT_FILE_KEYS)
+
+
+def load_yaml_config(path: str | Path) -> dict[str, Any]:
+    """Read one YAML file of training settings (a mapping of TrainConfig keys). Missing/invalid files, and
+    experiment files (models, tasks, sweep, ...: ``compare --config``), are a UserError."""
+    p, data = read_yaml_mapping(path)
+    if is_experiment_mapping(data):
+        keys = ", ".join(k for k in EXPERIMENT_FILE_KEYS if k in data)
+        raise UserError(
+            f"config file {p} is an experiment file (it has {keys}), not training settings; "
+            "run it with `mamba-kan compare --config FILE`"
+        )
+    return data
 
 
 def merge_settings(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
