@@ -138,7 +138,7 @@ def build_cells(args: argparse.Namespace) -> list[Cell]:
     The experiment is ``--preset NAME``, or the experiment file among ``--config`` (at most one), or the library
     defaults; the other ``--config`` files (training settings), ``--max-steps``, ``--threads`` and ``--set`` are
     explicit settings over it (mamba_kan.experiments.grid.expand_grid has the composition order)."""
-    from mamba_kan.experiments.spec import parse_experiment
+    from mamba_kan.experiments.spec import check_settings_file, parse_experiment
     from mamba_kan.training.config import (
         compose_config,
         is_experiment_mapping,
@@ -153,7 +153,7 @@ def build_cells(args: argparse.Namespace) -> list[Cell]:
     for f in args.config:
         path, data = read_yaml_mapping(f)
         if not is_experiment_mapping(data):
-            explicit = merge_settings(explicit, data)
+            explicit = merge_settings(explicit, check_settings_file(data, str(path)))
             continue
         if args.preset or from_file is not None:
             other = f"--preset {args.preset}" if args.preset else from_file

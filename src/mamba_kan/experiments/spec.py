@@ -164,6 +164,21 @@ def parse_experiment(data: Mapping[str, Any], source: str = "experiment") -> Exp
     )
 
 
+def check_settings_file(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A ``--config`` file that is not an experiment file holds training settings only; an unknown key is a
+    UserError listing both kinds of keys (a misspelt ``modles`` is probably meant for an experiment file)."""
+    from mamba_kan.training.config import TrainConfig
+
+    valid = [f.name for f in fields(TrainConfig)]
+    for key in data:
+        if key not in valid:
+            raise UserError(
+                f"{source}: unknown key {key!r}; an experiment file has {', '.join(EXPERIMENT_FILE_KEYS)}, a "
+                f"training-settings file has {', '.join(valid)}"
+            )
+    return dict(data)
+
+
 def _no_unknown(data: Mapping[str, Any], valid: Sequence[str], what: str, fail: Any, hint: str = "") -> None:
     for key in data:
         if key not in valid:
