@@ -34,7 +34,7 @@ from typing import Any
 from mamba_kan.design import FAMILY_ORDER, VARIANTS
 from mamba_kan.errors import UserError
 from mamba_kan.experiments.grid import SweepAxis, TaskSpec
-from mamba_kan.training.config import EXPERIMENT_FILE_KEYS, NON_RESULT_KEYS, read_yaml_mapping
+from mamba_kan.yaml_files import EXPERIMENT_FILE_KEYS, read_yaml_mapping
 
 TASK_ENTRY_KEYS = ("name", "options", "settings", "label", "sweep")
 #: per-variant sweep lists: variant names, and this key for the variants without their own list
@@ -107,16 +107,21 @@ def _unique(specs: Sequence[TaskSpec]) -> list[TaskSpec]:
 
 
 # --- parsing -------------------------------------------------------------------------------------------------
-def load_experiment(path: str | Path) -> Experiment:
-    """Read and validate an experiment file; any problem is a one-line UserError naming the file and key."""
-    p, data = read_yaml_mapping(path)
-    return parse_experiment(data, str(p))
+def load_experiment(path: str | Path, check: bool = True) -> Experiment:
+    """Read and validate an experiment file; any problem is a one-line UserError naming the file and key.
+    ``check=False``: the structure only (see :func:`parse_experiment`)."""
+    p = Path(path)
+    return parse_experiment(read_yaml_mapping(p), str(p), check=check)
 
 
-def parse_experiment(data: Mapping[str, Any], source: str = "experiment") -> Experiment:
+def parse_experiment(data: Mapping[str, Any], source: str = "experiment", check: bool = True) -> Experiment:
     """An :class:`Experiment` from a YAML mapping (see the module docstring). Unknown keys and wrong types raise
     a UserError ``"<source>: <key> ...; valid: ..."``; names of variants, tasks and options are checked when the
-    grid is expanded (their lists come from the registries)."""
+    grid is expanded (their lists come from the registries).
+
+    ``check=False`` skips the checks of setting names and values against TrainConfig (which imports the
+    training package, and torch): the packaged presets load that way when the command line builds its parsers;
+    their settings are checked when their grid is expanded, as every grid's are."""
 
     def fail(message: str) -> UserError:
         return UserError(f"{source}: {message}")
@@ -128,8 +133,8 @@ def parse_experiment(data: Mapping[str, Any], source: str = "experiment") -> Exp
     description = _string(data.get("description", ""), "description", fail)
     models = _models(data.get("models"), fail)
     seeds = _seeds(data.get("seeds", 3), fail)
-    settings = _settings(data.get("settings", {}), "settings", fail)
-    sweep = _sweep(data.get("sweep", {}), "sweep", fail)
+    settings = _settings(data.get("settings", {}), "settings", fail, check)
+    sweep = _sweep(data.get("sweep", {}), "sweep", fail, check)
     raw_tasks = data.get("tasks")
     if raw_tasks is None:
         tasks: tuple[TaskSpec, ...] = ()
@@ -138,7 +143,7 @@ def parse_experiment(data: Mapping[str, Any], source: str = "experiment") -> Exp
             raw_tasks = [raw_tasks]
         if not isinstance(raw_tasks, list) or not raw_tasks:
             raise fail(f"'tasks' must be a non-empty list of task names or mappings, got {raw_tasks!r}")
-        tasks = tuple(_task(entry, f"tasks[{i}]", fail) for i, entry in enumerate(raw_tasks))
+        tasks = tuple(_task(entry, f"tasks[{i}]", fail, check) for i, entry in enumerate(raw_tasks))
     families: list[str] = []
     grouped: dict[str, list[TaskSpec]] = {}
     for spec in tasks:
@@ -216,12 +221,14 @@ def _seeds(value: Any, fail: Any) -> int | tuple[int, ...]:
     raise fail(f"'seeds' must be a count (>= 1) or a non-empty list of seeds >= 0, got {value!r}")
 
 
-def _settings(value: Any, where: str, fail: Any) -> dict[str, Any]:
+def _settings(value: Any, where: str, fail: Any, check: bool) -> dict[str, Any]:
     """TrainConfig fields other than model/task/seed, type- and range-checked by TrainConfig itself."""
-    from mamba_kan.training.config import TrainConfig
-
     if not isinstance(value, Mapping):
         raise fail(f"{where!r} must be a mapping of training settings, got {value!r}")
+    if not check:
+        return dict(value)
+    from mamba_kan.training.config import TrainConfig
+
     valid = [f.name for f in fields(TrainConfig) if f.name not in _GRID_KEYS]
     _no_unknown(value, valid, f"setting in {where}", fail)
     try:
@@ -231,7 +238,7 @@ def _settings(value: Any, where: str, fail: Any) -> dict[str, Any]:
     return dict(value)
 
 
-def _task(entry: Any, where: str, fail: Any) -> TaskSpec:
+def _task(entry: Any, where: str, fail: Any, check: bool) -> TaskSpec:
     if isinstance(entry, str):
         return TaskSpec(entry)
     if not isinstance(entry, Mapping):
@@ -243,29 +250,30 @@ def _task(entry: Any, where: str, fail: Any) -> TaskSpec:
     options = entry.get("options", {})
     if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
         raise fail(f"'{where}.options' must be a mapping of task options, got {options!r}")
-    settings = _settings(entry.get("settings", {}), f"{where}.settings", fail)
+    settings = _settings(entry.get("settings", {}), f"{where}.settings", fail, check)
     label = entry.get("label")
     if label is not None:
         label = _string(label, f"{where}.label", fail)
         if not label.strip():
             raise fail(f"'{where}.label' is empty")
-    sweep = _sweep(entry.get("sweep", {}), f"{where}.sweep", fail)
+    sweep = _sweep(entry.get("sweep", {}), f"{where}.sweep", fail, check)
     return TaskSpec(name, dict(options), settings, label, sweep)
 
 
-def _sweep(value: Any, where: str, fail: Any) -> tuple[SweepAxis, ...]:
+def _sweep(value: Any, where: str, fail: Any, check: bool) -> tuple[SweepAxis, ...]:
     """``{key: [values]}`` or ``{key: {variant: [values], default: [values]}}`` -> axes (values type-checked)."""
-    from mamba_kan.training.config import TrainConfig
-
     if not isinstance(value, Mapping):
         raise fail(f"{where!r} must be a mapping of setting -> list of values, got {value!r}")
-    valid = [
-        f.name for f in fields(TrainConfig) if f.name not in _GRID_KEYS and f.name not in NON_RESULT_KEYS
-    ]
+    valid: list[str] = []
+    if value and check:
+        from mamba_kan.training.config import NON_RESULT_KEYS, TrainConfig
+
+        valid = [f.name for f in fields(TrainConfig) if f.name not in (*_GRID_KEYS, *NON_RESULT_KEYS)]
     axes = []
     for key, spec in value.items():
         top, dot, sub = str(key).partition(".")
-        if top not in valid or (top in _NESTED) != bool(dot) or (dot and (not sub or "." in sub)):
+        known = top in valid or not check
+        if not known or (top in _NESTED) != bool(dot) or (dot and (not sub or "." in sub)):
             raise fail(
                 f"cannot sweep {key!r} in {where}; valid: {', '.join(v for v in valid if v not in _NESTED)}, "
                 "model_cfg.<name>, task_options.<name> (settings that do not change results are not swept)"
@@ -285,7 +293,7 @@ def _sweep(value: Any, where: str, fail: Any) -> tuple[SweepAxis, ...]:
                     f"non-empty list of values (or a mapping variant -> list), got {values!r}"
                 )
             for v in values:
-                if not dot:
+                if check and not dot:
                     try:
                         TrainConfig.from_dict({key: v})
                     except UserError as exc:
