@@ -13,7 +13,10 @@ import argparse
 import hashlib
 import itertools
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -322,3 +325,15 @@ def test_set_overrides_a_tasks_own_options_and_a_plain_settings_file_still_works
     (cell,) = cells
     assert cell.config.task_options["context"] == 20  # the flag wins over the file's task options
     assert cell.config.max_steps == 3 and cell.config.model_cfg["d_model"] == 16
+
+
+def test_the_presets_load_without_importing_torch():
+    # the command line lists the presets when it builds its parsers; that must not import torch
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    code = (
+        "import sys; from mamba_kan.experiments.presets import PRESETS, STUDY; print('torch' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"

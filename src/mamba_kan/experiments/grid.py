@@ -332,9 +332,9 @@ def expand_grid(
             raise UserError(
                 "model, task and seed are set by the grid (--models, --tasks, --seeds), not by --set"
             )
-    _check_axes(sweep, models)
+    _check_axes(sweep)
     for spec in tasks:
-        _check_axes(spec.sweep, models)
+        _check_axes(spec.sweep)
     explicit = _flat_keys(settings)
     sweep = [a for a in sweep if a.key not in explicit]
     tasks = [replace(s, sweep=tuple(a for a in s.sweep if a.key not in explicit)) for s in tasks]
@@ -399,7 +399,7 @@ def expand_grid(
     return cells
 
 
-def _check_axes(axes: Sequence[SweepAxis], models: Sequence[str]) -> None:
+def _check_axes(axes: Sequence[SweepAxis]) -> None:
     """Sweep axes name a result-changing setting once, with non-empty lists of distinct values, and per-variant
     lists only for known variants."""
     from mamba_kan.models import ALL_VARIANTS
@@ -417,5 +417,5 @@ def _check_axes(axes: Sequence[SweepAxis], models: Sequence[str]) -> None:
                 raise UserError(
                     f"sweep {axis.key}{' for ' + variant if variant else ''}: repeated value in {list(values)}"
                 )
-        if not axis.values and not any(axis.values_for(m) for m in models) and not axis.per_variant:
+        if not axis.values and not axis.per_variant:
             raise UserError(f"sweep {axis.key}: no values")
