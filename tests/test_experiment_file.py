@@ -337,3 +337,16 @@ def test_the_presets_load_without_importing_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+def test_the_documented_example_expands_as_the_docs_say(tmp_path):
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "experiments.md").read_text()
+    example = docs.split("```yaml\n", 1)[1].split("```", 1)[0]
+    cells = compare_cells(tmp_path, example)
+    assert len(cells) == 70 and "70 cells" in docs
+    lrs = {(c.model, c.config.lr) for c in cells}
+    assert lrs == {(m, lr) for m in ("mlp_transformer", "bspline_transformer") for lr in (1e-3, 3e-3)} | {
+        ("kan_transformer", lr) for lr in (3e-3, 1e-2, 3e-2)
+    }
+    assert {c.config.max_steps for c in cells if c.family == "timeseries"} == {300}
+    assert {c.config.max_steps for c in cells if c.family == "symbolic"} == {500}
