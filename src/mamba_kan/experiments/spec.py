@@ -96,9 +96,6 @@ class Experiment:
             out.extend(s for s in specs if s not in out)
         return out
 
-    def without_sweep(self) -> Experiment:
-        return replace(self, sweep=(), tasks=tuple(replace(t, sweep=()) for t in self.tasks))
-
 
 def _unique(specs: Sequence[TaskSpec]) -> list[TaskSpec]:
     out: list[TaskSpec] = []
@@ -128,7 +125,10 @@ def parse_experiment(data: Mapping[str, Any], source: str = "experiment", check:
 
     if not isinstance(data, Mapping):
         raise fail(f"an experiment file must be a mapping, got {type(data).__name__}")
-    _no_unknown(data, EXPERIMENT_FILE_KEYS, "key", fail, hint=" (training settings go under 'settings:')")
+    for key in data:
+        if key not in EXPERIMENT_FILE_KEYS:
+            hint = " (training settings go under 'settings:')" if check and _is_setting(key) else ""
+            raise fail(f"unknown key {key!r}{hint}; valid: {', '.join(EXPERIMENT_FILE_KEYS)}")
     name = _string(data.get("name", Path(source).stem), "name", fail)
     description = _string(data.get("description", ""), "description", fail)
     models = _models(data.get("models"), fail)
@@ -184,10 +184,16 @@ def check_settings_file(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     return dict(data)
 
 
-def _no_unknown(data: Mapping[str, Any], valid: Sequence[str], what: str, fail: Any, hint: str = "") -> None:
+def _is_setting(key: str) -> bool:
+    from mamba_kan.training.config import TrainConfig
+
+    return key in {f.name for f in fields(TrainConfig)}
+
+
+def _no_unknown(data: Mapping[str, Any], valid: Sequence[str], what: str, fail: Any) -> None:
     for key in data:
         if key not in valid:
-            raise fail(f"unknown {what} {key!r}{hint}; valid: {', '.join(valid)}")
+            raise fail(f"unknown {what} {key!r}; valid: {', '.join(valid)}")
 
 
 def _string(value: Any, where: str, fail: Any) -> str:
