@@ -401,17 +401,18 @@ def expand_grid(
 
 def _check_axes(axes: Sequence[SweepAxis]) -> None:
     """Sweep axes name a result-changing setting once, with non-empty lists of distinct values, and per-variant
-    lists only for known variants."""
-    from mamba_kan.models import ALL_VARIANTS
-
+    lists only for known variants (those :func:`check_models` accepts)."""
     seen: set[str] = set()
     for axis in axes:
         if axis.key in seen:
             raise UserError(f"sweep {axis.key} is given twice")
         seen.add(axis.key)
         for variant, values in [("", axis.values), *axis.per_variant.items()]:
-            if variant and variant not in ALL_VARIANTS:
-                raise unknown_choice(f"variant in sweep {axis.key}", variant, ALL_VARIANTS)
+            if variant:
+                try:
+                    check_models([variant])
+                except UserError as exc:
+                    raise UserError(f"sweep {axis.key}: {exc}") from None
             plain = [json.dumps(v, sort_keys=True, default=str) for v in values]
             if len(set(plain)) != len(plain):
                 raise UserError(
