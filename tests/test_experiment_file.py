@@ -350,3 +350,20 @@ def test_the_documented_example_expands_as_the_docs_say(tmp_path):
     }
     assert {c.config.max_steps for c in cells if c.family == "timeseries"} == {300}
     assert {c.config.max_steps for c in cells if c.family == "symbolic"} == {500}
+
+
+def test_a_tasks_own_sweep_replaces_the_grids_axis_for_that_task_only(tmp_path):
+    text = """
+models: [mlp_mamba]
+tasks:
+  - symbolic/exp_sin
+  - {name: symbolic/feynman_I.6.20, sweep: {lr: [0.1, 0.2, 0.3]}}
+seeds: 1
+settings: {max_steps: 2}
+sweep: {lr: [0.01, 0.02]}
+"""
+    cells = compare_cells(tmp_path, text)
+    by_task: dict[str, set[float]] = {}
+    for c in cells:
+        by_task.setdefault(c.task, set()).add(c.config.lr)
+    assert by_task == {"symbolic/exp_sin": {0.01, 0.02}, "symbolic/feynman_I.6.20": {0.1, 0.2, 0.3}}
