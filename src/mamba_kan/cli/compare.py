@@ -352,11 +352,9 @@ def run(args: argparse.Namespace) -> int:
         summary = run_sweep(cells, out, options, progress)
     finally:
         progress.close()
-        # the swept keys, for analysis (meta 'sweep'); nothing is added without a sweep
-        if db_path(out).exists():
-            from mamba_kan.experiments.spec import record_sweep_keys
+        from mamba_kan.experiments.spec import record_sweep_keys
 
-            record_sweep_keys(out, cells)
+        record_sweep_keys(out, cells)  # the swept keys, for analysis (meta 'sweep'); none without a sweep
     _print_summary(summary, time.perf_counter() - t0)
     report = _generate_report(out) if args.generate_report else None
     print(f"results: {summary.db_path}")

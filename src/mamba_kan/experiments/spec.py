@@ -324,11 +324,12 @@ def swept_keys(cells: Sequence[Any]) -> list[str]:
 def record_sweep_keys(output_dir: str | Path, cells: Sequence[Any]) -> None:
     """Add the grid's swept keys to the results database's ``meta`` entry :data:`SWEEP_META_KEY` (a JSON list of
     dotted keys, e.g. ``["lr", "model_cfg.d_model"]``, the union over every grid run into the directory), so that
-    analysis can group runs by them. Nothing is written when the grid sweeps nothing."""
-    from mamba_kan.experiments.store import ResultsStore, read_meta
+    analysis can group runs by them. Nothing is written when the grid sweeps nothing or when the directory has
+    no database (the sweep stopped before it was created)."""
+    from mamba_kan.experiments.store import ResultsStore, db_path, read_meta
 
     keys = swept_keys(cells)
-    if not keys:
+    if not keys or not db_path(output_dir).exists():
         return
     try:
         earlier = json.loads(read_meta(output_dir, SWEEP_META_KEY).get(SWEEP_META_KEY, "[]"))
