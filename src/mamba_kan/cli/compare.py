@@ -49,10 +49,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a packaged grid and its settings (default: library defaults)",
     )
     g.add_argument(
-        "--config", action="append", default=[], metavar="FILE", help="YAML training settings (repeatable)"
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an experiment file (models, tasks, seeds, settings, sweep: docs/experiments.md) and/or YAML "
+        "training settings (repeatable; later wins)",
     )
     g.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. lr=1e-3"
+        "--set",
+        action="append",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any setting, dotted for nested ones: --set lr=1e-3 model_cfg.d_model=128 "
+        "(task_options.NAME applies to the tasks that have it)",
     )
     r = parser.add_argument_group("running")
     r.add_argument(
@@ -124,31 +135,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_cells(args: argparse.Namespace) -> list[Cell]:
-    """The grid the flags describe (validated; nothing is written)."""
+    """The grid the flags describe (validated; nothing is written).
+
+    The experiment is ``--preset NAME``, or the experiment file among ``--config`` (at most one), or the library
+    defaults; the other ``--config`` files (training settings), ``--max-steps``, ``--threads`` and ``--set`` are
+    explicit settings over it (mamba_kan.experiments.grid.expand_grid has the composition order)."""
+    from mamba_kan.experiments.spec import check_settings_file, parse_experiment
     from mamba_kan.training.config import (
         compose_config,
-        load_yaml_config,
+        is_experiment_mapping,
         merge_settings,
         parse_set_overrides,
+        read_yaml_mapping,
     )
 
-    preset = get_preset(args.preset)
-    seed_list = parse_seeds(args.seeds if args.seeds is not None else preset.seeds if not args.seed_list else None,
-                            args.seed_list)  # fmt: skip
-    settings: dict[str, Any] = dict(preset.settings)
+    experiment = get_preset(args.preset)
+    explicit: dict[str, Any] = {}
+    from_file = None
     for f in args.config:
-        settings = merge_settings(settings, load_yaml_config(f))
+        path, data = read_yaml_mapping(f)
+        if not is_experiment_mapping(data):
+            explicit = merge_settings(explicit, check_settings_file(data, str(path)))
+            continue
+        if args.preset or from_file is not None:
+            other = f"--preset {args.preset}" if args.preset else from_file
+            raise UserError(f"{path} is an experiment file; give one experiment (here also {other}), not two")
+        experiment, from_file = parse_experiment(data, str(path)), str(path)
+    if args.seeds is not None or args.seed_list:
+        seed_list = parse_seeds(args.seeds, args.seed_list)
+    else:
+        seed_list = experiment.seed_list()
     if args.max_steps is not None:
-        settings["max_steps"] = args.max_steps
+        explicit["max_steps"] = args.max_steps
     if getattr(args, "threads", None) is not None:
-        settings["threads"] = args.threads
-    settings = merge_settings(settings, parse_set_overrides(args.set))
-    compose_config(
-        **{k: v for k, v in settings.items() if k not in ("model", "task", "seed")}
-    )  # type/range check
-    models = args.models or list(preset.models)
-    tasks = preset.task_specs(args.tasks)
-    return expand_grid(models, tasks, seed_list, settings)
+        explicit["threads"] = args.threads
+    explicit = merge_settings(explicit, parse_set_overrides(_set_items(args.set)))
+    every = merge_settings(dict(experiment.settings), explicit)
+    # type and range check of the settings every cell shares
+    compose_config(**{k: v for k, v in every.items() if k not in ("model", "task", "seed")})
+    models = args.models or list(experiment.models)
+    tasks = experiment.task_specs(args.tasks)
+    return expand_grid(
+        models, tasks, seed_list, explicit, defaults=experiment.settings, sweep=experiment.sweep
+    )
+
+
+def _set_items(groups: list[Any]) -> list[str]:
+    """``--set a=1 b=2 --set c=3`` (argparse: [[a=1, b=2], [c=3]]) -> [a=1, b=2, c=3]."""
+    return [item for group in groups for item in ([group] if isinstance(group, str) else group)]
 
 
 class ConsoleProgress:
@@ -350,6 +384,9 @@ def run(args: argparse.Namespace) -> int:
         summary = run_sweep(cells, out, options, progress)
     finally:
         progress.close()
+        from mamba_kan.experiments.spec import record_sweep_keys
+
+        record_sweep_keys(out, cells)  # the swept keys, for analysis (meta 'sweep'); none without a sweep
     _print_summary(summary, time.perf_counter() - t0)
     report = _generate_report(out) if args.generate_report else None
     print(f"results: {summary.db_path}")

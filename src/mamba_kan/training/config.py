@@ -27,6 +27,9 @@ import yaml
 
 from mamba_kan.choices import DEVICES, PRECISIONS
 from mamba_kan.errors import UserError, require
+from mamba_kan.yaml_files import EXPERIMENT_FILE_KEYS, is_experiment_mapping
+from mamba_kan.yaml_files import looks_like_float as _looks_like_float
+from mamba_kan.yaml_files import read_yaml_mapping as read_yaml_file
 
 PACKAGED_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -232,25 +235,24 @@ def find_config_file(name: str | Path) -> Path:
     raise UserError(f"config file not found: {p}; packaged configs: {', '.join(packaged) or 'none'}")
 
 
-def load_yaml_config(path: str | Path) -> dict[str, Any]:
-    """Read one YAML config file (a mapping of TrainConfig keys). Missing/invalid files are a UserError."""
+def read_yaml_mapping(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(resolved path, mapping) of one YAML file (a path or a packaged config's name); an empty file is {}.
+    Missing, unreadable, non-UTF-8 or invalid files and non-mapping documents are a one-line UserError."""
     p = find_config_file(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"config file {p} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
-    except OSError as exc:
-        raise UserError(f"cannot read config file {p}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "parse error"
-        raise UserError(f"config file {p} is not valid YAML: {first}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"config file {p} must hold a mapping of settings, got {type(data).__name__}")
-    return _fix_yaml_floats(data)
+    return p, read_yaml_file(p)
+
+
+def load_yaml_config(path: str | Path) -> dict[str, Any]:
+    """Read one YAML file of training settings (a mapping of TrainConfig keys). Missing/invalid files, and
+    experiment files (models, tasks, sweep, ...: ``compare --config``), are a UserError."""
+    p, data = read_yaml_mapping(path)
+    if is_experiment_mapping(data):
+        keys = ", ".join(k for k in EXPERIMENT_FILE_KEYS if k in data)
+        raise UserError(
+            f"config file {p} is an experiment file (it has {keys}), not training settings; "
+            "run it with `mamba-kan compare --config FILE`"
+        )
+    return data
 
 
 def merge_settings(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -277,24 +279,6 @@ def compose_config(
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
-def _looks_like_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return text.strip().lower() not in {"nan", "inf", "-inf", "+inf", "infinity", "-infinity"}
-
-
-def _fix_yaml_floats(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _fix_yaml_floats(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_fix_yaml_floats(v) for v in value]
-    if isinstance(value, str) and _looks_like_float(value):
-        return float(value)
-    return value
-
-
 def _type_name(tp: Any) -> str:
     if tp is type(None):
         return "null"
