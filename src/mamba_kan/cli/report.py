@@ -29,6 +29,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "svg and pdf for papers)",
     )
     parser.add_argument("--dpi", type=int, default=150, help="resolution of PNG figures")
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="report only the runs whose setting KEY has this value, as analyze --where (repeatable)",
+    )
+    parser.add_argument(
+        "--tune",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="per task and variant, report the value of setting KEY with the best mean validation metric, as "
+        "analyze --tune (repeatable)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
     formats = parse_formats(args.format)  # bad formats fail before any work
     if args.dpi < 30 or args.dpi > 1200:
         raise UserError(f"--dpi must be between 30 and 1200, got {args.dpi}")
-    out = generate_report(args.dir, args.out, formats, dpi=args.dpi)
+    from mamba_kan.analysis.configs import parse_where
+
+    where = parse_where(args.where)  # a malformed KEY=VALUE fails before any reading
+    out = generate_report(args.dir, args.out, formats, dpi=args.dpi, where=where, tune=args.tune)
     manifest = json.loads((out / "manifest.json").read_text())
     n_files = sum(len(f["files"]) for f in manifest["figures"])
     print(f"figures:   {len(manifest['figures'])} ({n_files} files) in {out / 'figures'}")

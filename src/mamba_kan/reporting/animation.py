@@ -17,7 +17,7 @@ from PIL import Image
 from mamba_kan.reporting.data import ReportData, curve_summary
 from mamba_kan.reporting.figures import plain_log_axis, plot_functions
 from mamba_kan.reporting.specs import LOG_METRICS, SkipFigure
-from mamba_kan.reporting.splines import SplineSet, representative_runs, snapshot_series
+from mamba_kan.reporting.splines import SplineSet, SplinesUnavailable, representative_runs, snapshot_series
 from mamba_kan.reporting.style import mpl_text, variant_styles
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,10 @@ def _pick_spline_runs(data: ReportData) -> tuple[str, list[list[SplineSet]]]:
     for task in data.tasks:
         series = []
         for run in representative_runs(data, task):
-            frames = snapshot_series(data.root, run)
+            try:
+                frames = snapshot_series(data.root, run)
+            except SplinesUnavailable:  # no run directory (e.g. collected without artefacts): not animatable
+                continue
             if frames:
                 series.append(frames)
         if not series:

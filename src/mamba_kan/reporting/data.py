@@ -19,6 +19,7 @@ import math
 import os
 import re
 import sqlite3
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,10 +130,20 @@ def _read_sweeps(root: Path) -> list[dict[str, Any]]:
         return [dict(zip(cols, row)) for row in cur.fetchall()]
 
 
-def load_report_data(results_dir: str | os.PathLike[str], analysis: Any = None) -> ReportData:
+def load_report_data(
+    results_dir: str | os.PathLike[str],
+    analysis: Any = None,
+    *,
+    where: Mapping[str, Any] | Sequence[str] | None = None,
+    tune: Sequence[str] | None = None,
+) -> ReportData:
     """Read a comparison directory. ``analysis``: an ``Analysis`` (or its ``to_dict()``) already computed for it;
     None runs :func:`analyze_directory` with its default settings. A directory without runs is a UserError; an
-    analysis that cannot run (e.g. one variant, one seed) leaves ``analysis`` None with the reason as a note."""
+    analysis that cannot run (e.g. one variant, one seed) leaves ``analysis`` None with the reason as a note.
+
+    ``where`` / ``tune``: the configuration selection of ``analyze --where/--tune``
+    (:func:`mamba_kan.analysis.configs.select_configurations`), applied to the runs every figure and table reads
+    and passed to the analysis, so a report of a sweep shows one configuration per variant, not a pool of them."""
     from mamba_kan.experiments.store import db_path, read_curves, read_runs
 
     root = Path(results_dir).expanduser()
@@ -147,6 +158,10 @@ def load_report_data(results_dir: str | os.PathLike[str], analysis: Any = None) 
         raise UserError(
             f"{db_path(root)} holds no runs yet; run `mamba-kan compare --output-dir {root}` first"
         )
+    notes: list[str] = []
+    if where or tune:
+        runs, selection_notes = _select_runs(runs, where, tune)
+        notes += selection_notes
     curves = read_curves(root)
     curves = curves[curves["run_id"].isin(runs.loc[runs["status"] == "completed", "run_id"])]
 
@@ -161,8 +176,7 @@ def load_report_data(results_dir: str | os.PathLike[str], analysis: Any = None) 
         h = _first(rows["higher_is_better"])
         hib[t] = None if h is None else bool(h)
 
-    notes: list[str] = []
-    analysis_dict, analysis_note = _analysis(root, analysis)
+    analysis_dict, analysis_note = _analysis(root, analysis, where, tune)
     if analysis_dict is not None:  # the analysis infers directions the store may lack (failed-only tasks)
         for t, h in analysis_dict["input"].get("higher_is_better_by_task", {}).items():
             if hib.get(t) is None and h is not None:
@@ -201,13 +215,30 @@ def _read_fairness(root: Path, tasks: list[str]) -> dict[str, dict[str, Any]]:
     return {t: stored[t] for t in tasks if t in stored}
 
 
-def _analysis(root: Path, analysis: Any) -> tuple[dict[str, Any] | None, str | None]:
+def _select_runs(
+    runs: pd.DataFrame, where: Mapping[str, Any] | Sequence[str] | None, tune: Sequence[str] | None
+) -> tuple[pd.DataFrame, list[str]]:
+    """The runs of the configurations ``where``/``tune`` select (failed runs of a selected configuration stay, so
+    the grid status still shows them), and the selection's notes. Bad keys or values are UserErrors."""
+    from mamba_kan.analysis.configs import config_columns, select_configurations
+
+    frame = runs.drop(columns=["best_val"]).merge(config_columns(runs), on="run_id", how="left")
+    kept, _, notes = select_configurations(frame, where, tune)
+    return runs[runs["run_id"].isin(kept["run_id"])].reset_index(drop=True), notes
+
+
+def _analysis(
+    root: Path,
+    analysis: Any,
+    where: Mapping[str, Any] | Sequence[str] | None = None,
+    tune: Sequence[str] | None = None,
+) -> tuple[dict[str, Any] | None, str | None]:
     if analysis is not None:
         return (analysis.to_dict() if hasattr(analysis, "to_dict") else dict(analysis)), None
     from mamba_kan.analysis import analyze_directory
 
     try:
-        return analyze_directory(root).to_dict(), None
+        return analyze_directory(root, where=where or None, tune=list(tune or [])).to_dict(), None
     except UserError as exc:  # too few variants/seeds for any test: the report shows the descriptive part
         log.warning("statistics skipped: %s", exc)
         return None, f"statistics skipped: {exc}"

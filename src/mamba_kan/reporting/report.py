@@ -117,16 +117,20 @@ def generate_report(
     *,
     analysis: Any = None,
     dpi: int = 150,
+    where: Sequence[str] | None = None,
+    tune: Sequence[str] | None = None,
 ) -> Path:
     """Build the report of a comparison directory; returns the report directory (default ``DIR/report``).
 
     ``formats``: static figure formats among png, svg, pdf. ``analysis``: an ``Analysis`` already computed for
     this directory (e.g. by ``compare --generate-report``); None computes it with the default settings. A
     directory with runs but too few for statistics still gets every descriptive figure, table and the dashboard.
+    ``where``/``tune``: report one configuration per variant of a sweep, selected as ``analyze --where/--tune``
+    selects (figures, tables and statistics alike).
     """
     fmts = parse_formats(formats)
     t0 = time.perf_counter()
-    data = load_report_data(results_dir, analysis)
+    data = load_report_data(results_dir, analysis, where=where, tune=tune)
     out = Path(out_dir).expanduser() if out_dir is not None else data.root / "report"
     _check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
