@@ -71,9 +71,8 @@ class TrainConfig:
     early_stopping_patience: int | None = None  # evaluations without improvement; None = off
     log_every: int = 10  # train-loss curve points (and the NaN check) every log_every steps
     checkpoint_every: int | None = None  # None = same as eval_every; 0 = never (needs a run directory)
-    keep_checkpoints: int = (
-        2  # the newest K checkpoints are kept while a run is in progress (resume needs >= 1)
-    )
+    # the newest keep_checkpoints checkpoints are kept while a run is in progress (it resumes from the newest)
+    keep_checkpoints: int = 2
     # after a finished run (completed or diverged: its result.json is then what a re-run returns) its checkpoints
     # are deleted unless this is true; final_model.pt is kept either way. A failed run keeps them for the retry.
     keep_checkpoints_after_run: bool = False
