@@ -33,7 +33,9 @@ def runs_of(out: Path) -> dict[str, dict]:
     """model -> the results database's row of its run (run_id, run_dir, primary_value, best_val, cell_key...)."""
     from mamba_kan.experiments.store import read_runs
 
-    return {row["model"]: {**row, "run_dir": out / row["run_dir"]} for row in read_runs(out).to_dict("records")}
+    return {
+        row["model"]: {**row, "run_dir": out / row["run_dir"]} for row in read_runs(out).to_dict("records")
+    }
 
 
 # --- the up-front check --------------------------------------------------------------------------------------
@@ -71,8 +73,15 @@ def test_tracking_settings_do_not_change_cell_keys_or_result_hashes():
         MODELS,
         [TINY_SYMBOLIC],
         [0, 1],
-        {**TINY, "tensorboard": True, "wandb": True, "wandb_project": "p", "wandb_group": "g",
-         "wandb_tags": ["x"], "run_name": "r"},  # fmt: skip
+        {
+            **TINY,
+            "tensorboard": True,
+            "wandb": True,
+            "wandb_project": "p",
+            "wandb_group": "g",
+            "wandb_tags": ["x"],
+            "run_name": "r",
+        },  # fmt: skip
         version="v1",
     )
     assert [c.cell_key for c in tracked] == [c.cell_key for c in plain]
@@ -99,10 +108,18 @@ def test_compare_with_tensorboard_writes_hparams_sessions_and_keeps_cell_keys(tm
         ea.Reload()
         content = ea.PluginTagToContent("hparams")
         data = {tag: plugin_data_pb2.HParamsPluginData.FromString(raw) for tag, raw in content.items()}
-        assert set(data) == {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"}
+        assert set(data) == {
+            "_hparams_/experiment",
+            "_hparams_/session_start_info",
+            "_hparams_/session_end_info",
+        }
         hp = data["_hparams_/session_start_info"].session_start_info.hparams
         ffn, mixer = model.split("_")
-        assert (hp["ffn"].string_value, hp["mixer"].string_value, hp["model"].string_value) == (ffn, mixer, model)
+        assert (hp["ffn"].string_value, hp["mixer"].string_value, hp["model"].string_value) == (
+            ffn,
+            mixer,
+            model,
+        )
         assert hp["task"].string_value == "symbolic/exp_sin" and hp["seed"].number_value == 0
         assert hp["lr"].number_value == pytest.approx(3e-3) and hp["max_steps"].number_value == 12
         assert hp["model_cfg.d_model"].number_value == 32 and hp["status"].string_value == "completed"
@@ -157,7 +174,9 @@ def test_compare_with_wandb_offline_groups_the_sweep_and_tags_each_factor(tmp_pa
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     out = tmp_path / "cmp"
-    assert main(["compare", "--output-dir", str(out), *TINY_ARGS, "--wandb", "--wandb-project", "mk-test"]) == 0
+    assert (
+        main(["compare", "--output-dir", str(out), *TINY_ARGS, "--wandb", "--wandb-project", "mk-test"]) == 0
+    )
     capsys.readouterr()
     group = sweep_group(out)
     assert re.fullmatch(r"cmp-[0-9a-f]{8}", group)
