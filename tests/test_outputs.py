@@ -96,6 +96,16 @@ def test_reporting_finds_first_and_last_snapshot_with_the_default_cadence(tmp_pa
     assert first["step"] == 4 and first["functions"]
 
 
+def test_a_snapshot_file_holds_its_values_not_the_tensors_they_were_sliced_from(tmp_path):
+    run_experiment(tiny(max_steps=4, model="kan_mamba", snapshot_every=0), tmp_path)
+    (path,) = (tmp_path / "snapshots").glob("*.pt")
+    snap = torch.load(path, weights_only=True)
+    tensors = [snap["x"], *snap["functions"].values()]
+    values = sum(t.numel() * t.element_size() for t in tensors)
+    # torch.save's zip archive adds a pickle and an aligned record per storage: well under 1 KiB each
+    assert path.stat().st_size < values + 1024 * (len(tensors) + 1)
+
+
 # --- checkpoint retention ------------------------------------------------------------------------------------
 def test_a_finished_run_deletes_its_checkpoints_and_keeps_the_final_model(tmp_path):
     r = run_experiment(tiny(checkpoint_every=4), tmp_path)

@@ -376,7 +376,9 @@ class Trainer:
             return
         lo, hi = self.model.cfg.grid_range  # type: ignore[union-attr]
         xs = torch.linspace(lo, hi, SPLINE_GRID_POINTS, device=self.device)
-        functions = fn(xs)
+        # clone: the functions are slices of larger tensors (all neurons / all KAN edges), and torch.save writes
+        # a view's whole storage (measured: 675 KB for 26 KB of values on a quick-preset kan_mamba)
+        functions = {name: f.detach().to("cpu").clone() for name, f in fn(xs).items()}
         if functions:
             assert self.run_dir is not None
             path = self.run_dir / "snapshots" / f"splines_step{self.state.step:06d}.pt"
