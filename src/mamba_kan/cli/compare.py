@@ -338,9 +338,8 @@ def run(args: argparse.Namespace) -> int:
     )
     check_backend(options)
     cells = build_cells(args)  # builds every task: a bad option or a missing data file fails here
-    check_tracking(
-        cells, options
-    )  # a missing tensorboard/wandb package: one line, before anything is written
+    # a missing tensorboard/wandb package: one line, before anything is written
+    check_tracking(cells, options)
     from mamba_kan.models import check_grid_width_floor
 
     if (problems := check_grid_width_floor(cells)) and not args.force:

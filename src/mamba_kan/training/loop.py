@@ -157,7 +157,7 @@ def snapshot_due(cfg: TrainConfig, step: int, last: bool) -> bool:
         return True
     if cfg.snapshot_every == 0:
         return False
-    index = step // cfg.eval_every  # 1 = the first evaluation (evaluations between are at multiples)
+    index = step // cfg.eval_every  # evaluation k (1 = the first) is at step k * eval_every
     return index == 1 or index % cfg.snapshot_every == 0
 
 
@@ -610,7 +610,8 @@ def run_experiment(
     progress, all deleted once it has finished unless ``keep_checkpoints_after_run``), ``config.yaml`` /
     ``config.json``, ``result.json``, ``final_model.pt`` and spline snapshots ``snapshots/splines_step{N:06d}.pt``
     (see :func:`snapshot_due`) are written there; an existing ``result.json`` with the same config hash is
-    returned without retraining, and a checkpoint of the same config is resumed. Bad settings raise :class:`UserError`; a diverged or failed run is returned, not raised.
+    returned without retraining, and a checkpoint of the same config is resumed. Bad settings raise
+    :class:`UserError`; a diverged or failed run is returned, not raised.
     ``progress`` (optional) receives small event dicts at log/eval points (main process only).
     """
     cfg = cfg.resolved()

@@ -40,7 +40,10 @@ HParam = str | int | float
 
 
 def tensorboard_install_hint() -> str:
-    return "TensorBoard logging (--tensorboard, tensorboard=true) needs the 'tensorboard' package: pip install tensorboard"
+    return (
+        "TensorBoard logging (--tensorboard, tensorboard=true) needs the 'tensorboard' package: "
+        "pip install tensorboard"
+    )
 
 
 def wandb_install_hint() -> str:
