@@ -158,7 +158,7 @@ def test_record_has_every_documented_field_and_is_strict_json():
 
 
 def test_run_directory_holds_config_result_model_and_spline_snapshots(tmp_path: Path):
-    cfg = tiny(model="bspline_transformer", checkpoint_every=10)
+    cfg = tiny(model="bspline_transformer", checkpoint_every=10, keep_checkpoints_after_run=True)
     r = run_experiment(cfg, tmp_path)
     names = {p.name for p in tmp_path.iterdir()}
     assert {"config.yaml", "config.json", "result.json", "final_model.pt"} <= names
@@ -176,7 +176,7 @@ def test_run_directory_holds_config_result_model_and_spline_snapshots(tmp_path: 
     )
     model.load_state_dict(saved["state_dict"])
     assert task.evaluate(model, "test", 500) == r["metrics"]
-    # spline snapshots at every evaluation: functions on a fixed grid
+    # spline snapshots (3 evaluations: the automatic cadence keeps each): functions on a fixed grid
     snaps = sorted((tmp_path / "snapshots").iterdir())
     assert [p.name for p in snaps] == [f"splines_step{s:06d}.pt" for s in (10, 20, 30)]
     snap = torch.load(snaps[0], weights_only=True)
@@ -204,7 +204,8 @@ def test_finished_result_is_returned_without_retraining(tmp_path: Path, monkeypa
 
 # --- resume --------------------------------------------------------------------------------------------------
 def test_resume_from_a_checkpoint_gives_the_uninterrupted_result(tmp_path: Path, caplog):
-    cfg = tiny(checkpoint_every=10, max_steps=40, log_every=3)  # log points not aligned with checkpoints
+    # log points not aligned with checkpoints; checkpoints kept after the run, to resume it as if it had died
+    cfg = tiny(checkpoint_every=10, max_steps=40, log_every=3, keep_checkpoints_after_run=True)
     full = run_experiment(cfg, tmp_path / "full")
     part = tmp_path / "part"
     run_experiment(cfg, part)

@@ -27,7 +27,8 @@ Settings that are never a difference between configurations (:data:`EXCLUDED_KEY
 ``model`` (the variant itself, the factor under comparison), ``task`` (the analysis is per task label; tasks
 with different options get different labels and are different tasks), ``seed`` (the replicate), and the
 bookkeeping settings that never change results and are left out of the cell's config hash (``threads``,
-``checkpoint_every``, ``wandb``, ``wandb_project``, ``tensorboard``). Widths that parameter matching derives
+``checkpoint_every``, the tracking settings ``wandb*``, ``tensorboard``, ``run_name``, and the output settings
+``snapshot_every``, ``keep_checkpoints*``). Widths that parameter matching derives
 per variant (``model_cfg.ffn_hidden``) are constant within a (task, variant), so they can never make one cell
 ambiguous; they are only left out of the note that lists settings chosen differently per variant. A key absent
 from a run's config (a record written by an older version) counts as unknown for that run, not as a different
@@ -63,6 +64,12 @@ EXCLUDED_KEYS: dict[str, str] = {
     "wandb": "bookkeeping: never changes results (not in the config hash)",
     "wandb_project": "bookkeeping: never changes results (not in the config hash)",
     "tensorboard": "bookkeeping: never changes results (not in the config hash)",
+    "wandb_group": "bookkeeping: never changes results (not in the config hash)",
+    "wandb_tags": "bookkeeping: never changes results (not in the config hash)",
+    "run_name": "bookkeeping: never changes results (not in the config hash)",
+    "keep_checkpoints": "bookkeeping: never changes results (not in the config hash)",
+    "keep_checkpoints_after_run": "bookkeeping: never changes results (not in the config hash)",
+    "snapshot_every": "bookkeeping: never changes results (not in the config hash)",
 }
 #: Settings the grid may set per variant by design (matched widths): not listed as "chosen per variant".
 PER_VARIANT_KEYS = frozenset({"model_cfg.ffn_hidden"})

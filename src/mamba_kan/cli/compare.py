@@ -132,6 +132,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--generate-report", action="store_true", help="run the analysis and build the report at the end"
     )
+    add_tracking_arguments(parser)
+
+
+def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--tensorboard`` / ``--wandb`` for every cell of the sweep. Tracking changes no result and no cell key:
+    turning it on for a finished grid re-runs nothing (finished cells keep what they logged, or did not)."""
+    t = parser.add_argument_group("tracking (no effect on results or cell keys)")
+    t.add_argument(
+        "--tensorboard",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="TensorBoard event files with an HParams session in each run directory; view them all with "
+        "`tensorboard --logdir OUTPUT_DIR/runs` (default: the settings' tensorboard, false)",
+    )
+    t.add_argument(
+        "--wandb",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Weights & Biases run per cell, one group per sweep, tags ffn:/mixer:/task:/seed:; offline "
+        "without WANDB_API_KEY, or as WANDB_MODE says (default: the settings' wandb, false)",
+    )
+    t.add_argument(
+        "--wandb-project",
+        metavar="NAME",
+        help="W&B project (default: the settings' wandb_project, mamba-kan)",
+    )
+    t.add_argument(
+        "--wandb-group",
+        metavar="NAME",
+        help="W&B group of the sweep's runs (default: the output directory's name and a hash of its path)",
+    )
 
 
 def build_cells(args: argparse.Namespace) -> list[Cell]:
@@ -346,7 +377,13 @@ def _command_line(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mamba_kan.experiments.runner import SweepOptions, check_backend, check_output_dir, run_sweep
+    from mamba_kan.experiments.runner import (
+        SweepOptions,
+        check_backend,
+        check_output_dir,
+        check_tracking,
+        run_sweep,
+    )
     from mamba_kan.experiments.store import check_database
 
     if args.backend not in BACKENDS:
@@ -366,10 +403,16 @@ def run(args: argparse.Namespace) -> int:
         slurm_cluster=args.slurm_cluster,
         slurm_parallelism=args.slurm_array_parallelism,
         slurm_parameters=slurm_parameters(args),
+        tensorboard=args.tensorboard,
+        wandb=args.wandb,
+        wandb_project=args.wandb_project,
+        wandb_group=args.wandb_group,
         command=shlex.join(_command_line(args)),
     )
     check_backend(options)
     cells = build_cells(args)  # builds every task: a bad option or a missing data file fails here
+    # a missing tensorboard/wandb package: one line, before anything is written
+    check_tracking(cells, options)
     from mamba_kan.models import check_grid_width_floor
 
     if (problems := check_grid_width_floor(cells)) and not args.force:

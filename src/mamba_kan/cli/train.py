@@ -68,6 +68,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--wandb", action=argparse.BooleanOptionalAction, default=None, help="Weights & Biases logging"
     )
     p.add_argument("--tensorboard", action="store_true", default=None, help="write TensorBoard event files")
+    o = p.add_argument_group("outputs (with --output-dir; no effect on results)")
+    o.add_argument(
+        "--snapshot-every",
+        type=int,
+        metavar="N",
+        help="spline snapshots at the first, every N-th and the last evaluation; 0 = the last only "
+        "(default: about five per run)",
+    )
+    o.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        metavar="K",
+        help="checkpoints kept while a run is in progress, newest first (default: 2)",
+    )
+    o.add_argument(
+        "--keep-checkpoints-after-run",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the checkpoints of a finished run (default: deleted; final_model.pt is always kept)",
+    )
     p.add_argument(
         "--data",
         metavar="PATH",
@@ -100,6 +120,9 @@ def build_configs(args: argparse.Namespace) -> list[Any]:
         compile=args.compile,
         wandb=args.wandb,
         tensorboard=args.tensorboard,
+        snapshot_every=getattr(args, "snapshot_every", None),
+        keep_checkpoints=getattr(args, "keep_checkpoints", None),
+        keep_checkpoints_after_run=getattr(args, "keep_checkpoints_after_run", None),
     ).resolved()
     if args.seeds is None and args.seed_list is None:
         seeds = [base.seed]

@@ -16,6 +16,7 @@ Resume and fault model:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -71,6 +72,12 @@ class SweepOptions:
     slurm_cluster: str = "slurm"
     slurm_parallelism: int = 64
     slurm_parameters: Mapping[str, Any] = field(default_factory=dict)
+    #: tracking for every cell (``compare --tensorboard/--wandb/...``; None = the cells' own settings). Tracking
+    #: changes no result and no cell key. ``wandb_group`` None = :func:`sweep_group` of the comparison directory.
+    tensorboard: bool | None = None
+    wandb: bool | None = None
+    wandb_project: str | None = None
+    wandb_group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +195,48 @@ def check_backend(options: SweepOptions) -> None:
         check_reachable(options.ray_address)
 
 
+def _tracking_wanted(cells: Sequence[Cell], options: SweepOptions) -> tuple[bool, bool]:
+    """(tensorboard, wandb): whether any cell will log to each (the option when given, else the cells')."""
+    tb = options.tensorboard if options.tensorboard is not None else any(c.config.tensorboard for c in cells)
+    wb = options.wandb if options.wandb is not None else any(c.config.wandb for c in cells)
+    return bool(tb), bool(wb)
+
+
+def check_tracking(cells: Sequence[Cell], options: SweepOptions) -> None:
+    """Before any cell runs: a UserError naming the setting and the package to install when a requested
+    tracker (``--tensorboard``/``--wandb`` or ``tensorboard``/``wandb`` in the cells' settings) is missing, so
+    a sweep never records every cell as failed for it."""
+    from mamba_kan.training.tracking import check_tracking_packages
+
+    tensorboard, wandb = _tracking_wanted(cells, options)
+    check_tracking_packages(tensorboard=tensorboard, wandb=wandb)
+
+
+def sweep_group(root: Path) -> str:
+    """The W&B group of every run a comparison directory holds: its name and 8 hex digits of its absolute path
+    (stable, so a resumed or extended sweep stays in one group; distinct for two directories of the same name)."""
+    path = root.expanduser().resolve()
+    return f"{path.name}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+
+
+def _tracked_config(cell: Cell, options: SweepOptions, group: str) -> dict[str, Any]:
+    """The cell's config as its worker gets it: the sweep's tracking options applied and, with W&B, the sweep's
+    group, one tag per factor and the run id as run name (unless the settings name their own). None of these
+    keys is in the config hash, so the cell's key and its result's hash stay the same."""
+    from mamba_kan.training.tracking import factor_tags
+
+    config = cell.config.to_dict()
+    for key in ("tensorboard", "wandb", "wandb_project"):
+        value = getattr(options, key)
+        if value is not None:
+            config[key] = value
+    if config["wandb"]:
+        config["wandb_group"] = options.wandb_group or config.get("wandb_group") or group
+        config["wandb_tags"] = config.get("wandb_tags") or factor_tags(cell.model, cell.task, cell.seed)
+        config["run_name"] = config.get("run_name") or cell.run_id
+    return config
+
+
 def cells_threads(cells: Sequence[Cell]) -> int:
     """The torch threads per cell of a grid (the largest, should cells of several grids be run together)."""
     return max((int(c.config.threads or 1) for c in cells), default=1)
@@ -233,11 +282,11 @@ def make_backend(options: SweepOptions, n_jobs: int, threads: int = 1, root: Pat
     return LocalBackend(workers, threads, gpus)
 
 
-def _job(cell: Cell, runs: Path, fresh: bool) -> CellJob:
+def _job(cell: Cell, runs: Path, fresh: bool, options: SweepOptions, group: str) -> CellJob:
     return CellJob(
         cell_key=cell.cell_key,
         run_id=cell.run_id,
-        config=cell.config.to_dict(),
+        config=_tracked_config(cell, options, group),
         run_dir=str(runs / cell.run_id),
         fresh=fresh,
     )
@@ -257,6 +306,7 @@ def run_sweep(
     root = check_output_dir(output_dir)
     if len({c.cell_key for c in cells}) != len(cells):
         raise ValueError("duplicate cells in the grid")
+    check_tracking(cells, options)  # before the database exists
     existing: dict[str, str] = {}
     if check_database(root):  # schema check before anything is written
         runs = read_runs(root)  # read-only: a database that cannot be read is left exactly as it was
@@ -330,7 +380,8 @@ def run_sweep(
                 if observer is not None:
                     observer.cell_finished(cell, result, progress_now())
 
-            jobs = [_job(c, runs, c.cell_key in existing) for c in todo]
+            group = sweep_group(root)
+            jobs = [_job(c, runs, c.cell_key in existing, options, group) for c in todo]
             if jobs and getattr(backend, "reports_progress", False):
                 backend.run(jobs, on_result, on_progress=on_progress)  # type: ignore[call-arg]
             elif jobs:

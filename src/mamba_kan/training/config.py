@@ -34,8 +34,16 @@ from mamba_kan.yaml_files import read_yaml_mapping as read_yaml_file
 PACKAGED_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 # Settings that do not change what a run computes: left out of config_hash so that, e.g., resuming with a
-# different checkpoint interval or thread count still finds the cached result.
-NON_RESULT_KEYS = frozenset({"checkpoint_every", "threads", "wandb", "wandb_project", "tensorboard"})
+# different checkpoint interval or thread count still finds the cached result. Tracking and output settings
+# (what is logged and which files are kept) are among them: turning TensorBoard on, or keeping fewer snapshots,
+# never makes a new cell. (The thread count is part of a grid's cell key separately, see experiments/grid.py.)
+TRACKING_KEYS = frozenset({"wandb", "wandb_project", "wandb_group", "wandb_tags", "run_name", "tensorboard"})
+OUTPUT_KEYS = frozenset(
+    {"checkpoint_every", "keep_checkpoints", "keep_checkpoints_after_run", "snapshot_every"}
+)
+NON_RESULT_KEYS = frozenset({"threads"}) | TRACKING_KEYS | OUTPUT_KEYS
+#: evaluations per spline snapshot when ``snapshot_every`` is unset: about five snapshots a run (see resolved())
+AUTO_SNAPSHOTS = 4
 
 
 @dataclass
@@ -65,6 +73,15 @@ class TrainConfig:
     early_stopping_patience: int | None = None  # evaluations without improvement; None = off
     log_every: int = 10  # train-loss curve points (and the NaN check) every log_every steps
     checkpoint_every: int | None = None  # None = same as eval_every; 0 = never (needs a run directory)
+    # the newest keep_checkpoints checkpoints are kept while a run is in progress (it resumes from the newest)
+    keep_checkpoints: int = 2
+    # after a finished run (completed or diverged: its result.json is then what a re-run returns) its checkpoints
+    # are deleted unless this is true; final_model.pt is kept either way. A failed run keeps them for the retry.
+    keep_checkpoints_after_run: bool = False
+    # spline snapshots (spline variants: the learned functions on a grid, for the report's GIF): at the first
+    # evaluation, every snapshot_every-th evaluation and the last one. None = about five per run (every
+    # ceil(evaluations / 4)-th); 0 = the last evaluation only.
+    snapshot_every: int | None = None
     device: str = "auto"
     compile: bool = False
     # torch intra-op threads. None = 1 on CPU (this project's models are small: extra threads gain little and
@@ -80,6 +97,9 @@ class TrainConfig:
     # experiment tracking (never changes results)
     wandb: bool = False
     wandb_project: str = "mamba-kan"
+    wandb_group: str | None = None  # W&B group (compare sets one per sweep)
+    wandb_tags: list[str] = field(default_factory=list)  # empty = ffn:, mixer:, task:, seed: tags of the run
+    run_name: str | None = None  # W&B run name (compare: the cell's run id); None = model-task-seedN
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
@@ -120,6 +140,19 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise UserError(f"unknown precision {self.precision!r}; valid choices: {', '.join(PRECISIONS)}")
         require(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
+        require(
+            self.keep_checkpoints >= 1,
+            f"keep_checkpoints must be >= 1 (a run resumes from its newest one), got {self.keep_checkpoints}",
+        )
+        require(
+            self.snapshot_every is None or self.snapshot_every >= 0,
+            f"snapshot_every must be >= 0 (0 = the last evaluation only) or null (automatic), "
+            f"got {self.snapshot_every}",
+        )
+        require(
+            isinstance(self.wandb_tags, list) and all(isinstance(t, str) and t for t in self.wandb_tags),
+            f"wandb_tags must be a list of non-empty strings, got {self.wandb_tags!r}",
+        )
         require(self.kan_reg_l1 >= 0, f"kan_reg_l1 must be >= 0, got {self.kan_reg_l1}")
         require(self.kan_reg_entropy >= 0, f"kan_reg_entropy must be >= 0, got {self.kan_reg_entropy}")
 
@@ -132,6 +165,12 @@ class TrainConfig:
         warmup = self.warmup_steps if self.warmup_steps is not None else min(self.max_steps // 10, 200)
         eval_every = self.eval_every if self.eval_every is not None else max(1, self.max_steps // 10)
         ckpt = self.checkpoint_every if self.checkpoint_every is not None else eval_every
+        evaluations = math.ceil(self.max_steps / eval_every)  # the last one is at max_steps
+        snapshot_every = (
+            self.snapshot_every
+            if self.snapshot_every is not None
+            else max(1, math.ceil(evaluations / AUTO_SNAPSHOTS))
+        )
         model_cfg = _resolve_model_cfg(self.model, self.model_cfg)
         task, task_options = _resolve_task(self.task, self.task_options)
         _require_finite("task_options", task_options)
@@ -141,6 +180,7 @@ class TrainConfig:
             warmup_steps=warmup,
             eval_every=eval_every,
             checkpoint_every=ckpt,
+            snapshot_every=snapshot_every,
             model_cfg=model_cfg,
             task_options=task_options,
         )

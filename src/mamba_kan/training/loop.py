@@ -55,12 +55,14 @@ from mamba_kan.training.distributed import (
 )
 from mamba_kan.training.env import environment, peak_memory_mb, reset_peak_memory, retain_freed_memory
 from mamba_kan.training.optim import build_optimizer, build_scheduler
-from mamba_kan.training.tracking import Tracker, make_tracker
+from mamba_kan.training.tracking import Tracker, final_metrics, make_tracker, run_hparams
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[dict[str, Any]], None]
 SPLINE_GRID_POINTS = 101
+#: statuses whose result.json is returned by a re-run instead of training (see read_cached_result)
+FINISHED = ("completed", "diverged")
 _NO_BAD_STEP = 2**62  # "no non-finite loss yet" (an all_reduce MIN over ranks needs a large sentinel, not -1)
 
 
@@ -150,6 +152,20 @@ def _session(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
             torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
 
 
+def snapshot_due(cfg: TrainConfig, step: int, last: bool) -> bool:
+    """Whether the evaluation at ``step`` saves a spline snapshot: the first evaluation, every
+    ``snapshot_every``-th one and the ``last`` (at max_steps or an early stop); only the last when
+    ``snapshot_every`` is 0. A function of the step, so a resumed run saves the same files as an uninterrupted
+    one. ``cfg`` must be resolved."""
+    assert cfg.eval_every is not None and cfg.snapshot_every is not None, "resolve the config first"
+    if last:
+        return True
+    if cfg.snapshot_every == 0:
+        return False
+    index = step // cfg.eval_every  # evaluation k (1 = the first) is at step k * eval_every
+    return index == 1 or index % cfg.snapshot_every == 0
+
+
 def read_cached_result(run_dir: Path, chash: str) -> dict[str, Any] | None:
     """``result.json`` of a finished run with this config hash (completed or diverged; failed runs are retried)."""
     path = run_dir / "result.json"
@@ -160,7 +176,7 @@ def read_cached_result(run_dir: Path, chash: str) -> dict[str, Any] | None:
     except (OSError, ValueError) as exc:
         log.warning("ignoring unreadable %s: %s", path, exc)
         return None
-    if result.get("config_hash") != chash or result.get("status") not in ("completed", "diverged"):
+    if result.get("config_hash") != chash or result.get("status") not in FINISHED:
         return None
     return result
 
@@ -312,7 +328,9 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         if self.write:
             assert self.run_dir is not None
-            ckpt.save_checkpoint(self.run_dir, self.state.step, self._checkpoint_state())
+            ckpt.save_checkpoint(
+                self.run_dir, self.state.step, self._checkpoint_state(), keep=self.cfg.keep_checkpoints
+            )
         barrier(self.info)
 
     @property
@@ -351,9 +369,11 @@ class Trainer:
                 "step %d/%d  val %s %.6g  (best %s at step %s)",
                 s.step, self.cfg.max_steps, task.primary_metric, value, s.best_val, s.best_val_step,
             )  # fmt: skip
-        self._save_splines()
         patience = self.cfg.early_stopping_patience
-        return patience is not None and s.evals_since_best >= patience
+        stop = patience is not None and s.evals_since_best >= patience
+        if snapshot_due(self.cfg, s.step, last=stop or s.step >= self.cfg.max_steps):
+            self._save_splines()
+        return stop
 
     def _save_splines(self) -> None:
         fn = getattr(self.model, "spline_functions", None)
@@ -361,7 +381,9 @@ class Trainer:
             return
         lo, hi = self.model.cfg.grid_range  # type: ignore[union-attr]
         xs = torch.linspace(lo, hi, SPLINE_GRID_POINTS, device=self.device)
-        functions = fn(xs)
+        # clone: the functions are slices of larger tensors (all neurons / all KAN edges), and torch.save writes
+        # a view's whole storage (measured: 675 KB for 26 KB of values on a quick-preset kan_mamba)
+        functions = {name: f.detach().to("cpu").clone() for name, f in fn(xs).items()}
         if functions:
             assert self.run_dir is not None
             path = self.run_dir / "snapshots" / f"splines_step{self.state.step:06d}.pt"
@@ -445,14 +467,7 @@ class Trainer:
             )
             ckpt.atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
         if self.info.is_main:
-            self.tracker = make_tracker(
-                wandb=cfg.wandb,
-                tensorboard=cfg.tensorboard,
-                project=cfg.wandb_project,
-                name=f"{cfg.model}-{cfg.task}-seed{cfg.seed}",
-                config=cfg.to_dict(),
-                run_dir=self.run_dir,
-            )
+            self.tracker = make_tracker(cfg, self.run_dir)
         status, error, diverged_step = "completed", None, None
         self._emit({"event": "start", "step": s.step, "total": cfg.max_steps})
         metrics: dict[str, float] = {}
@@ -472,6 +487,9 @@ class Trainer:
             status, error, metrics = "failed", _describe(exc), {}
             log.error("run failed: %s\n%s", error, traceback.format_exc())
         self.tracker.log(s.step, {f"test/{k}": v for k, v in metrics.items()})
+        primary = metrics.get(self.task.primary_metric) if status == "completed" else None
+        speed = s.timed_steps / s.train_time_s if s.train_time_s > 0 else None
+        self.tracker.finish(s.step, run_hparams(cfg, status), final_metrics(primary, s.best_val, speed))
         self.tracker.close()
         self._emit({"event": "end", "step": s.step, "status": status})
         return self._result(status, error, diverged_step, metrics)
@@ -593,10 +611,12 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Train one (variant, task, seed) cell and return its JSON-serialisable record (see docs/architecture.md).
 
-    With ``run_dir``: checkpoints ``ckpt_step{N}.pt`` (last 2 kept), ``config.yaml``/``config.json``,
-    ``result.json``, ``final_model.pt`` and ``snapshots/splines_step{N:06d}.pt`` are written there; an existing
-    ``result.json`` with the same config hash is returned without retraining, and a checkpoint of the same config
-    is resumed. Bad settings raise :class:`UserError`; a diverged or failed run is returned, not raised.
+    With ``run_dir``: checkpoints ``ckpt_step{N}.pt`` (the newest ``keep_checkpoints`` kept while the run is in
+    progress, all deleted once it has finished unless ``keep_checkpoints_after_run``), ``config.yaml`` /
+    ``config.json``, ``result.json``, ``final_model.pt`` and spline snapshots ``snapshots/splines_step{N:06d}.pt``
+    (see :func:`snapshot_due`) are written there; an existing ``result.json`` with the same config hash is
+    returned without retraining, and a checkpoint of the same config is resumed. Bad settings raise
+    :class:`UserError`; a diverged or failed run is returned, not raised.
     ``progress`` (optional) receives small event dicts at log/eval points (main process only).
     """
     cfg = cfg.resolved()
@@ -626,6 +646,10 @@ def run_experiment(
         result = record.to_dict()
         if path is not None and info.is_main:
             ckpt.atomic_write_json(path / "result.json", result)
+            # after result.json (a kill in between leaves both, which is harmless): a finished run is served
+            # from result.json from now on, so its checkpoints are dead weight; a failed one keeps them to resume
+            if result["status"] in FINISHED and not cfg.keep_checkpoints_after_run:
+                ckpt.remove_checkpoints(path)
         return result
     finally:
         teardown_distributed(info)
