@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the imported fixture "sweep" is requested by name)
 """``report --where/--tune``: a report of a sweep shows the configuration ``analyze`` would analyse, in its figures
 and tables as well as its statistics, and never a pool of configurations. The store is the lr sweep of
 test_analysis_configs (36 runs written through the real ResultsStore); expectations come from its tables."""
@@ -9,22 +10,9 @@ import json
 import pytest
 
 from mamba_kan.cli import main
-from mamba_kan.experiments.store import ResultsStore
 from mamba_kan.reporting.data import load_report_data
-from test_analysis_configs import CHOSEN, DIVERGED, SEEDS, TABLE, TASK, VARIANTS, base_config, record
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    path = tmp_path_factory.mktemp("report_sweep")
-    with ResultsStore(path) as store:
-        for (m, lr, s), (val, test) in TABLE.items():
-            if (m, lr, s) in DIVERGED:
-                rec = record(m, s, base_config(lr, s), None, None, status="diverged")
-            else:
-                rec = record(m, s, base_config(lr, s), val, test)
-            store.record_run(f"{m}|{lr}|{s}", f"{m}-{lr}-{s}", rec)
-    return path
+from test_analysis_configs import CHOSEN, SEEDS, TABLE, TASK, VARIANTS
+from test_analysis_configs import lr_sweep as sweep  # noqa: F401,F811  (the same store, one definition)
 
 
 def _lrs(data):
