@@ -92,13 +92,17 @@ class BenchConfig:
 def _torch_settings(threads: int, deterministic: bool) -> Iterator[None]:
     prev_threads = torch.get_num_threads()
     prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_fill = torch.utils.deterministic.fill_uninitialized_memory
     try:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
+        # as training does (mamba_kan.training.loop._session): deterministic algorithms without the NaN fill
+        torch.utils.deterministic.fill_uninitialized_memory = False
         yield
     finally:
         torch.set_num_threads(prev_threads)
         torch.use_deterministic_algorithms(prev_det)
+        torch.utils.deterministic.fill_uninitialized_memory = prev_fill
 
 
 def _loadavg() -> list[float] | None:
