@@ -83,7 +83,9 @@ def collect_runs(
             if result.get("status") not in STATUSES:
                 summary.problems.append(f"{f}: unknown status {result.get('status')!r}; skipped")
                 continue
-            key = make_cell_key(h, version, cfg.threads if cfg.threads is not None else 1, cfg.model, cfg.task)
+            key = make_cell_key(
+                h, version, cfg.threads if cfg.threads is not None else 1, cfg.model, cfg.task
+            )
             if existing.get(key) == "completed" and not replace:
                 summary.already += 1
                 continue
