@@ -133,3 +133,19 @@ def test_bad_bench_options_are_one_line_errors(args, message, capsys):
 def test_cuda_request_without_cuda_is_a_clear_error(capsys):
     assert main(["bench", "--no-save", "--device", "cuda"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_kan_item_flops_count_the_executed_gemms_not_per_edge_spline_evaluations():
+    """Efficiency is executed FLOPs per second: a KAN layer computes its B-spline bases once per input and then one
+    GEMM over (n_basis + 1) features per input (base + spline arms), so the item's forward FLOPs per token are those
+    GEMMs plus small per-input work - not Yu et al.'s count of a spline evaluation on every edge."""
+    from mamba_kan.bench.items import build_item
+
+    d, hidden, tokens = 32, 8, 64
+    item = build_item(
+        {"kind": "ffn", "ffn": "kan", "d_model": d, "hidden": hidden, "tokens": tokens}, torch.device("cpu")
+    )
+    n_basis = 5 + 3  # grid_size + spline_order
+    gemm = sum(2 * d_in * (n_basis + 1) * d_out for d_in, d_out in ((d, hidden), (hidden, d)))
+    per_token = item.flops / 3 / tokens
+    assert gemm <= per_token <= 1.5 * gemm
