@@ -1,0 +1,275 @@
+"""Fused causal self-attention for the CPU, float32, small heads: RoPE, causal softmax and the weighted sum in C.
+
+Why: at the sizes the study and the quick preset train (head dim 8-16, L 64-512), PyTorch's CPU
+``scaled_dot_product_attention`` spends most of its time on per-block overhead and on layout copies (the
+(B, L, 3, H, hd) -> (B, H, L, hd) transposes and RoPE's strided halves), not on the O(L^2 hd) arithmetic. One C
+pass per (batch, head) reads q, k, v straight from the qkv projection's (B, L, 3 d) output, rotates them, and
+writes y in the (B, L, d) layout the output projection reads.
+
+Maths (Vaswani et al. 2017, §3.2.1, causal; RoPE of Su et al. 2021, §3.4.2, pairs (x[2i], x[2i+1]) rotated by
+t theta_i): with Q = rot(q) / sqrt(hd) and K = rot(k), row i of the output is
+
+    s_j = <Q_i, K_j> (j <= i),  m = max_j s_j,  p_j = exp(s_j - m),  l = sum_j p_j,
+    y_i = sum_j p_j v_j / l,    lse_i = m + log l   (saved for the backward).
+
+Backward (FlashAttention's recomputation, Dao et al. 2022, Algorithm 4, one block per row): p_j = exp(s_j - lse_i)
+is recomputed from Q, K and lse, so no (L, L) matrix is stored; with dO = dy,
+
+    D_i = <dO_i, y_i>,  dp_j = <dO_i, v_j>,  ds_j = p_j (dp_j - D_i),
+    dQ_i = sum_j ds_j K_j,  dK_j += ds_j Q_i,  dV_j += p_j dO_i,
+    dq = rot^T(dQ) / sqrt(hd),  dk = rot^T(dK)   (rot^T: the rotation by -t theta_i).
+
+Work split: one item = (batch b, head h); items are independent (each owns its rows of dq, dk, dv), so threads
+take contiguous ranges of them and the result does not depend on the thread count. Within an item every sum runs
+in a fixed order. exp is the vectorisable polynomial of :data:`mamba_kan.ops.kernels.C_EXP` (relative error
+~1e-7); accuracy against a float64 evaluation of the same equations is tested (tests/test_attention_kernel.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+from torch import Tensor
+
+from mamba_kan.ops.kernels import C_EXP, load_kernel, run_rows
+
+__all__ = ["MAX_HEAD_DIM", "attention_backward", "attention_forward", "load_attention_kernels"]
+
+MAX_HEAD_DIM = 16  # above this, SDPA's blocked kernels are as fast or faster (measured in bench mixer, hd 32)
+
+_SOURCE = r"""
+/* Row-major (L, HD) and transposed (HD, L) copies of one head, rotated; x(t) points at element 0 of the head in
+   token t, consecutive tokens `stride` floats apart. */
+static void load_head(const float* restrict x, int64_t stride, int64_t L, const float* restrict cs,
+                      const float* restrict sn, float scale, int rotate, float* restrict rows,
+                      float* restrict cols)
+{
+    for (int64_t t = 0; t < L; ++t) {
+        const float* restrict xt = x + t * stride;
+        for (int i = 0; i < HD / 2; ++i) {
+            float a = xt[2 * i], b = xt[2 * i + 1], ra = a, rb = b;
+            if (rotate) {
+                const float c = cs[t * (HD / 2) + i], s = sn[t * (HD / 2) + i];
+                ra = a * c - b * s;
+                rb = a * s + b * c;
+            }
+            ra *= scale;
+            rb *= scale;
+            if (rows) {
+                rows[t * HD + 2 * i] = ra;
+                rows[t * HD + 2 * i + 1] = rb;
+            }
+            if (cols) {
+                cols[(2 * i) * L + t] = ra;
+                cols[(2 * i + 1) * L + t] = rb;
+            }
+        }
+    }
+}
+
+/* s[j] = <Q_i, K_j> for j < n (K given transposed, (HD, L)). */
+static inline void row_scores(const float* restrict qi, const float* restrict kt, int64_t L, int64_t n,
+                              float* restrict s)
+{
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) s[j] = qi[0] * kt[j];
+    for (int d = 1; d < HD; ++d) {
+        const float qd = qi[d];
+        const float* restrict kd = kt + d * L;
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) s[j] = fmaf(qd, kd[j], s[j]);
+    }
+}
+
+/* qkv: (B, L, 3, H, HD); cs, sn: (L, HD/2); y: (B, L, H, HD); lse: (B, H, L). Items [item0, item1) of B*H. */
+int attn_fwd(const float* qkv, const float* cs, const float* sn, float* y, float* lse, int64_t B, int64_t L,
+             int64_t H, int64_t item0, int64_t item1)
+{
+    const float scale = 1.0f / sqrtf((float)HD);
+    const int64_t stride = 3 * H * HD;
+    float* work = (float*)malloc(sizeof(float) * (size_t)(3 * L * HD + L));
+    if (!work) return -1;
+    float *Q = work, *Kt = Q + L * HD, *V = Kt + L * HD, *s = V + L * HD;
+    for (int64_t it = item0; it < item1; ++it) {
+        const int64_t b = it / H, h = it % H;
+        const float* base = qkv + b * L * stride + h * HD;
+        load_head(base, stride, L, cs, sn, scale, 1, Q, NULL);
+        load_head(base + H * HD, stride, L, cs, sn, 1.0f, 1, NULL, Kt);
+        load_head(base + 2 * H * HD, stride, L, cs, sn, 1.0f, 0, V, NULL);
+        for (int64_t i = 0; i < L; ++i) {
+            const int64_t n = i + 1;
+            row_scores(Q + i * HD, Kt, L, n, s);
+            float m = s[0];
+            for (int64_t j = 1; j < n; ++j) m = s[j] > m ? s[j] : m;
+            float l = 0.0f;
+#pragma omp simd reduction(+ : l)
+            for (int64_t j = 0; j < n; ++j) {
+                const float p = mk_exp(s[j] - m);
+                s[j] = p;
+                l += p;
+            }
+            float o[HD];
+            for (int d = 0; d < HD; ++d) o[d] = 0.0f;
+            for (int64_t j = 0; j < n; ++j) {
+                const float pj = s[j];
+#pragma omp simd
+                for (int d = 0; d < HD; ++d) o[d] = fmaf(pj, V[j * HD + d], o[d]);
+            }
+            const float inv = 1.0f / l;
+            float* restrict yi = y + ((b * L + i) * H + h) * HD;
+            for (int d = 0; d < HD; ++d) yi[d] = o[d] * inv;
+            lse[(b * H + h) * L + i] = m + logf(l);
+        }
+    }
+    free(work);
+    return 0;
+}
+
+/* Gradients of attn_fwd: gy (B, L, H, HD) -> gqkv (B, L, 3, H, HD), written. */
+int attn_bwd(const float* qkv, const float* cs, const float* sn, const float* y, const float* lse,
+             const float* gy, float* gqkv, int64_t B, int64_t L, int64_t H, int64_t item0, int64_t item1)
+{
+    const float scale = 1.0f / sqrtf((float)HD);
+    const int64_t stride = 3 * H * HD;
+    float* work = (float*)malloc(sizeof(float) * (size_t)(6 * L * HD + 2 * L));
+    if (!work) return -1;
+    float *Q = work, *K = Q + L * HD, *Kt = K + L * HD, *Vt = Kt + L * HD, *gKt = Vt + L * HD;
+    float *gVt = gKt + L * HD, *p = gVt + L * HD, *ds = p + L;
+    for (int64_t it = item0; it < item1; ++it) {
+        const int64_t b = it / H, h = it % H;
+        const float* base = qkv + b * L * stride + h * HD;
+        load_head(base, stride, L, cs, sn, scale, 1, Q, NULL);
+        load_head(base + H * HD, stride, L, cs, sn, 1.0f, 1, K, Kt);
+        load_head(base + 2 * H * HD, stride, L, cs, sn, 1.0f, 0, NULL, Vt);
+        memset(gKt, 0, sizeof(float) * (size_t)(2 * L * HD));
+        float* gbase = gqkv + b * L * stride + h * HD;
+        for (int64_t i = 0; i < L; ++i) {
+            const int64_t n = i + 1;
+            const float* restrict go = gy + ((b * L + i) * H + h) * HD;
+            const float* restrict yi = y + ((b * L + i) * H + h) * HD;
+            const float li = lse[(b * H + h) * L + i];
+            float Di = 0.0f;
+            for (int d = 0; d < HD; ++d) Di = fmaf(go[d], yi[d], Di);
+            row_scores(Q + i * HD, Kt, L, n, p);
+            row_scores(go, Vt, L, n, ds); /* dp_j = <dO_i, v_j> */
+#pragma omp simd
+            for (int64_t j = 0; j < n; ++j) {
+                const float pj = mk_exp(p[j] - li);
+                p[j] = pj;
+                ds[j] = pj * (ds[j] - Di);
+            }
+            float gq[HD];
+            for (int d = 0; d < HD; ++d) gq[d] = 0.0f;
+            for (int64_t j = 0; j < n; ++j) {
+                const float dsj = ds[j];
+#pragma omp simd
+                for (int d = 0; d < HD; ++d) gq[d] = fmaf(dsj, K[j * HD + d], gq[d]);
+            }
+            for (int d = 0; d < HD; ++d) {
+                const float qd = Q[i * HD + d], gd = go[d];
+                float* restrict gk = gKt + d * L;
+                float* restrict gv = gVt + d * L;
+#pragma omp simd
+                for (int64_t j = 0; j < n; ++j) {
+                    gk[j] = fmaf(ds[j], qd, gk[j]);
+                    gv[j] = fmaf(p[j], gd, gv[j]);
+                }
+            }
+            /* dq = rot^T(dQ) / sqrt(hd) */
+            float* restrict gqi = gbase + i * stride;
+            for (int c = 0; c < HD / 2; ++c) {
+                const float co = cs[i * (HD / 2) + c], si = sn[i * (HD / 2) + c];
+                const float a = gq[2 * c], bb = gq[2 * c + 1];
+                gqi[2 * c] = (a * co + bb * si) * scale;
+                gqi[2 * c + 1] = (bb * co - a * si) * scale;
+            }
+        }
+        for (int64_t t = 0; t < L; ++t) {
+            float* restrict gk = gbase + t * stride + H * HD;
+            float* restrict gv = gbase + t * stride + 2 * H * HD;
+            for (int c = 0; c < HD / 2; ++c) {
+                const float co = cs[t * (HD / 2) + c], si = sn[t * (HD / 2) + c];
+                const float a = gKt[(2 * c) * L + t], bb = gKt[(2 * c + 1) * L + t];
+                gk[2 * c] = a * co + bb * si;
+                gk[2 * c + 1] = bb * co - a * si;
+            }
+            for (int d = 0; d < HD; ++d) gv[d] = gVt[d * L + t];
+        }
+    }
+    free(work);
+    return 0;
+}
+"""
+
+# -ffp-contract=fast: fuse the remaining multiply-adds (-std=c99 alone turns contraction off)
+EXTRA_FLAGS = ("-ffp-contract=fast",)
+_P, _I = ctypes.c_void_p, ctypes.c_int64
+_SIGNATURES = {
+    "attn_fwd": ([_P] * 5 + [_I] * 5, ctypes.c_int),
+    "attn_bwd": ([_P] * 7 + [_I] * 5, ctypes.c_int),
+}
+
+
+def attention_source(head_dim: int) -> str:
+    """C source of the forward and backward kernels for one (even) head dimension."""
+    return f"#define HD {int(head_dim)}\n" + C_EXP + _SOURCE
+
+
+def load_attention_kernels(head_dim: int) -> ctypes.CDLL | None:
+    """The compiled kernels for this head dimension (even, <= :data:`MAX_HEAD_DIM`), or None when unavailable
+    (no compiler, build error, ``MAMBA_KAN_KERNELS=0``) or the head dimension is out of the kernels' range."""
+    if head_dim % 2 or not 2 <= head_dim <= MAX_HEAD_DIM:
+        return None
+    return load_kernel(f"attn_hd{int(head_dim)}", attention_source(head_dim), EXTRA_FLAGS, _SIGNATURES)
+
+
+def _check(status: int) -> None:
+    if status != 0:
+        raise MemoryError("the fused attention kernel could not allocate its per-thread buffers")
+
+
+def _work(length: int, head_dim: int) -> int:
+    """Multiply-adds per item (row_elems for run_rows' split): about L^2 / 2 rows x hd."""
+    return max(1, length * (length + 1) // 2 * head_dim)
+
+
+def attention_forward(
+    kernels: ctypes.CDLL, qkv: Tensor, cos: Tensor, sin: Tensor, n_heads: int
+) -> tuple[Tensor, Tensor]:
+    """(y (B, L, d), lse (B, H, L)) for qkv (B, L, 3 d) contiguous float32 and RoPE tables (L, hd / 2)."""
+    bsz, length, three_d = qkv.shape
+    d = three_d // 3
+    y = torch.empty(bsz, length, d, dtype=qkv.dtype)
+    lse = torch.empty(bsz, n_heads, length, dtype=qkv.dtype)
+    args = [t.data_ptr() for t in (qkv, cos, sin, y, lse)]
+
+    def part(i0: int, i1: int, _k: int) -> None:
+        _check(kernels.attn_fwd(*args, bsz, length, n_heads, i0, i1))
+
+    if length > 0:
+        run_rows(part, bsz * n_heads, _work(length, d // n_heads))
+    return y, lse
+
+
+def attention_backward(
+    kernels: ctypes.CDLL,
+    qkv: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    y: Tensor,
+    lse: Tensor,
+    gy: Tensor,
+    n_heads: int,
+) -> Tensor:
+    """d loss / d qkv (B, L, 3 d) for the output gradient ``gy`` (B, L, d) of :func:`attention_forward`."""
+    bsz, length, _ = qkv.shape
+    gqkv = torch.empty_like(qkv)
+    args = [t.data_ptr() for t in (qkv, cos, sin, y, lse, gy, gqkv)]
+
+    def part(i0: int, i1: int, _k: int) -> None:
+        _check(kernels.attn_bwd(*args, bsz, length, n_heads, i0, i1))
+
+    if length > 0:
+        run_rows(part, bsz * n_heads, _work(length, qkv.shape[-1] // 3 // n_heads))
+    return gqkv
