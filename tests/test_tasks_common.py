@@ -234,3 +234,24 @@ def test_describe_is_json_ready_and_names_the_task(family):
     info = json.loads(json.dumps(task.describe()))
     assert info["name"] == task.name and info["seed"] == 7
     assert task.name.startswith(family + "/") and task.tokens_per_sample >= 1
+
+
+def test_masked_token_loss_is_the_mean_nll_over_the_scored_positions_only():
+    """Reference: float64 -log softmax at the target, averaged over the masked-in positions by a plain loop; the
+    unscored positions (whatever their target value) get no gradient."""
+    from mamba_kan.tasks.base import default_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 9, 11, generator=g, requires_grad=True)
+    targets = torch.randint(0, 11, (3, 9), generator=g)
+    mask = torch.rand(3, 9, generator=g) > 0.4
+    targets[~mask] = -1  # a padding value the unscored positions may carry
+    loss = default_loss(
+        NextTokenOutput(11), logits, Batch(torch.zeros(3, 9, dtype=torch.long), targets, mask)
+    )
+    logp = logits.detach().double().log_softmax(-1)
+    terms = [-logp[b, t, targets[b, t]].item() for b in range(3) for t in range(9) if mask[b, t]]
+    assert loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-6)
+    loss.backward()
+    assert torch.count_nonzero(logits.grad[~mask]) == 0
+    assert torch.count_nonzero(logits.grad[mask]) == mask.sum() * 11

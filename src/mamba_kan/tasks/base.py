@@ -167,14 +167,20 @@ class Task(ABC):
         return metrics
 
 
+IGNORE_INDEX = -100  # torch's default ignore_index of cross_entropy
+
+
 def default_loss(spec: OutputSpec, output: Tensor, batch: Batch) -> Tensor:
     if isinstance(spec, NextTokenOutput):
         logits = output.reshape(-1, output.shape[-1])
         targets = batch.targets.reshape(-1)
         if batch.mask is None:
             return F.cross_entropy(logits, targets)
-        mask = batch.mask.reshape(-1)
-        return F.cross_entropy(logits[mask], targets[mask])
+        # unscored positions get the ignore index rather than being cut out with logits[mask]: the same mean over
+        # the scored positions, without the gather of the logits and the zero-filled scatter of its backward
+        # (~3 ms of a 30 ms quick language step)
+        ignored = targets.masked_fill(~batch.mask.reshape(-1), IGNORE_INDEX)
+        return F.cross_entropy(logits, ignored, ignore_index=IGNORE_INDEX)
     return F.mse_loss(output, batch.targets.float())
 
 
