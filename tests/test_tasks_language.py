@@ -230,3 +230,15 @@ def test_bad_synthetic_settings_are_user_errors():
         make_task("language", 0, alphabet=300)
     with pytest.raises(UserError, match="contexts exceeds"):
         make_task("language", 0, alphabet=256, order=4)
+
+
+def test_every_sampled_symbol_is_a_successor_of_its_context_in_the_documented_numbering():
+    """A plain loop over the sample: context id = base-alphabet number of the last ``order`` symbol indices,
+    oldest most significant; each next symbol must be one of that context's ``successors``."""
+    source = MarkovSource(2, 6, 3, 1.0, source_seed=5)
+    seqs = source.sample(make_rng(2, "walk"), 5, 300)
+    index = {int(s): i for i, s in enumerate(source.symbols)}
+    for row in seqs.tolist():
+        for t in range(2, len(row)):
+            ctx = index[row[t - 2]] * 6 + index[row[t - 1]]
+            assert index[row[t]] in source.successors[ctx].tolist()

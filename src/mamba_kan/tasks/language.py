@@ -138,12 +138,27 @@ class MarkovSource:
         ranks = np.searchsorted(self._cdf, rng.random((batch, steps)), side="right")
         ranks = np.minimum(ranks, self.branching - 1)
         ctx = rng.integers(0, self.n_contexts, size=batch)
-        out = np.empty((batch, steps), dtype=np.int64)
+        # One add and one gather per step: the walk runs on cur = context id x branching, through the table
+        # cur' = next_context[cur + rank] of next context ids x branching; the symbol emitted at a step is the last
+        # (least significant) digit of the context it leads to. Same sequence as stepping ctx and successors.
+        table = self._next_context_table()
+        cur = ctx * self.branching
+        ranks = np.ascontiguousarray(ranks.T)  # (steps, batch): one contiguous row per step
+        out = np.empty((steps, batch), dtype=np.int64)
         for t in range(steps):
-            sym = self.successors[ctx, ranks[:, t]]
-            out[:, t] = sym
-            ctx = (ctx * self.alphabet + sym) % self.n_contexts
-        return self.symbols[out[:, SYNTHETIC_BURN_IN:]]
+            cur = table[cur + ranks[t]]
+            out[t] = cur
+        sym = (out[SYNTHETIC_BURN_IN:].T // self.branching) % self.alphabet
+        return self.symbols[sym]
+
+    def _next_context_table(self) -> np.ndarray:
+        """(n_contexts x branching,) int64: entry ctx x branching + rank = the context id after emitting the rank's
+        successor of ctx, times branching. Built once per source."""
+        if getattr(self, "_next_table", None) is None:
+            ctx = np.arange(self.n_contexts, dtype=np.int64)[:, None]
+            nxt = (ctx * self.alphabet + self.successors) % self.n_contexts
+            self._next_table = (nxt * self.branching).reshape(-1)
+        return self._next_table
 
     def log_prob_targets(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """log p(targets[:, t] | the ``order`` bytes ending at inputs[:, t]) under the source, (B, L) float64.
