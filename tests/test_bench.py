@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from mamba_kan.bench.items import Item, matched_ffn_widths
+from mamba_kan.bench.items import Item, build_item, matched_ffn_widths
 from mamba_kan.bench.measure import peak_memory, time_group
 from mamba_kan.bench.runner import _evaluate
 from mamba_kan.bench.suites import Comparison
@@ -108,6 +108,10 @@ def test_cli_bench_tiny_runs_every_suite_and_writes_json(tmp_path, capsys):
     names = {it["name"] for it in result["suites"]["model"]["items"]}
     assert names == {"mlp_transformer", "bspline_transformer", "kan_transformer", "mlp_mamba", "bspline_mamba",
                      "kan_mamba"}  # fmt: skip
+    groups = {(it["name"], it["group"]) for it in result["suites"]["model"]["items"]}
+    assert groups == {(n, g) for n in names for g in ("train step", "reference step")}
+    labels = {c["label"] for c in result["suites"]["model"]["comparisons"]}
+    assert {f"{n} step speed-up over the reference step" for n in names} <= labels
     assert result["suites"]["model"]["loop_overhead"]["value"] is not None
     assert "### ffn" in md.read_text()
     assert "ratios measured in this run" in capsys.readouterr().out
@@ -149,3 +153,37 @@ def test_kan_item_flops_count_the_executed_gemms_not_per_edge_spline_evaluations
     gemm = sum(2 * d_in * (n_basis + 1) * d_out for d_in, d_out in ((d, hidden), (hidden, d)))
     per_token = item.flops / 3 / tokens
     assert gemm <= per_token <= 1.5 * gemm
+
+
+def test_reference_step_runs_the_frozen_earlier_pieces_and_trains_the_same_model():
+    """The reference step differs from the training step only in the frozen pieces (SDPA attention, boolean-mask
+    loss, foreach AdamW, NaN fill): same model, same batch, losses equal to float32 rounding."""
+    from mamba_kan.bench import reference_step as ref
+    from mamba_kan.modules.attention import CausalSelfAttention
+
+    spec = {"kind": "model", "variant": "kan_transformer", "task": "language", "task_options": {"context": 16},
+            "batch_size": 4, "model_cfg": {"d_model": 16, "n_layers": 1, "n_heads": 2, "ref_hidden": 64}}  # fmt: skip
+    items = [build_item({**spec, "reference": r}, torch.device("cpu")) for r in (False, True)]
+    assert [it.group for it in items] == ["train step", "reference step"] and items[0].params == items[
+        1
+    ].params
+    models = [next(c.cell_contents for c in it.step.__closure__ if isinstance(c.cell_contents, torch.nn.Module))
+              for it in items]  # fmt: skip
+    attn = [m for m in models[1].modules() if isinstance(m, CausalSelfAttention)]
+    assert attn and all(m.forward.__func__ is ref._reference_attention_forward for m in attn)
+    models[1].load_state_dict(models[0].state_dict())
+    x = torch.randint(0, 256, (2, 16))
+    torch.testing.assert_close(models[1](x), models[0](x), atol=2e-5, rtol=1e-5)  # SDPA vs the fused kernel
+    from mamba_kan.tasks import make_task
+
+    task = make_task("language", seed=0, context=16)
+    batch = task.train_batch(0, 3)
+    assert batch.mask is not None and not batch.mask.all()
+    out = models[0](batch.inputs)
+    torch.testing.assert_close(ref.reference_loss(task)(out, batch), task.loss(out, batch))
+    fills = []
+    with ref.reference_settings():
+        fills.append(torch.utils.deterministic.fill_uninitialized_memory)
+    assert fills == [True]
+    for it in items:
+        it.step()  # both run a full step (optimizer included) without error

@@ -14,7 +14,9 @@ An item is rebuilt from a small JSON-able ``spec`` (so a fresh process can rebui
   must move (:func:`scan_bytes_moved`), so scan time / copy time is the distance from the memory roofline.
 * ``{"kind": "model", "variant", "task", "task_options", "batch_size", "model_cfg"}`` - one training step of a
   parameter-matched variant: forward, task loss, backward, gradient clipping, AdamW step (the training loop's
-  optimizer), as in ``mamba_kan.training``.
+  optimizer), as in ``mamba_kan.training``. With ``"reference": true``, the same model's step as the loop ran it
+  before the performance issue's small-step work (:mod:`mamba_kan.bench.reference_step`), group
+  ``reference step``.
 
 FLOPs of a step are 3 x the forward FLOPs (backward = 2 x forward for matmuls, the usual 6N convention), with
 the forward FLOPs from each module's ``flops_per_token`` in the ``implementation`` count: the work the code
@@ -326,21 +328,33 @@ def _build_model(spec: dict[str, Any], device: torch.device, precision: str) -> 
         variant, ModelConfig.from_dict(dict(spec["model_cfg"])), task.input_spec, task.output_spec, seq_len
     ).to(device)
     cfg = TrainConfig(model=variant, batch_size=batch_size)  # the training loop's optimizer defaults
-    optimizer = build_optimizer(model, cfg, device)
+    reference = bool(spec.get("reference", False))
+    settings: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    loss_fn = task.loss
+    if reference:  # the frozen earlier step (mamba_kan.bench.reference_step)
+        from mamba_kan.bench import reference_step as ref
+
+        ref.use_reference_attention(model)
+        loss_fn, settings = ref.reference_loss(task), ref.reference_settings
+        optimizer = ref.reference_optimizer(model.optimizer_groups(cfg.weight_decay), cfg.lr,
+                                            (cfg.beta1, cfg.beta2), cfg.adam_eps, cfg.weight_decay, device)  # fmt: skip
+    else:
+        optimizer = build_optimizer(model, cfg, device)
 
     def step() -> None:
-        with _autocast(device, precision):
-            out = model(batch.inputs)
-        loss = task.loss(out, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        with settings():
+            with _autocast(device, precision):
+                out = model(batch.inputs)
+            loss = loss_fn(out, batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
     tokens = batch_size * task.tokens_per_sample
     return Item(
         name=variant,
-        group="train step",
+        group="reference step" if reference else "train step",
         spec=spec,
         step=step,
         flops=TRAIN_FLOPS_FACTOR * model.flops_per_token(seq_len, EXECUTED) * tokens,

@@ -204,7 +204,7 @@ def build_key(spec: dict[str, Any]) -> str:
         return f"{spec['ffn']} [d_model={spec['d_model']}]"
     if spec["kind"] == "mixer":
         return f"{spec['mixer']} [L={spec['seq_len']}]"
-    return f"{spec['variant']} [train step]"
+    return f"{spec['variant']} [{'reference step' if spec.get('reference') else 'train step'}]"
 
 
 def loop_overhead(cfg: BenchConfig, device: torch.device, rounds: int = 3) -> dict[str, Any]:

@@ -1,0 +1,86 @@
+"""The reference training step of the model suite: a frozen copy of the step as training ran it before the
+small-step work of the performance issue (issue 14), so "steps per second against the earlier loop" is measured
+side by side in one run instead of against numbers from another day.
+
+What is frozen (each piece exactly as it was; everything else - the model's modules, the spline and scan
+kernels, the batch - is shared with the current step, so improvements there count in neither):
+
+* attention: RoPE tables recomputed on every call and ``scaled_dot_product_attention`` on the (B, H, L, hd)
+  views (now: cached tables and, on CPU float32 with heads up to 16 wide, the fused C kernel);
+* the token loss: scored positions cut out with boolean-mask indexing (now: cross_entropy's ignore index);
+* the optimizer: ``torch.optim.AdamW(foreach=True)`` on CPU (now: the fused CPU AdamW);
+* deterministic mode's NaN fill of fresh buffers on (now: off in training; values unchanged).
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mamba_kan.io_spec import NextTokenOutput
+from mamba_kan.modules.attention import CausalSelfAttention
+from mamba_kan.ops.attention import apply_rope
+from mamba_kan.tasks.base import Batch, Task
+
+__all__ = ["reference_loss", "reference_optimizer", "reference_settings", "use_reference_attention"]
+
+
+def _rope_cos_sin_uncached(seq_len: int, head_dim: int, device, dtype, base: float = 10000.0):
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    angles = torch.arange(seq_len, device=device, dtype=torch.float32).unsqueeze(-1) * inv_freq
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def _reference_attention_forward(self: CausalSelfAttention, x: Tensor) -> Tensor:
+    b, length, d = x.shape
+    q, k, v = self.qkv(x).split(d, dim=-1)
+    q, k, v = (t.view(b, length, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+    cos, sin = _rope_cos_sin_uncached(length, self.head_dim, x.device, q.dtype)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return self.out_proj(y.transpose(1, 2).reshape(b, length, d))
+
+
+def use_reference_attention(model: nn.Module) -> int:
+    """Make every attention mixer of ``model`` run the frozen forward; returns how many were switched."""
+    n = 0
+    for module in model.modules():
+        if isinstance(module, CausalSelfAttention):
+            module.forward = types.MethodType(_reference_attention_forward, module)  # type: ignore[method-assign]
+            n += 1
+    return n
+
+
+def reference_loss(task: Task) -> Callable[[Tensor, Batch], Tensor]:
+    """The task's loss, except that a masked next-token loss is computed on the boolean-indexed scored positions."""
+
+    def loss(output: Tensor, batch: Batch) -> Tensor:
+        if batch.mask is None or not isinstance(task.output_spec, NextTokenOutput):
+            return task.loss(output, batch)
+        logits = output.float().reshape(-1, output.shape[-1])
+        mask = batch.mask.reshape(-1)
+        return F.cross_entropy(logits[mask], batch.targets.reshape(-1)[mask])
+
+    return loss
+
+
+def reference_optimizer(groups: list[dict], lr: float, betas: tuple[float, float], eps: float, weight_decay: float,
+                        device: torch.device) -> torch.optim.AdamW:  # fmt: skip
+    extra = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **extra)
+
+
+@contextmanager
+def reference_settings() -> Iterator[None]:
+    """Deterministic mode's NaN fill of uninitialised memory on, for the duration of one reference step."""
+    prev = torch.utils.deterministic.fill_uninitialized_memory
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        torch.utils.deterministic.fill_uninitialized_memory = prev
