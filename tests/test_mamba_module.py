@@ -9,7 +9,8 @@ from mambapy.mamba import MambaBlock, MambaConfig
 from torch.utils.flop_counter import FlopCounterMode
 
 from mamba_kan.models.config import ModelConfig
-from mamba_kan.modules.mamba import Mamba, causal_depthwise_conv
+from mamba_kan.modules.mamba import Mamba, causal_conv_silu, causal_depthwise_conv
+from mamba_kan.ops.conv_kernel import load_conv_kernels
 
 
 def pair(d_model=32, **sizes):
@@ -180,3 +181,55 @@ def test_bfloat16_autocast_stays_close_to_float32():
             y = layer(x)
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), ref, rtol=0.05, atol=0.05 * ref.abs().max().item())
+
+
+@pytest.mark.skipif(load_conv_kernels() is None, reason="no C compiler: the fused conv kernel cannot build")
+@pytest.mark.parametrize(
+    ("L", "bsz", "d", "K"), [(11, 3, 5, 4), (2, 2, 16, 4), (130, 4, 67, 3), (40, 1, 8, 1)]
+)
+def test_fused_conv_silu_matches_float64_conv1d_then_silu(L, bsz, d, K):
+    """The fused C conv + SiLU (float32) against torch's float64 Conv1d and SiLU: outputs and all gradients;
+    channel counts off the 8-lane blocks, kernels longer than the sequence."""
+    g = torch.Generator().manual_seed(L)
+    x = torch.randn(L, bsz, d, generator=g, requires_grad=True)
+    w = torch.randn(d, K, generator=g, requires_grad=True)
+    b = torch.randn(d, generator=g, requires_grad=True)
+    gy = torch.randn(L, bsz, d, generator=g)
+    y = causal_conv_silu(x, w, b)
+    grads = torch.autograd.grad((y * gy).sum(), [x, w, b])
+    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
+    pre = F.conv1d(x64.permute(1, 2, 0), w64[:, None, :], b64, padding=K - 1, groups=d)[..., :L].permute(
+        2, 0, 1
+    )
+    y_ref = F.silu(pre)
+    grads_ref = torch.autograd.grad((y_ref * gy.double()).sum(), [x64, w64, b64])
+    torch.testing.assert_close(y.double(), y_ref, atol=2e-6, rtol=2e-6)
+    for got, ref in zip(grads, grads_ref):
+        torch.testing.assert_close(got.double(), ref, atol=2e-5 * max(1.0, ref.abs().max().item()), rtol=1e-5)
+
+
+@pytest.mark.skipif(load_conv_kernels() is None, reason="no C compiler: the fused conv kernel cannot build")
+def test_fused_conv_silu_does_not_depend_on_the_thread_count_and_falls_back_off_float32(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    x, w, b = (
+        torch.randn(300, 8, 64, generator=g),
+        torch.randn(64, 4, generator=g),
+        torch.randn(64, generator=g),
+    )
+    gy = torch.randn(300, 8, 64, generator=g)
+    old, out = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            xs, ws, bs = (t.clone().requires_grad_() for t in (x, w, b))
+            y = causal_conv_silu(xs, ws, bs)
+            out.append((y.detach(), *torch.autograd.grad((y * gy).sum(), [xs, ws, bs])))
+    finally:
+        torch.set_num_threads(old)
+    assert all(torch.equal(a, c) for a, c in zip(*out))
+    # float64, the switch off, and fused=False all run the PyTorch ops
+    ref = F.silu(causal_depthwise_conv(x.double(), w.double(), b.double()))
+    torch.testing.assert_close(causal_conv_silu(x.double(), w.double(), b.double()), ref)
+    torch.testing.assert_close(causal_conv_silu(x, w, b, fused=False).double(), ref, atol=2e-6, rtol=2e-6)
+    monkeypatch.setenv("MAMBA_KAN_KERNELS", "0")
+    assert load_conv_kernels() is None

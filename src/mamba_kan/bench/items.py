@@ -334,7 +334,7 @@ def _build_model(spec: dict[str, Any], device: torch.device, precision: str) -> 
     if reference:  # the frozen earlier step (mamba_kan.bench.reference_step)
         from mamba_kan.bench import reference_step as ref
 
-        ref.use_reference_attention(model)
+        ref.use_reference_mixers(model)
         loss_fn, settings = ref.reference_loss(task), ref.reference_settings
         optimizer = ref.reference_optimizer(model.optimizer_groups(cfg.weight_decay), cfg.lr,
                                             (cfg.beta1, cfg.beta2), cfg.adam_eps, cfg.weight_decay, device)  # fmt: skip

@@ -7,6 +7,8 @@ kernels, the batch - is shared with the current step, so improvements there coun
 
 * attention: RoPE tables recomputed on every call and ``scaled_dot_product_attention`` on the (B, H, L, hd)
   views (now: cached tables and, on CPU float32 with heads up to 16 wide, the fused C kernel);
+* Mamba's short convolution: K shifted multiply-adds and a SiLU in PyTorch (now: one fused C pass on CPU
+  float32);
 * the token loss: scored positions cut out with boolean-mask indexing (now: cross_entropy's ignore index);
 * the optimizer: ``torch.optim.AdamW(foreach=True)`` on CPU (now: the fused CPU AdamW);
 * deterministic mode's NaN fill of fresh buffers on (now: off in training; values unchanged).
@@ -24,10 +26,11 @@ from torch import Tensor, nn
 
 from mamba_kan.io_spec import NextTokenOutput
 from mamba_kan.modules.attention import CausalSelfAttention
+from mamba_kan.modules.mamba import Mamba
 from mamba_kan.ops.attention import apply_rope
 from mamba_kan.tasks.base import Batch, Task
 
-__all__ = ["reference_loss", "reference_optimizer", "reference_settings", "use_reference_attention"]
+__all__ = ["reference_loss", "reference_optimizer", "reference_settings", "use_reference_mixers"]
 
 
 def _rope_cos_sin_uncached(seq_len: int, head_dim: int, device, dtype, base: float = 10000.0):
@@ -46,12 +49,16 @@ def _reference_attention_forward(self: CausalSelfAttention, x: Tensor) -> Tensor
     return self.out_proj(y.transpose(1, 2).reshape(b, length, d))
 
 
-def use_reference_attention(model: nn.Module) -> int:
-    """Make every attention mixer of ``model`` run the frozen forward; returns how many were switched."""
+def use_reference_mixers(model: nn.Module) -> int:
+    """Make every attention mixer of ``model`` run the frozen forward and every Mamba mixer its PyTorch conv;
+    returns how many mixers were switched."""
     n = 0
     for module in model.modules():
         if isinstance(module, CausalSelfAttention):
             module.forward = types.MethodType(_reference_attention_forward, module)  # type: ignore[method-assign]
+            n += 1
+        elif isinstance(module, Mamba):
+            module.fused_conv = False
             n += 1
     return n
 

@@ -262,7 +262,7 @@ def model_plan(sizes: Sizes, judge: bool) -> SuitePlan:
     notes = [
         f"task {task} {options}, batch {batch}, model {model_cfg} ({size})",
         "reference step: the same model's step as the loop ran it before the small-step work "
-        "(mamba_kan.bench.reference_step: SDPA attention with per-call RoPE tables, boolean-mask token loss, "
+        "(mamba_kan.bench.reference_step: SDPA attention with per-call RoPE tables, PyTorch conv + SiLU in Mamba, boolean-mask token loss, "
         "foreach AdamW, deterministic NaN fill on); speed-up = reference step time / train step time",
     ]
     return SuitePlan("model", [specs], comps, notes)

@@ -21,6 +21,8 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from mamba_kan.models.config import ModelConfig
+from mamba_kan.ops.conv_kernel import conv_silu_backward, conv_silu_forward, load_conv_kernels
+from mamba_kan.ops.kernels import cpu_float32
 from mamba_kan.ops.selective_scan import selective_scan
 
 # Forward FLOPs per (token, channel, state) of the scan: 9, the count in VMamba's flops_selective_scan_fn (after
@@ -71,6 +73,32 @@ def causal_depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return _CausalDepthwiseConv.apply(x, weight, bias)
 
 
+class _FusedConvSilu(torch.autograd.Function):
+    """silu(causal depthwise conv(x)) in generated C (:mod:`mamba_kan.ops.conv_kernel`); saves only x."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, kernels) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, weight, bias)
+        ctx.kernels = kernels
+        return conv_silu_forward(kernels, x, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy: Tensor):  # type: ignore[override]
+        x, weight, bias = ctx.saved_tensors
+        gx, gw, gb = conv_silu_backward(ctx.kernels, x, weight, bias, gy.contiguous())
+        return gx, gw, gb, None
+
+
+def causal_conv_silu(x: Tensor, weight: Tensor, bias: Tensor, fused: bool = True) -> Tensor:
+    """silu(causal_depthwise_conv(x, weight, bias)): one fused C pass per direction on CPU float32 (autocast off)
+    when the kernel builds; else the PyTorch ops. x: (L, batch, d) -> (L, batch, d)."""
+    kernels = load_conv_kernels() if fused and cpu_float32(x) and weight.dtype == torch.float32 else None
+    if kernels is not None:
+        return _FusedConvSilu.apply(x.contiguous(), weight.contiguous(), bias.contiguous(), kernels)
+    return F.silu(causal_depthwise_conv(x, weight, bias))
+
+
 class Mamba(nn.Module):
     """Mamba-1 selective-SSM mixer: (batch, L, d_model) -> (batch, L, d_model), causal.
 
@@ -102,6 +130,8 @@ class Mamba(nn.Module):
         self.A_log = nn.Parameter(torch.log(a_init))  # (d_inner, N)
         self.D = nn.Parameter(torch.ones(self.d_inner))
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+        # conv + SiLU as one C kernel where it applies (CPU float32; see causal_conv_silu); False: PyTorch ops
+        self.fused_conv = True
         self._init_dt(cfg.dt_min, cfg.dt_max, cfg.dt_init_floor)
 
     def _init_dt(self, dt_min: float, dt_max: float, dt_init_floor: float) -> None:
@@ -129,7 +159,7 @@ class Mamba(nn.Module):
         # reusable block, so every step would pay fresh page faults for it and its gradient: 21 ms, measured)
         w_x, w_z = self.in_proj.weight.chunk(2, dim=0)
         x, z = F.linear(h, w_x), F.linear(h, w_z)  # (L, batch, d_inner) each
-        x = F.silu(causal_depthwise_conv(x, self.conv1d.weight[:, 0, :], self.conv1d.bias))
+        x = causal_conv_silu(x, self.conv1d.weight[:, 0, :], self.conv1d.bias, fused=self.fused_conv)
         x_dbl = self.x_proj(x)  # (L, batch, dt_rank + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)  # (L, batch, d_inner); bias and softplus inside the scan
