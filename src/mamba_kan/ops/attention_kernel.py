@@ -68,18 +68,55 @@ static void load_head(const float* restrict x, int64_t stride, int64_t L, const 
     }
 }
 
-/* s[j] = <Q_i, K_j> for j < n (K given transposed, (HD, L)). */
+/* s[j] = <Q_i, K_j> for j < n (K given transposed, (HD, L)): blocks of 8 keys, the HD products of a block
+   accumulated in one register and stored once. */
 static inline void row_scores(const float* restrict qi, const float* restrict kt, int64_t L, int64_t n,
                               float* restrict s)
 {
+    int64_t j0 = 0;
+    for (; j0 + 8 <= n; j0 += 8) {
+        float acc[8];
 #pragma omp simd
-    for (int64_t j = 0; j < n; ++j) s[j] = qi[0] * kt[j];
-    for (int d = 1; d < HD; ++d) {
-        const float qd = qi[d];
-        const float* restrict kd = kt + d * L;
+        for (int jj = 0; jj < 8; ++jj) acc[jj] = qi[0] * kt[j0 + jj];
+        for (int d = 1; d < HD; ++d) {
+            const float qd = qi[d];
 #pragma omp simd
-        for (int64_t j = 0; j < n; ++j) s[j] = fmaf(qd, kd[j], s[j]);
+            for (int jj = 0; jj < 8; ++jj) acc[jj] = fmaf(qd, kt[d * L + j0 + jj], acc[jj]);
+        }
+#pragma omp simd
+        for (int jj = 0; jj < 8; ++jj) s[j0 + jj] = acc[jj];
     }
+    for (int64_t j = j0; j < n; ++j) {
+        float acc = qi[0] * kt[j];
+        for (int d = 1; d < HD; ++d) acc = fmaf(qi[d], kt[d * L + j], acc);
+        s[j] = acc;
+    }
+}
+
+/* out[d] = sum_{j < n} w[j] rows[j][d] for rows (n, HD): four partial sums (j mod 4), so the FMA chains are four
+   independent ones of n / 4 instead of one of n. */
+static inline void weighted_rows(const float* restrict w, const float* restrict rows, int64_t n,
+                                 float* restrict out)
+{
+    float a0[HD], a1[HD], a2[HD], a3[HD];
+    for (int d = 0; d < HD; ++d) a0[d] = a1[d] = a2[d] = a3[d] = 0.0f;
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const float w0 = w[j], w1 = w[j + 1], w2 = w[j + 2], w3 = w[j + 3];
+        const float* restrict r = rows + j * HD;
+#pragma omp simd
+        for (int d = 0; d < HD; ++d) {
+            a0[d] = fmaf(w0, r[d], a0[d]);
+            a1[d] = fmaf(w1, r[HD + d], a1[d]);
+            a2[d] = fmaf(w2, r[2 * HD + d], a2[d]);
+            a3[d] = fmaf(w3, r[3 * HD + d], a3[d]);
+        }
+    }
+    for (; j < n; ++j)
+#pragma omp simd
+        for (int d = 0; d < HD; ++d) a0[d] = fmaf(w[j], rows[j * HD + d], a0[d]);
+#pragma omp simd
+    for (int d = 0; d < HD; ++d) out[d] = (a0[d] + a1[d]) + (a2[d] + a3[d]);
 }
 
 /* qkv: (B, L, 3, H, HD); cs, sn: (L, HD/2); y: (B, L, H, HD); lse: (B, H, L). Items [item0, item1) of B*H. */
@@ -101,6 +138,7 @@ int attn_fwd(const float* qkv, const float* cs, const float* sn, float* y, float
             const int64_t n = i + 1;
             row_scores(Q + i * HD, Kt, L, n, s);
             float m = s[0];
+#pragma omp simd reduction(max : m)
             for (int64_t j = 1; j < n; ++j) m = s[j] > m ? s[j] : m;
             float l = 0.0f;
 #pragma omp simd reduction(+ : l)
@@ -110,12 +148,7 @@ int attn_fwd(const float* qkv, const float* cs, const float* sn, float* y, float
                 l += p;
             }
             float o[HD];
-            for (int d = 0; d < HD; ++d) o[d] = 0.0f;
-            for (int64_t j = 0; j < n; ++j) {
-                const float pj = s[j];
-#pragma omp simd
-                for (int d = 0; d < HD; ++d) o[d] = fmaf(pj, V[j * HD + d], o[d]);
-            }
+            weighted_rows(s, V, n, o);
             const float inv = 1.0f / l;
             float* restrict yi = y + ((b * L + i) * H + h) * HD;
             for (int d = 0; d < HD; ++d) yi[d] = o[d] * inv;
@@ -160,12 +193,7 @@ int attn_bwd(const float* qkv, const float* cs, const float* sn, const float* y,
                 ds[j] = pj * (ds[j] - Di);
             }
             float gq[HD];
-            for (int d = 0; d < HD; ++d) gq[d] = 0.0f;
-            for (int64_t j = 0; j < n; ++j) {
-                const float dsj = ds[j];
-#pragma omp simd
-                for (int d = 0; d < HD; ++d) gq[d] = fmaf(dsj, K[j * HD + d], gq[d]);
-            }
+            weighted_rows(ds, K, n, gq);
             for (int d = 0; d < HD; ++d) {
                 const float qd = Q[i * HD + d], gd = go[d];
                 float* restrict gk = gKt + d * L;
