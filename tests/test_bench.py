@@ -156,10 +156,12 @@ def test_kan_item_flops_count_the_executed_gemms_not_per_edge_spline_evaluations
 
 
 def test_reference_step_runs_the_frozen_earlier_pieces_and_trains_the_same_model():
-    """The reference step differs from the training step only in the frozen pieces (SDPA attention, boolean-mask
-    loss, foreach AdamW, NaN fill): same model, same batch, losses equal to float32 rounding."""
+    """The reference step differs from the training step only in the frozen pieces (SDPA attention, the PyTorch
+    scan and conv, boolean-mask loss, torch's default CPU AdamW, NaN fill): same model, same batch, outputs and
+    losses equal to float32 rounding."""
     from mamba_kan.bench import reference_step as ref
     from mamba_kan.modules.attention import CausalSelfAttention
+    from mamba_kan.modules.mamba import Mamba
 
     spec = {"kind": "model", "variant": "kan_transformer", "task": "language", "task_options": {"context": 16},
             "batch_size": 4, "model_cfg": {"d_model": 16, "n_layers": 1, "n_heads": 2, "ref_hidden": 64}}  # fmt: skip
@@ -174,6 +176,19 @@ def test_reference_step_runs_the_frozen_earlier_pieces_and_trains_the_same_model
     models[1].load_state_dict(models[0].state_dict())
     x = torch.randint(0, 256, (2, 16))
     torch.testing.assert_close(models[1](x), models[0](x), atol=2e-5, rtol=1e-5)  # SDPA vs the fused kernel
+    mamba_items = [build_item({**spec, "variant": "mlp_mamba", "reference": r}, torch.device("cpu"))
+                   for r in (False, True)]  # fmt: skip
+    mambas = [next(c.cell_contents for c in it.step.__closure__ if isinstance(c.cell_contents, torch.nn.Module))
+              for it in mamba_items]  # fmt: skip
+    layers = [m for m in mambas[1].modules() if isinstance(m, Mamba)]
+    assert layers and all(not m.fused_scan and not m.fused_conv for m in layers)
+    mambas[1].load_state_dict(mambas[0].state_dict())
+    torch.testing.assert_close(
+        mambas[1](x), mambas[0](x), atol=2e-5, rtol=1e-5
+    )  # PyTorch vs fused scan + conv
+    opts = [next(c.cell_contents for c in it.step.__closure__ if isinstance(c.cell_contents, torch.optim.Optimizer))
+            for it in items]  # fmt: skip
+    assert opts[0].defaults["fused"] and not opts[1].defaults["fused"] and not opts[1].defaults["foreach"]
     from mamba_kan.tasks import make_task
 
     task = make_task("language", seed=0, context=16)

@@ -15,7 +15,7 @@ An item is rebuilt from a small JSON-able ``spec`` (so a fresh process can rebui
 * ``{"kind": "model", "variant", "task", "task_options", "batch_size", "model_cfg"}`` - one training step of a
   parameter-matched variant: forward, task loss, backward, gradient clipping, AdamW step (the training loop's
   optimizer), as in ``mamba_kan.training``. With ``"reference": true``, the same model's step as the loop ran it
-  before the performance issue's small-step work (:mod:`mamba_kan.bench.reference_step`), group
+  when the performance issue was filed (:mod:`mamba_kan.bench.reference_step`), group
   ``reference step``.
 
 FLOPs of a step are 3 x the forward FLOPs (backward = 2 x forward for matmuls, the usual 6N convention), with

@@ -1,16 +1,18 @@
-"""The reference training step of the model suite: a frozen copy of the step as training ran it before the
-small-step work of the performance issue (issue 14), so "steps per second against the earlier loop" is measured
-side by side in one run instead of against numbers from another day.
+"""The reference training step of the model suite: a frozen copy of the step as training ran it when the
+performance issue (issue 14: "at least 1.5x more training steps per second at the quick size than today's loop")
+was filed, so that speed-up is measured side by side in one run instead of against numbers from another day.
 
-What is frozen (each piece exactly as it was; everything else - the model's modules, the spline and scan
-kernels, the batch - is shared with the current step, so improvements there count in neither):
+What is frozen (each piece exactly as it was when the issue was filed; everything else - the model's modules, the
+spline kernels (sped up under the same issue: not counted here), the batch - is shared with the current step, so
+improvements there count in neither):
 
 * attention: RoPE tables recomputed on every call and ``scaled_dot_product_attention`` on the (B, H, L, hd)
   views (now: cached tables and, on CPU float32 with heads up to 16 wide, the fused C kernel);
-* Mamba's short convolution: K shifted multiply-adds and a SiLU in PyTorch (now: one fused C pass on CPU
-  float32);
+* Mamba's selective scan: the PyTorch chunked scan (``selective_scan(fused=False)``; the fused C scan is item 1
+  of the same issue) and its short convolution as K shifted multiply-adds and a SiLU in PyTorch (now: one fused C
+  pass each on CPU float32);
 * the token loss: scored positions cut out with boolean-mask indexing (now: cross_entropy's ignore index);
-* the optimizer: ``torch.optim.AdamW(foreach=True)`` on CPU (now: the fused CPU AdamW);
+* the optimizer: ``torch.optim.AdamW`` with torch's CPU default, the per-tensor loop (now: the fused CPU AdamW);
 * deterministic mode's NaN fill of fresh buffers on (now: off in training; values unchanged).
 """
 
@@ -58,7 +60,7 @@ def use_reference_mixers(model: nn.Module) -> int:
             module.forward = types.MethodType(_reference_attention_forward, module)  # type: ignore[method-assign]
             n += 1
         elif isinstance(module, Mamba):
-            module.fused_conv = False
+            module.fused_conv = module.fused_scan = False
             n += 1
     return n
 
@@ -78,7 +80,7 @@ def reference_loss(task: Task) -> Callable[[Tensor, Batch], Tensor]:
 
 def reference_optimizer(groups: list[dict], lr: float, betas: tuple[float, float], eps: float, weight_decay: float,
                         device: torch.device) -> torch.optim.AdamW:  # fmt: skip
-    extra = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    extra = {"fused": True} if device.type == "cuda" else {}  # CPU: torch's default, the per-tensor loop
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **extra)
 
 

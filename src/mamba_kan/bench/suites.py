@@ -8,7 +8,7 @@
   (batch 4, d_inner 256, N 16): the fused C scan, the PyTorch scan, mambapy's scan, and the memory roofline (a
   copy of the bytes the scan must move, timed in the same rounds).
 * ``model`` - one training step of each of the six variants at the ``quick`` preset's size, each beside its
-  *reference step* (the same model's step as the loop ran it before the small-step work; see
+  *reference step* (the same model's step as the loop ran it when the performance issue was filed; see
   :mod:`mamba_kan.bench.reference_step`), and the training loop's own overhead (``run_experiment``'s steps/s
   against a bare forward/backward/optimizer loop).
 
@@ -261,9 +261,10 @@ def model_plan(sizes: Sizes, judge: bool) -> SuitePlan:
     size = "the quick preset's size" if judge else "tiny size"
     notes = [
         f"task {task} {options}, batch {batch}, model {model_cfg} ({size})",
-        "reference step: the same model's step as the loop ran it before the small-step work "
-        "(mamba_kan.bench.reference_step: SDPA attention with per-call RoPE tables, PyTorch conv + SiLU in Mamba, boolean-mask token loss, "
-        "foreach AdamW, deterministic NaN fill on); speed-up = reference step time / train step time",
+        "reference step: the same model's step as the loop ran it when the performance issue was filed "
+        "(mamba_kan.bench.reference_step: SDPA attention with per-call RoPE tables; PyTorch scan and conv + SiLU "
+        "in Mamba; boolean-mask token loss; torch's default CPU AdamW; deterministic NaN fill on; today's spline kernels); "
+        "speed-up = reference step time / train step time",
     ]
     return SuitePlan("model", [specs], comps, notes)
 

@@ -130,8 +130,10 @@ class Mamba(nn.Module):
         self.A_log = nn.Parameter(torch.log(a_init))  # (d_inner, N)
         self.D = nn.Parameter(torch.ones(self.d_inner))
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
-        # conv + SiLU as one C kernel where it applies (CPU float32; see causal_conv_silu); False: PyTorch ops
+        # conv + SiLU as one C kernel where it applies (CPU float32; see causal_conv_silu); False: PyTorch ops.
+        # fused_scan False: the PyTorch chunked scan instead of the fused C / mamba-ssm kernels (selective_scan)
         self.fused_conv = True
+        self.fused_scan = True
         self._init_dt(cfg.dt_min, cfg.dt_max, cfg.dt_init_floor)
 
     def _init_dt(self, dt_min: float, dt_max: float, dt_init_floor: float) -> None:
@@ -177,6 +179,7 @@ class Mamba(nn.Module):
             delta_bias=self.dt_proj.bias.to(ct),
             delta_softplus=True,
             time_major=True,
+            fused=self.fused_scan,
         )  # (L, batch, d_inner)
         return self.out_proj(y).transpose(0, 1).contiguous()
 
