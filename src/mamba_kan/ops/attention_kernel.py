@@ -28,6 +28,7 @@ in a fixed order. exp is the vectorisable polynomial of :data:`mamba_kan.ops.ker
 from __future__ import annotations
 
 import ctypes
+import functools
 
 import torch
 from torch import Tensor
@@ -239,6 +240,7 @@ _SIGNATURES = {
 }
 
 
+@functools.cache  # generated once per head dimension: the kernels are looked up on every call
 def attention_source(head_dim: int) -> str:
     """C source of the forward and backward kernels for one (even) head dimension."""
     return f"#define HD {int(head_dim)}\n" + C_EXP + _SOURCE

@@ -114,6 +114,7 @@ int conv_silu_bwd(const float* restrict x, const float* restrict wt, const float
 }
 """
 
+_FULL_SOURCE = C_EXP + _SOURCE
 EXTRA_FLAGS = ("-ffp-contract=fast",)
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 _SIGNATURES = {
@@ -125,7 +126,7 @@ _CHANNEL_BLOCK = 8  # threads split the channels in multiples of one AVX vector 
 
 def load_conv_kernels() -> ctypes.CDLL | None:
     """The compiled kernels, or None when unavailable (no compiler, build error, ``MAMBA_KAN_KERNELS=0``)."""
-    return load_kernel("conv_silu", C_EXP + _SOURCE, EXTRA_FLAGS, _SIGNATURES)
+    return load_kernel("conv_silu", _FULL_SOURCE, EXTRA_FLAGS, _SIGNATURES)
 
 
 def _channel_parts(fn, d: int, elems_per_channel: int) -> None:

@@ -416,6 +416,7 @@ _DTYPES = {
 }
 
 
+@functools.cache  # generated once per N: the kernels are looked up on every layer call
 def scan_source(n_state: int) -> str:
     """C source of the forward and backward kernels, float32 and float64, for state size N = ``n_state``."""
     parts = [f"#define NS {int(n_state)}", _HELPERS]

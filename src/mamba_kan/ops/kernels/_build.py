@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -16,8 +17,10 @@ C_FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-er
 C_LIBS = ("-lm",)
 
 
+@functools.cache
 def machine_tag() -> str:
-    """Identifies the CPU (kernels are built with -march=native): model and feature flags where readable."""
+    """Identifies the CPU (kernels are built with -march=native): model and feature flags where readable.
+    Read once per process: kernels are looked up on every forward call of the layers that use them."""
     info = platform.machine() + platform.processor()
     try:
         with open("/proc/cpuinfo") as fh:
@@ -31,6 +34,11 @@ def machine_tag() -> str:
 
 def build_key(source: str, extra_flags: Sequence[str] = ()) -> str:
     """20 hex digits naming a build: source, flags and CPU (a new CPU or flag gives a new library)."""
+    return _build_key(source, tuple(extra_flags))
+
+
+@functools.lru_cache(maxsize=256)
+def _build_key(source: str, extra_flags: tuple[str, ...]) -> str:
     # the layout tag keeps libraries of this verified cache (with digest records) apart from older ones
     text = "\0".join(["verified-cache-1", source, *C_FLAGS, *extra_flags, machine_tag()])
     return hashlib.sha256(text.encode()).hexdigest()[:20]

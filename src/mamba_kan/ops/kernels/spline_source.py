@@ -9,6 +9,7 @@ unrolled for the given (G, k), so the loop over features vectorises; the loader 
 from __future__ import annotations
 
 import ctypes
+import functools
 
 from mamba_kan.ops.bspline import cardinal_piece_coefficients
 from mamba_kan.ops.kernels.c_common import C_EXP, C_VEC, c_float, c_horner
@@ -24,6 +25,7 @@ SPLINE_SIGNATURES = {
 }
 
 
+@functools.cache  # generated once per (G, k): the kernels are looked up on every layer call
 def spline_kernel_source(grid_size: int, order: int) -> str:
     """C source of the four kernels for one (G, k): everything unrolled, so the loop over features vectorises.
 
