@@ -102,13 +102,27 @@ def test_spline_activation_kernel_matches_float64_reference(kernels_on, g, k, ba
         torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)
 
 
-@pytest.mark.parametrize(("g", "k"), [(5, 3), (3, 2), (2, 1)])
-def test_kan_linear_kernel_matches_float64_reference(kernels_on, g, k):
-    layer = KANLinear(19, 5, grid_size=g, spline_order=k, grid_range=(-1.5, 2.0))
+@pytest.mark.parametrize(
+    ("g", "k", "n_in", "n_out", "keep"),
+    [
+        (5, 3, 19, 5, True),
+        (3, 2, 19, 5, True),
+        (2, 1, 19, 5, True),
+        # the GEMM layouts chosen by width (ops.bspline_autograd._matmul_*): an output width off the 8-column
+        # blocks, a wide output beside an odd features width; features kept or recomputed in the backward
+        (5, 3, 32, 13, True),
+        (5, 3, 51, 128, True),
+        (5, 3, 51, 128, False),
+    ],
+)
+def test_kan_linear_kernel_matches_float64_reference(kernels_on, g, k, n_in, n_out, keep, monkeypatch):
+    if not keep:
+        monkeypatch.setattr(BA, "KEEP_FEATURES_BYTES", 0)
+    layer = KANLinear(n_in, n_out, grid_size=g, spline_order=k, grid_range=(-1.5, 2.0))
     with torch.no_grad():
         layer.coef.normal_()
         layer.spline_weight.normal_()
-    x = torch.rand(200, 19, dtype=torch.float64) * 5 - 2  # inside and beyond the grid
+    x = torch.rand(200, n_in, dtype=torch.float64) * 5 - 2  # inside and beyond the grid
     params = [layer.base_weight, layer.spline_weight, layer.coef]
 
     def reference(x_, wb, ws, c):  # explicit per-edge sum in float64

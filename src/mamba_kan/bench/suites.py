@@ -87,24 +87,19 @@ def _key(name: str, group: str) -> str:
     return f"{name} [{group}]"
 
 
+def _ffn_spec(kind: str, d_model: int, tokens: int) -> dict[str, Any]:
+    hidden = matched_ffn_widths(d_model)["kan" if kind == "pykan" else kind]
+    return {"kind": "ffn", "ffn": kind, "d_model": d_model, "hidden": hidden, "tokens": tokens}
+
+
 def ffn_plan(sizes: Sizes, judge: bool) -> SuitePlan:
     groups, comps = [], []
     with_pykan = optional_package("kan")
     for d in sizes.ffn_d_models:
-        widths = matched_ffn_widths(d)
-        kinds = ["mlp", "bspline", "kan"] + (["pykan"] if with_pykan else [])
-        groups.append(
-            [
-                {
-                    "kind": "ffn",
-                    "ffn": k,
-                    "d_model": d,
-                    "hidden": widths["kan" if k == "pykan" else k],
-                    "tokens": sizes.ffn_tokens,
-                }
-                for k in kinds
-            ]
-        )
+        groups.append([_ffn_spec(k, d, sizes.ffn_tokens) for k in ("mlp", "bspline", "kan")])
+        # pykan is timed in its own rounds: its GB-sized allocations would perturb the judged items' rounds
+        if with_pykan:
+            groups.append([_ffn_spec("pykan", d, sizes.ffn_tokens)])
         g = f"d_model={d}"
         mlp = _key("mlp", g)
         comps += [
