@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from mamba_kan.bench.reference_step import reference_loss
 from mamba_kan.modules.mamba import causal_conv_silu
