@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from mamba_kan.modules.attention import CausalSelfAttention
-from mamba_kan.ops.attention import causal_attention, fused_attention_kernels, rope_cos_sin
+from mamba_kan.ops.attention import (
+    causal_attention,
+    fused_attention_applies,
+    fused_attention_kernels,
+    rope_cos_sin,
+)
 
 pytestmark = pytest.mark.skipif(
     fused_attention_kernels(torch.zeros(1), 8) is None, reason="no C compiler: the fused kernel cannot build"
@@ -67,7 +72,20 @@ def test_fused_attention_peaked_softmax_stays_accurate() -> None:
 
 
 def test_fused_attention_long_sequence() -> None:
-    _check_against_reference(1, 1024, 1, 16, scale=1.0, seed=2)
+    assert fused_attention_kernels(torch.zeros(1, 2048, 3 * 8), 8) is not None  # the kernel runs at this size
+    _check_against_reference(1, 2048, 1, 8, scale=1.0, seed=2)
+
+
+def test_the_kernel_is_used_only_where_it_was_measured_faster_than_sdpa() -> None:
+    assert (
+        fused_attention_applies(8, 4096)
+        and fused_attention_applies(16, 512)
+        and fused_attention_applies(4, 1)
+    )
+    assert not fused_attention_applies(16, 513) and not fused_attention_applies(32, 64)
+    assert (
+        fused_attention_kernels(torch.zeros(1, 1024, 3 * 16), 16) is None
+    )  # SDPA: wide heads, long sequence
 
 
 def test_fused_attention_is_used_and_differs_from_nothing_but_rounding() -> None:

@@ -7,7 +7,7 @@ spline kernels (sped up under the same issue: not counted here), the batch - is 
 improvements there count in neither):
 
 * attention: RoPE tables recomputed on every call and ``scaled_dot_product_attention`` on the (B, H, L, hd)
-  views (now: cached tables and, on CPU float32 with heads up to 16 wide, the fused C kernel);
+  views (now: cached tables and, on CPU float32 with small heads, the fused C kernel);
 * Mamba's selective scan: the PyTorch chunked scan (``selective_scan(fused=False)``; the fused C scan is item 1
   of the same issue) and its short convolution as K shifted multiply-adds and a SiLU in PyTorch (now: one fused C
   pass each on CPU float32);

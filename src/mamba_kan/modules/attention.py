@@ -1,8 +1,8 @@
 """Factor B, first level: causal multi-head self-attention.
 
-The op is :func:`mamba_kan.ops.attention.causal_attention`: a fused C kernel on CPU float32 for heads up to 16 wide,
-else ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient kernels where the device has
-them). Positions: rotary embeddings (RoPE, Su et al. 2021) on queries and keys. Why RoPE rather than learned absolute
+The op is :func:`mamba_kan.ops.attention.causal_attention`: a fused C kernel on CPU float32 for small heads (<= 8,
+or <= 16 up to L 512), else ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient kernels
+where the device has them). Positions: rotary embeddings (RoPE, Su et al. 2021) on queries and keys. Why RoPE rather than learned absolute
 positions: it has no maximum length, so the long-context tasks can evaluate at lengths longer than those trained on
 (induction-heads extrapolation), it is the de-facto modern default, and it adds no parameters - so the attention
 mixer's parameter count does not depend on the sequence length, which keeps parameter matching length-independent.
@@ -38,7 +38,7 @@ class CausalSelfAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model)
         nn.init.zeros_(self.qkv.bias)
         nn.init.zeros_(self.out_proj.bias)
-        # the fused C kernel where it applies (CPU float32, head dim <= 16; see mamba_kan.ops.attention); False
+        # the fused C kernel where it applies (CPU float32, small heads; see mamba_kan.ops.attention); False
         # forces scaled_dot_product_attention
         self.fused = True
 

@@ -3,7 +3,8 @@
 Two paths with the same maths (causal softmax attention of Vaswani et al. 2017, §3.2.1; RoPE of Su et al. 2021):
 
 * fused - the generated C kernel of :mod:`mamba_kan.ops.attention_kernel` for CPU float32 with head dimension
-  <= 16 (the sizes the quick and study presets train), when it builds and ``MAMBA_KAN_KERNELS`` is not 0;
+  <= 8 at any length or <= 16 up to L = 512 (the sizes the quick and study presets train; measured faster than
+  SDPA there), when it builds and ``MAMBA_KAN_KERNELS`` is not 0;
 * PyTorch - RoPE on the (B, H, L, hd) views and ``torch.nn.functional.scaled_dot_product_attention``
   (flash / memory-efficient kernels where the device has them): every other device, dtype, head size, autocast.
 """
@@ -20,7 +21,13 @@ from torch.autograd.function import once_differentiable
 from mamba_kan.ops.attention_kernel import attention_backward, attention_forward, load_attention_kernels
 from mamba_kan.ops.kernels import cpu_float32
 
-__all__ = ["apply_rope", "causal_attention", "fused_attention_kernels", "rope_cos_sin"]
+__all__ = [
+    "apply_rope",
+    "causal_attention",
+    "fused_attention_applies",
+    "fused_attention_kernels",
+    "rope_cos_sin",
+]
 
 
 @functools.lru_cache(maxsize=64)
@@ -52,10 +59,26 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return out.flatten(-2)
 
 
+# Where the fused kernel beats SDPA (fwd + bwd, 1 thread, AVX2, 2026-12-03; sdpa time / fused time): head dim 8:
+# L 256 2.7x, 512 3.9x, 1024 2.5x, 2048 2.0x; head dim 16: L 128 1.45x, 512 1.1x, 1024 0.54x, 2048 0.48x; head
+# dim 32: L 256 0.65x, 1024 0.23x. Its per-row passes over the (hd, L) key block fall out of L1 for wide heads at
+# long lengths, where SDPA's blocked kernel wins.
+_FUSED_MAX_LENGTH = {8: None, 16: 512}  # largest head dim -> longest sequence (None: any)
+
+
+def fused_attention_applies(head_dim: int, length: int) -> bool:
+    """Whether the fused kernel is the faster path for this head dimension and sequence length (table above)."""
+    for max_hd, max_len in sorted(_FUSED_MAX_LENGTH.items()):
+        if head_dim <= max_hd:
+            return max_len is None or length <= max_len
+    return False
+
+
 def fused_attention_kernels(qkv: Tensor, head_dim: int):
     """The fused C kernels for this input, or None when the PyTorch path must run (not CPU float32 with
-    autocast off, head dimension odd or above 16, no C compiler, or ``MAMBA_KAN_KERNELS=0``)."""
-    if not cpu_float32(qkv):
+    autocast off, a head size / length where SDPA is faster (:func:`fused_attention_applies`), an odd head
+    dimension, no C compiler, or ``MAMBA_KAN_KERNELS=0``)."""
+    if not cpu_float32(qkv) or not fused_attention_applies(head_dim, qkv.shape[1] if qkv.dim() == 3 else 0):
         return None
     return load_attention_kernels(head_dim)
 

@@ -37,7 +37,7 @@ from mamba_kan.ops.kernels import C_EXP, load_kernel, run_rows
 
 __all__ = ["MAX_HEAD_DIM", "attention_backward", "attention_forward", "load_attention_kernels"]
 
-MAX_HEAD_DIM = 16  # above this, SDPA's blocked kernels are as fast or faster (measured in bench mixer, hd 32)
+MAX_HEAD_DIM = 16  # kernels are generated up to this head dim; ops.attention decides where they are used
 
 _SOURCE = r"""
 /* Row-major (L, HD) and transposed (HD, L) copies of one head, rotated; x(t) points at element 0 of the head in
