@@ -117,14 +117,12 @@ def _pytorch_attention(qkv: Tensor, n_heads: int, cos: Tensor, sin: Tensor) -> T
 def causal_attention(qkv: Tensor, n_heads: int, fused: bool = True) -> Tensor:
     """Causal multi-head attention with RoPE: qkv (B, L, 3 d), the concatenated q, k, v projections -> (B, L, d).
 
-    ``fused=False`` forces the PyTorch path (the reference the fused kernel is tested against, and the path of
-    the bench's reference step).
+    ``fused=False`` forces the PyTorch path (which the fused kernel is tested against).
     """
     b, length, three_d = qkv.shape
     head_dim = three_d // 3 // n_heads
     kernels = fused_attention_kernels(qkv, head_dim) if fused else None
-    if kernels is not None:
-        cos, sin = rope_cos_sin(length, head_dim, qkv.device, qkv.dtype)
-        return _FusedCausalAttention.apply(qkv.contiguous(), cos, sin, n_heads, kernels)
     cos, sin = rope_cos_sin(length, head_dim, qkv.device, qkv.dtype)
+    if kernels is not None:
+        return _FusedCausalAttention.apply(qkv.contiguous(), cos, sin, n_heads, kernels)
     return _pytorch_attention(qkv, n_heads, cos, sin)
