@@ -29,23 +29,17 @@ from torch import Tensor, nn
 from mamba_kan.io_spec import NextTokenOutput
 from mamba_kan.modules.attention import CausalSelfAttention
 from mamba_kan.modules.mamba import Mamba
-from mamba_kan.ops.attention import apply_rope
+from mamba_kan.ops.attention import apply_rope, compute_rope_cos_sin
 from mamba_kan.tasks.base import Batch, Task
 
 __all__ = ["reference_loss", "reference_optimizer", "reference_settings", "use_reference_mixers"]
-
-
-def _rope_cos_sin_uncached(seq_len: int, head_dim: int, device, dtype, base: float = 10000.0):
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
-    angles = torch.arange(seq_len, device=device, dtype=torch.float32).unsqueeze(-1) * inv_freq
-    return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
 def _reference_attention_forward(self: CausalSelfAttention, x: Tensor) -> Tensor:
     b, length, d = x.shape
     q, k, v = self.qkv(x).split(d, dim=-1)
     q, k, v = (t.view(b, length, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
-    cos, sin = _rope_cos_sin_uncached(length, self.head_dim, x.device, q.dtype)
+    cos, sin = compute_rope_cos_sin(length, self.head_dim, x.device, q.dtype)  # per call, as then
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     return self.out_proj(y.transpose(1, 2).reshape(b, length, d))

@@ -33,10 +33,11 @@ __all__ = [
 @functools.lru_cache(maxsize=64)
 def _rope_tables(seq_len: int, head_dim: int, device: torch.device, dtype: torch.dtype, base: float):
     with torch.inference_mode(False):  # a first call under inference mode must not cache inference tensors
-        return _compute_tables(seq_len, head_dim, device, dtype, base)
+        return compute_rope_cos_sin(seq_len, head_dim, device, dtype, base)
 
 
-def _compute_tables(seq_len: int, head_dim: int, device: torch.device, dtype: torch.dtype, base: float):
+def compute_rope_cos_sin(seq_len: int, head_dim: int, device, dtype, base: float = 10000.0):
+    """The uncached tables of :func:`rope_cos_sin`, computed afresh on every call."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
     angles = torch.arange(seq_len, device=device, dtype=torch.float32).unsqueeze(-1) * inv_freq
     return angles.cos().to(dtype), angles.sin().to(dtype)

@@ -30,6 +30,22 @@ __all__ = ["conv_silu_backward", "conv_silu_forward", "load_conv_kernels"]
 _SOURCE = r"""
 static inline float sigm(float p) { return 1.0f / (1.0f + mk_exp(-p)); }
 
+/* out[c] = pre[t, b, c0 + c] = bias + sum_k w[c, k] x[t - (K - 1) + k, b, c] for c < n (wt: (K, D)). */
+static inline void conv_row(const float* restrict x, const float* restrict wt, const float* restrict bias,
+                            float* restrict out, int64_t t, int64_t b, int64_t B, int64_t D, int64_t K,
+                            int64_t c0, int64_t n)
+{
+#pragma omp simd
+    for (int64_t c = 0; c < n; ++c) out[c] = bias[c0 + c];
+    for (int64_t k = 0; k < K; ++k) {
+        const int64_t src = t - (K - 1) + k;
+        if (src < 0) continue;
+        const float* restrict xs = x + (src * B + b) * D + c0;
+#pragma omp simd
+        for (int64_t c = 0; c < n; ++c) out[c] = fmaf(wt[k * D + c0 + c], xs[c], out[c]);
+    }
+}
+
 /* x, y: (L, B, D); wt: the weight transposed, (K, D); bias: (D,). Channels [c0, c1). */
 int conv_silu_fwd(const float* restrict x, const float* restrict wt, const float* restrict bias, float* restrict y,
                    int64_t L, int64_t B, int64_t D, int64_t K, int64_t c0, int64_t c1)
@@ -38,15 +54,7 @@ int conv_silu_fwd(const float* restrict x, const float* restrict wt, const float
     for (int64_t t = 0; t < L; ++t)
         for (int64_t b = 0; b < B; ++b) {
             float* restrict yt = y + (t * B + b) * D + c0;
-#pragma omp simd
-            for (int64_t c = 0; c < n; ++c) yt[c] = bias[c0 + c];
-            for (int64_t k = 0; k < K; ++k) {
-                const int64_t src = t - (K - 1) + k;
-                if (src < 0) continue;
-                const float* restrict xs = x + (src * B + b) * D + c0;
-#pragma omp simd
-                for (int64_t c = 0; c < n; ++c) yt[c] = fmaf(wt[k * D + c0 + c], xs[c], yt[c]);
-            }
+            conv_row(x, wt, bias, yt, t, b, B, D, K, c0, n);
 #pragma omp simd
             for (int64_t c = 0; c < n; ++c) yt[c] = yt[c] * sigm(yt[c]);
         }
@@ -65,15 +73,7 @@ int conv_silu_bwd(const float* restrict x, const float* restrict wt, const float
         for (int64_t b = 0; b < B; ++b) {
             const int64_t row = (t * B + b) * D + c0;
             float* restrict gt = g + row;
-#pragma omp simd
-            for (int64_t c = 0; c < n; ++c) gt[c] = bias[c0 + c];
-            for (int64_t k = 0; k < K; ++k) {
-                const int64_t src = t - (K - 1) + k;
-                if (src < 0) continue;
-                const float* restrict xs = x + (src * B + b) * D + c0;
-#pragma omp simd
-                for (int64_t c = 0; c < n; ++c) gt[c] = fmaf(wt[k * D + c0 + c], xs[c], gt[c]);
-            }
+            conv_row(x, wt, bias, gt, t, b, B, D, K, c0, n); /* pre, recomputed */
             const float* restrict gyt = gy + row;
             double* restrict ab = acc + K * n;
 #pragma omp simd
