@@ -295,10 +295,11 @@ def fused(monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("options", list(OPTION_SETS))
 def test_fused_long_sequence_many_chunks_every_gradient(fused, dtype, options):
-    """L = 300 over chunks of 32 (ragged last chunk), 13 channels (a partial channel block), N = 16: the fused
-    kernel's outputs and all eight gradients against the float64 reference."""
+    """L = 300 over chunks of 32 (ragged last chunk), 21 channels (full channel blocks then a partial one, for
+    8- and 16-lane blocks), N = 16: the fused kernel's outputs and all eight gradients against the float64
+    reference."""
     opt = OPTION_SETS[options]
-    bsz, d, n, L = 2, 13, 16, 300
+    bsz, d, n, L = 2, 21, 16, 300
     raw = make_inputs(bsz, d, n, L, seed=41)
     if not opt["softplus"]:  # keep delta > 0 (a growing state would overflow float32 over 300 steps)
         raw["delta"] = raw["delta"].abs() * 0.2
@@ -369,8 +370,10 @@ def test_fused_threads_agree_with_one_thread(fused, monkeypatch):
     import mamba_kan.ops.scan_kernel as sk
 
     parts_used = []
-    real_run = sk._run
-    monkeypatch.setattr(sk, "_run", lambda *a: parts_used.append(real_run(*a)) or parts_used[-1])
+    real_run = sk.run_kernel
+    monkeypatch.setattr(
+        sk, "run_kernel", lambda *a, **k: parts_used.append(real_run(*a, **k)) or parts_used[-1]
+    )
     raw = make_inputs(3, 48, 16, 100, seed=53)
     weight = torch.randn(3, 48, 100, dtype=torch.float64)
     results = []

@@ -33,7 +33,7 @@ import functools
 import torch
 from torch import Tensor
 
-from mamba_kan.ops.kernels import C_EXP, load_kernel, run_rows
+from mamba_kan.ops.kernels import C_EXP, START, STOP, load_kernel, run_kernel
 
 __all__ = ["MAX_HEAD_DIM", "attention_backward", "attention_forward", "load_attention_kernels"]
 
@@ -254,13 +254,8 @@ def load_attention_kernels(head_dim: int) -> ctypes.CDLL | None:
     return load_kernel(f"attn_hd{int(head_dim)}", attention_source(head_dim), EXTRA_FLAGS, _SIGNATURES)
 
 
-def _check(status: int) -> None:
-    if status != 0:
-        raise MemoryError("the fused attention kernel could not allocate its per-thread buffers")
-
-
 def _work(length: int, head_dim: int) -> int:
-    """Multiply-adds per item (row_elems for run_rows' split): about L^2 / 2 rows x hd."""
+    """Multiply-adds per item (row_elems for run_kernel's split): about L^2 / 2 rows x hd."""
     return max(1, length * (length + 1) // 2 * head_dim)
 
 
@@ -274,11 +269,9 @@ def attention_forward(
     lse = torch.empty(bsz, n_heads, length, dtype=qkv.dtype)
     args = [t.data_ptr() for t in (qkv, cos, sin, y, lse)]
 
-    def part(i0: int, i1: int, _k: int) -> None:
-        _check(kernels.attn_fwd(*args, bsz, length, n_heads, i0, i1))
-
-    if length > 0:
-        run_rows(part, bsz * n_heads, _work(length, d // n_heads))
+    if length > 0:  # (batch, head) items [i0, i1) per part
+        run_kernel(kernels.attn_fwd, [*args, bsz, length, n_heads, START, STOP], bsz * n_heads,
+                   _work(length, d // n_heads), status=True)  # fmt: skip
     return y, lse
 
 
@@ -297,9 +290,7 @@ def attention_backward(
     gqkv = torch.empty_like(qkv)
     args = [t.data_ptr() for t in (qkv, cos, sin, y, lse, gy, gqkv)]
 
-    def part(i0: int, i1: int, _k: int) -> None:
-        _check(kernels.attn_bwd(*args, bsz, length, n_heads, i0, i1))
-
     if length > 0:
-        run_rows(part, bsz * n_heads, _work(length, qkv.shape[-1] // 3 // n_heads))
+        run_kernel(kernels.attn_bwd, [*args, bsz, length, n_heads, START, STOP], bsz * n_heads,
+                   _work(length, qkv.shape[-1] // 3 // n_heads), status=True)  # fmt: skip
     return gqkv

@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from mamba_kan.ops.bspline import local_values_and_derivative, spline_table, table_rows
-from mamba_kan.ops.kernels import cpu_float32, load_kernel, ptr, run_rows
+from mamba_kan.ops.kernels import COUNT, cpu_float32, load_kernel, part_ptr, ptr, row_ptr, run_kernel
 from mamba_kan.ops.kernels.spline_source import SPLINE_SIGNATURES, spline_kernel_source
 
 
@@ -158,11 +158,8 @@ def _act_kernel_forward(kernels: SplineKernels, x2, table, base_weight, low, h) 
     y = torch.empty_like(x2)
     fn = kernels.lib.act_fwd1 if base_weight is not None else kernels.lib.act_fwd0
 
-    def part(start: int, stop: int, _i: int) -> None:
-        fn(ptr(x2, start * n_feat), ptr(y, start * n_feat), stop - start, n_feat, ptr(scale), ptr(shift),
-           ptr(tab), ptr(wb))  # fmt: skip
-
-    run_rows(part, n, n_feat)
+    args = [row_ptr(x2, n_feat), row_ptr(y, n_feat), COUNT, n_feat, ptr(scale), ptr(shift), ptr(tab), ptr(wb)]
+    run_kernel(fn, args, n, n_feat)
     return y
 
 
@@ -192,11 +189,9 @@ def _act_kernel_backward(kernels: SplineKernels, x2, grad, table, base_weight, l
     gwbs = torch.zeros(parts, width)
     fn = kernels.lib.act_bwd1 if base_weight is not None else kernels.lib.act_bwd0
 
-    def part(start: int, stop: int, i: int) -> None:
-        fn(ptr(x2, start * width), ptr(grad, start * width), ptr(gx, start * width), stop - start,
-           width, ptr(scale), ptr(shift), ptr(tab), ptr(wb), ptr(gcoefs[i]), ptr(gwbs[i]))  # fmt: skip
-
-    used = run_rows(part, n, width)
+    args = [row_ptr(x2, width), row_ptr(grad, width), row_ptr(gx, width), COUNT, width, ptr(scale), ptr(shift),
+            ptr(tab), ptr(wb), part_ptr(gcoefs), part_ptr(gwbs)]  # fmt: skip
+    used = run_kernel(fn, args, n, width)
     gcoef = gcoefs[:used].sum(0).t()[:n_feat]
     gwb = gwbs[:used].sum(0)[:n_feat] if base_weight is not None else None
     return gx[:, :n_feat] if pad else gx, gcoef, gwb
@@ -214,11 +209,8 @@ def _kan_features(
     scale, shift = _scale_shift(low, h, n_in)
     out = torch.empty(n, width * n_in)
 
-    def part(start: int, stop: int, _i: int) -> None:
-        kernels.lib.kan_fwd(ptr(x2, start * n_in), ptr(out, start * width * n_in), stop - start, n_in,
-                            ptr(scale), ptr(shift))  # fmt: skip
-
-    run_rows(part, n, width * n_in)
+    args = [row_ptr(x2, n_in), row_ptr(out, width * n_in), COUNT, n_in, ptr(scale), ptr(shift)]
+    run_kernel(kernels.lib.kan_fwd, args, n, width * n_in)
     return out
 
 
@@ -232,11 +224,9 @@ def _kan_features_backward(
     gx = torch.empty_like(x2)
     grad_feat = grad_feat.contiguous()
 
-    def part(start: int, stop: int, _i: int) -> None:
-        kernels.lib.kan_bwd(ptr(x2, start * n_in), ptr(grad_feat, start * width * n_in),
-                            ptr(gx, start * n_in), stop - start, n_in, ptr(scale), ptr(shift))  # fmt: skip
-
-    run_rows(part, n, width * n_in)
+    args = [row_ptr(x2, n_in), row_ptr(grad_feat, width * n_in), row_ptr(gx, n_in), COUNT, n_in, ptr(scale),
+            ptr(shift)]  # fmt: skip
+    run_kernel(kernels.lib.kan_bwd, args, n, width * n_in)
     return gx
 
 

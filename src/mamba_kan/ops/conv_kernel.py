@@ -23,7 +23,7 @@ import ctypes
 import torch
 from torch import Tensor
 
-from mamba_kan.ops.kernels import C_EXP, load_kernel, run_rows
+from mamba_kan.ops.kernels import C_EXP, RowArg, load_kernel, run_kernel
 
 __all__ = ["conv_silu_backward", "conv_silu_forward", "load_conv_kernels"]
 
@@ -46,11 +46,11 @@ static inline void conv_row(const float* restrict x, const float* restrict wt, c
     }
 }
 
-/* x, y: (L, B, D); wt: the weight transposed, (K, D); bias: (D,). Channels [c0, c1). */
+/* x, y: (L, B, D); wt: the weight transposed, (K, D); bias: (D,). Channels [c0, min(c1, D)). */
 int conv_silu_fwd(const float* restrict x, const float* restrict wt, const float* restrict bias, float* restrict y,
                    int64_t L, int64_t B, int64_t D, int64_t K, int64_t c0, int64_t c1)
 {
-    const int64_t n = c1 - c0;
+    const int64_t n = (c1 < D ? c1 : D) - c0;
     for (int64_t t = 0; t < L; ++t)
         for (int64_t b = 0; b < B; ++b) {
             float* restrict yt = y + (t * B + b) * D + c0;
@@ -61,12 +61,13 @@ int conv_silu_fwd(const float* restrict x, const float* restrict wt, const float
     return 0;
 }
 
-/* gy: (L, B, D) -> gx (L, B, D), gwt (K, D), gbias (D,) for channels [c0, c1); g: (L, B, D) scratch. */
+/* gy: (L, B, D) -> gx (L, B, D), gwt (K, D), gbias (D,) for channels [c0, min(c1, D)); g: (L, B, D)
+   scratch. */
 int conv_silu_bwd(const float* restrict x, const float* restrict wt, const float* restrict bias,
                    const float* restrict gy, float* restrict g, float* restrict gx, float* restrict gwt,
                    float* restrict gbias, int64_t L, int64_t B, int64_t D, int64_t K, int64_t c0, int64_t c1)
 {
-    const int64_t n = c1 - c0;
+    const int64_t n = (c1 < D ? c1 : D) - c0;
     double* acc = (double*)calloc((size_t)(n * (K + 1)), sizeof(double)); /* (K + 1, n): dw rows, then dbias */
     if (!acc) return -1;
     for (int64_t t = 0; t < L; ++t)
@@ -129,15 +130,12 @@ def load_conv_kernels() -> ctypes.CDLL | None:
     return load_kernel("conv_silu", _FULL_SOURCE, EXTRA_FLAGS, _SIGNATURES)
 
 
-def _channel_parts(fn, d: int, elems_per_channel: int) -> None:
-    """fn(c0, c1) on contiguous channel ranges (multiples of 8 channels), one per thread."""
+def _channel_parts(fn, args: list, d: int, elems_per_channel: int) -> None:
+    """fn(*args, c0, c1) on contiguous channel ranges (multiples of 8 channels; the kernel clips c1 to D), one
+    per thread."""
     blocks = -(-d // _CHANNEL_BLOCK)
-
-    def part(b0: int, b1: int, _k: int) -> None:
-        if fn(b0 * _CHANNEL_BLOCK, min(d, b1 * _CHANNEL_BLOCK)) != 0:
-            raise MemoryError("the fused conv kernel could not allocate its accumulators")
-
-    run_rows(part, blocks, elems_per_channel * _CHANNEL_BLOCK)
+    c0, c1 = RowArg(per_start=_CHANNEL_BLOCK), RowArg(per_stop=_CHANNEL_BLOCK)
+    run_kernel(fn, [*args, c0, c1], blocks, elems_per_channel * _CHANNEL_BLOCK, status=True)
 
 
 def conv_silu_forward(kernels: ctypes.CDLL, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
@@ -148,7 +146,7 @@ def conv_silu_forward(kernels: ctypes.CDLL, x: Tensor, weight: Tensor, bias: Ten
     wt = weight.t().contiguous()
     args = [t.data_ptr() for t in (x, wt, bias, y)]
     if x.numel():
-        _channel_parts(lambda c0, c1: kernels.conv_silu_fwd(*args, L, bsz, d, k, c0, c1), d, L * bsz * k)
+        _channel_parts(kernels.conv_silu_fwd, [*args, L, bsz, d, k], d, L * bsz * k)
     return y
 
 
@@ -163,5 +161,5 @@ def conv_silu_backward(
     gwt, gb = torch.zeros_like(wt), torch.zeros_like(bias)
     args = [t.data_ptr() for t in (x, wt, bias, gy, scratch, gx, gwt, gb)]
     if x.numel():
-        _channel_parts(lambda c0, c1: kernels.conv_silu_bwd(*args, L, bsz, d, k, c0, c1), d, 3 * L * bsz * k)
+        _channel_parts(kernels.conv_silu_bwd, [*args, L, bsz, d, k], d, 3 * L * bsz * k)
     return gx, gwt.t().contiguous(), gb

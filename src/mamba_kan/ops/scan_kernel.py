@@ -4,9 +4,10 @@ The maths is the selective scan of Gu & Dao 2023 (§3.2, Algorithm 2), with the 
 ``selective_scan_ref``; see :mod:`mamba_kan.ops.selective_scan`. All arrays are time-major and contiguous:
 u, delta, z, y: (L, batch, D); B, C: (L, batch, N); A: given transposed, (N, D); D, delta_bias: (D,).
 
-Work split. One *item* is (batch b, a block of DB adjacent channels). The scan runs sequentially in time for an
-item with its (N, DB) state in local arrays (vector registers: DB lanes per state row, N rows unrolled), so no
-(batch, L, D, N) tensor is ever written. Items are independent, so threads take contiguous ranges of them.
+Work split. One *item* is (batch b, a block of DB adjacent channels; DB = one vector register: 8 float32 with
+AVX2, 16 with AVX-512). The scan runs sequentially in time for an item with its (N, DB) state in local arrays
+(vector registers: DB lanes per state row, N rows unrolled), so no (batch, L, D, N) tensor is ever written. Items
+are independent, so threads take contiguous ranges of them.
 
 Forward. Per step: dl = softplus(delta + bias) (optional parts), dA = exp(dl A), h = dA h + dl u B_t,
 y = <C_t, h> + D u, y *= silu(z). The state entering every chunk of K steps is stored (checkpoints,
@@ -22,6 +23,10 @@ backwards in time:
     dl_t = sum_n w A + u sum_n B_t dh_t,  du_t = dl sum_n B_t dh_t + D g,  dA += w dl,  dD += g u
     dB_t[n] = sum_d dh dl u,  dC_t[n] = sum_d h g     (sums over the item's channels; per-thread partials)
     d delta = dl_t * sigmoid(delta + bias) under softplus;  d bias = sum over (t, batch) of d delta
+
+A chunk's du, d delta and dz are buffered and stored after its adjoint: stored per step, they land one time step
+(B D elements, 4 KiB at batch 4 x 256 channels) from the next step's loads with the same low 12 address bits, and
+the CPU's store-to-load disambiguation stalls those loads (4K aliasing); buffering made the backward ~1.4x faster.
 
 Every channel's gradients are summed in a fixed order for a given thread count, so results are reproducible.
 
@@ -39,15 +44,28 @@ import functools
 import torch
 from torch import Tensor
 
-from mamba_kan.ops.kernels import load_kernel, run_rows
+from mamba_kan.ops.kernels import START, STOP, load_kernel, machine_tag, part_ptr, run_kernel
 
 __all__ = ["ScanKernels", "load_scan_kernels", "scan_backward", "scan_forward", "CHECKPOINT_STEPS"]
 
 # Steps per checkpoint chunk of the backward's recomputation: the per-thread buffers (K, N, DB) of states and of
-# dA stay in L1/L2 (K 32, N 16, DB 8, fp32: 2 x 16 KiB).
+# dA stay in L1/L2 (K 32, N 16, DB 8 / 16, fp32: 2 x 16 / 32 KiB; 16 and 64 steps measured no faster).
 CHECKPOINT_STEPS = 32
-# Channels per item (vector lanes): one AVX2 register of float32 / two of float64.
-_BLOCK = {"f32": 8, "f64": 4}
+
+
+@functools.cache
+def _wide_vectors() -> bool:
+    """Whether this CPU has AVX-512F: the scan then takes 16 float32 (8 float64) channels per item, one 512-bit
+    register per state row (32 such registers hold the (N, DB) state and dA exponents without spilling)."""
+    return " avx512f" in machine_tag()
+
+
+@functools.cache
+def _block(sfx: str) -> int:
+    """Channels per item (vector lanes) for a dtype suffix: one 256-bit register of float32 (two of float64),
+    or one 512-bit register on AVX-512 machines."""
+    return {"f32": 8, "f64": 4}[sfx] * (2 if _wide_vectors() else 1)
+
 
 _HELPERS = r"""
 #include <math.h>
@@ -236,7 +254,7 @@ void scan_fwd_SFX(const REAL* u, const REAL* delta, const REAL* z, const REAL* B
 }
 
 /* Backward of one item. gu, gdelta, gz: (L, Bsz, D), written; gB, gC: (L, Bsz, N), gA: (N, D), gD, gbias: (D,),
-   accumulated (+=; per-thread partial buffers). work: 2 K NS DB + 3 K DB REALs. */
+   accumulated (+=; per-thread partial buffers). work: 2 K NS DB + 6 K DB REALs. */
 static inline __attribute__((always_inline)) void bwd_item_SFX(
     const REAL* restrict u, const REAL* restrict delta, const REAL* restrict z, const REAL* restrict Bm,
     const REAL* restrict Cm, const REAL* restrict At, const REAL* restrict Dv, const REAL* restrict bias,
@@ -251,6 +269,9 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
     REAL (*restrict lbuf)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB);
     REAL (*restrict sbuf)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB + K * DB);
     REAL (*restrict ybuf)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB + 2 * K * DB);
+    REAL (*restrict gub)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB + 3 * K * DB);
+    REAL (*restrict gdb)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB + 4 * K * DB);
+    REAL (*restrict gzb)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB + 5 * K * DB);
     REAL a[NS][DB], carry[NS][DB], accA[NS][DB], h0[NS][DB], dv[DB], bv[DB], accD[DB], accBias[DB];
     for (int n = 0; n < NS; ++n)
 #pragma omp simd
@@ -323,7 +344,7 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
                     REAL zz = j < W ? z[base + j] : 0;
                     REAL s = SIGMOID(zz);
                     REAL gzj = g[j] * ybuf[i][j] * s * (1 + zz * (1 - s));
-                    if (j < W) gz[base + j] = gzj;
+                    gzb[i][j] = gzj;
                     g[j] *= zz * s;
                 }
 #pragma omp simd
@@ -355,11 +376,22 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
             for (int j = 0; j < DB; ++j) {
                 REAL gd = (gdl[j] * LN2 + q[j] * uu[j]) * sbuf[i][j]; /* sum w A = ln2 sum w a */
                 accBias[j] += gd;
-                if (j < W) {
-                    gu[base + j] = q[j] * lbuf[i][j] + g[j] * dv[j];
-                    gdelta[base + j] = gd;
-                }
+                gub[i][j] = q[j] * lbuf[i][j] + g[j] * dv[j];
+                gdb[i][j] = gd;
             }
+        }
+        /* the chunk's input gradients, written once the adjoint is done: stores into rows 4 KiB apart between
+           the loads of the next step's rows would alias them (same low 12 address bits) and stall the loads */
+        for (int64_t t = t0; t < t1; ++t) {
+            const int64_t i = t - t0, base = (t * Bsz + b) * D + d0;
+#pragma omp simd
+            for (int j = 0; j < W; ++j) {
+                gu[base + j] = gub[i][j];
+                gdelta[base + j] = gdb[i][j];
+            }
+            if (has_z)
+#pragma omp simd
+                for (int j = 0; j < W; ++j) gz[base + j] = gzb[i][j];
         }
     }
     for (int n = 0; n < NS; ++n)
@@ -372,14 +404,14 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
     }
 }
 
-void scan_bwd_SFX(const REAL* u, const REAL* delta, const REAL* z, const REAL* Bm, const REAL* Cm,
+int scan_bwd_SFX(const REAL* u, const REAL* delta, const REAL* z, const REAL* Bm, const REAL* Cm,
                   const REAL* At, const REAL* Dv, const REAL* bias, const REAL* hck, const REAL* gout, REAL* gu,
                   REAL* gdelta, REAL* gz, REAL* gB, REAL* gC, REAL* gA, REAL* gD, REAL* gbias, int64_t L,
                   int64_t Bsz, int64_t D, int64_t K, int64_t item0, int64_t item1, int64_t flags)
 {
     const int64_t nblk = (D + DB - 1) / DB;
-    REAL* work = (REAL*)malloc(sizeof(REAL) * (size_t)(2 * K * NS * DB + 3 * K * DB));
-    if (!work) return;
+    REAL* work = (REAL*)malloc(sizeof(REAL) * (size_t)(2 * K * NS * DB + 6 * K * DB));
+    if (!work) return -1;
     for (int64_t it = item0; it < item1; ++it) {
         const int64_t b = it / nblk, d0 = (it % nblk) * DB;
         if (d0 + DB <= D)
@@ -390,6 +422,7 @@ void scan_bwd_SFX(const REAL* u, const REAL* delta, const REAL* z, const REAL* B
                          work, L, Bsz, D, K, b, d0, flags, (int)(D - d0));
     }
     free(work);
+    return 0;
 }
 #undef DB
 """
@@ -421,7 +454,7 @@ def scan_source(n_state: int) -> str:
     """C source of the forward and backward kernels, float32 and float64, for state size N = ``n_state``."""
     parts = [f"#define NS {int(n_state)}", _HELPERS]
     for sfx, subs in _DTYPES.items():
-        body = _BODY.replace("#define DB_SFX DB", f"#define DB {_BLOCK[sfx]}").replace("_SFX", f"_{sfx}")
+        body = _BODY.replace("#define DB_SFX DB", f"#define DB {_block(sfx)}").replace("_SFX", f"_{sfx}")
         for key, val in subs.items():
             body = body.replace(key, val)
         parts.append(body)
@@ -432,10 +465,18 @@ def scan_source(n_state: int) -> str:
 # -ffinite-math-only lets the exp clamps compile to vmaxps / vminps (NaN inputs still give NaN outputs: they reach
 # the state through dl u B); -ffp-contract=fast fuses the multiply-adds (-std=c99 alone turns that off).
 EXTRA_FLAGS = ("-ffinite-math-only", "-ffp-contract=fast")
+
+
+def _extra_flags() -> tuple[str, ...]:
+    """EXTRA_FLAGS, plus 512-bit vectors where the item block is one AVX-512 register (gcc and clang otherwise
+    prefer 256-bit vectors on Intel CPUs)."""
+    return EXTRA_FLAGS + (("-mprefer-vector-width=512",) if _wide_vectors() else ())
+
+
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 _SIGNATURES = {
     **{f"scan_fwd_{sfx}": ([_P] * 10 + [_I] * 7, None) for sfx in _DTYPES},
-    **{f"scan_bwd_{sfx}": ([_P] * 18 + [_I] * 7, None) for sfx in _DTYPES},
+    **{f"scan_bwd_{sfx}": ([_P] * 18 + [_I] * 7, ctypes.c_int) for sfx in _DTYPES},
 }
 ScanKernels = ctypes.CDLL
 
@@ -443,12 +484,7 @@ ScanKernels = ctypes.CDLL
 def load_scan_kernels(n_state: int) -> ScanKernels | None:
     """The compiled scan kernels for state size N, built on first use and cached; None when unavailable (no
     compiler, build error, or MAMBA_KAN_KERNELS=0): callers then run the PyTorch path."""
-    return load_kernel(f"scan_n{int(n_state)}", scan_source(n_state), EXTRA_FLAGS, _SIGNATURES)
-
-
-def _run(fn, n_items: int, row_elems: int) -> int:
-    """fn(item0, item1, part) over contiguous ranges of [0, n_items), one per thread; returns the part count."""
-    return run_rows(fn, n_items, row_elems)
+    return load_kernel(f"scan_n{int(n_state)}", scan_source(n_state), _extra_flags(), _SIGNATURES)
 
 
 def _p(t: Tensor | None) -> int | None:
@@ -461,7 +497,7 @@ def _sfx(dtype: torch.dtype) -> str:
 
 
 def _items(bsz: int, d: int, dtype: torch.dtype) -> int:
-    block = _BLOCK[_sfx(dtype)]
+    block = _block(_sfx(dtype))
     return bsz * (-(-d // block))
 
 
@@ -487,13 +523,9 @@ def scan_forward(
     fn = getattr(kernels, f"scan_fwd_{_sfx(u.dtype)}")
     flags = (1 if z is not None else 0) | (2 if softplus else 0)
     args = [_p(t) for t in (u, delta, z, B, C, At, D, bias, out, hck)]
-    n_items = _items(bsz, d, u.dtype)
-
-    def part(i0: int, i1: int, _k: int) -> None:
-        fn(*args, L, bsz, d, chunk, i0, i1, flags)
-
-    if L > 0:
-        _run(part, n_items, L * n * _BLOCK[_sfx(u.dtype)])
+    if L > 0:  # items [i0, i1) per part: (batch, channel-block) pairs
+        run_kernel(fn, [*args, L, bsz, d, chunk, START, STOP, flags], _items(bsz, d, u.dtype),
+                   L * n * _block(_sfx(u.dtype)))  # fmt: skip
     return out, hck
 
 
@@ -529,12 +561,10 @@ def scan_backward(
     flags = (1 if z is not None else 0) | (2 if softplus else 0)
     head = [_p(t) for t in (u, delta, z, B, C, At, D, bias, hck, gout, gu, gdelta, gz)]
 
-    def part(i0: int, i1: int, k: int) -> None:
-        fn(*head, gB[k].data_ptr(), gC[k].data_ptr(), gA[k].data_ptr(), gD[k].data_ptr(), gbias[k].data_ptr(),
-           L, bsz, d, chunk, i0, i1, flags)  # fmt: skip
-
+    sums = [part_ptr(t) for t in (gB, gC, gA, gD, gbias)]  # each part adds into its own slice
     if L > 0:
-        parts = _run(part, n_items, L * n * _BLOCK[_sfx(u.dtype)])
+        parts = run_kernel(fn, [*head, *sums, L, bsz, d, chunk, START, STOP, flags], n_items,
+                           L * n * _block(_sfx(u.dtype)), status=True)  # fmt: skip
     if parts == 1:
         return gu, gdelta, gz, gB[0], gC[0], gA[0], gD[0], gbias[0]
     return tuple([gu, gdelta, gz] + [t[:parts].sum(0) for t in (gB, gC, gA, gD, gbias)])  # type: ignore[return-value]

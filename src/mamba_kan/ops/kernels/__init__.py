@@ -12,8 +12,11 @@ API (for a new kernel, e.g. a fused selective scan):
   ``argtypes``/``restype`` from ``signatures`` (``{"fn": ([ctypes.c_void_p, ctypes.c_int64, ...], None)}``).
   ``name`` (letters, digits, ``_``) names the cache file; the build key is a hash of source, flags and CPU, so
   a changed source or a different machine rebuilds. Results are memoised per (name, key) in the process.
-* ``run_rows(fn, rows, row_elems) -> parts`` - call ``fn(start, stop, part)`` on contiguous row ranges on up to
-  ``torch.get_num_threads()`` Python threads (ctypes drops the GIL during a call, so they run in parallel).
+* ``run_kernel(fn, args, rows, row_elems, status=False) -> parts`` - call the ctypes kernel ``fn`` once per
+  contiguous row range on up to ``torch.get_num_threads()`` threads - torch's own OpenMP workers through a small
+  C driver where that shares torch's runtime, else Python threads - with ``args`` given as integers, addresses
+  or :class:`RowArg` formulas of the part (``START``, ``STOP``, ``COUNT``, ``row_ptr(t, per_row)``,
+  ``part_ptr(t)``); see :mod:`._pool` for why.
 * ``ptr(tensor, offset_elems=0) -> int`` - a raw address for a ``c_void_p`` argument (contiguous tensors only).
 * ``cpu_float32(x) -> bool`` - whether ``x`` is the kind of input the CPU kernels take (CPU, float32, autocast
   off); callers dispatch on it before calling :func:`load_kernel`.
@@ -45,7 +48,16 @@ from typing import TYPE_CHECKING, Any
 
 from mamba_kan.ops.kernels import _cache
 from mamba_kan.ops.kernels._build import C_FLAGS, build_key, compile_library, machine_tag
-from mamba_kan.ops.kernels._pool import ptr, run_rows
+from mamba_kan.ops.kernels._pool import (
+    COUNT,
+    START,
+    STOP,
+    RowArg,
+    part_ptr,
+    ptr,
+    row_ptr,
+    run_kernel,
+)
 from mamba_kan.ops.kernels.c_common import C_EXP, C_VEC
 
 if TYPE_CHECKING:  # the package imports without torch (a build or cache check needs none)
@@ -55,14 +67,20 @@ __all__ = [
     "C_EXP",
     "C_VEC",
     "C_FLAGS",
+    "COUNT",
     "ENV_SWITCH",
+    "START",
+    "STOP",
+    "RowArg",
     "cache_path",
     "cpu_float32",
     "kernels_enabled",
     "load_kernel",
     "machine_tag",
+    "part_ptr",
     "ptr",
-    "run_rows",
+    "row_ptr",
+    "run_kernel",
 ]
 
 log = logging.getLogger(__name__)
