@@ -13,7 +13,8 @@ Backward, with s = sigmoid(pre) recomputed from x (pre is not stored):
 Why: PyTorch runs this as K shifted multiply-adds plus a SiLU, each a pass over (L, batch, d) at ~1 ns per element
 on a small CPU, and the backward needs 3K + 3 of them; one fused pass costs about as much as one. Work split:
 threads take contiguous channel ranges (every channel's sums are private to one thread and run in a fixed order,
-so results do not depend on the thread count). dw and dbias accumulate in float64.
+so results do not depend on the thread count). dw and dbias add up in float32 over blocks of 64 (t, b)
+rows, then in float64.
 """
 
 from __future__ import annotations
@@ -62,40 +63,46 @@ int conv_silu_fwd(const float* restrict x, const float* restrict wt, const float
 }
 
 /* gy: (L, B, D) -> gx (L, B, D), gwt (K, D), gbias (D,) for channels [c0, min(c1, D)); g: (L, B, D)
-   scratch. */
+   scratch. One pass backwards in time: at step t the rows t .. t + K - 1 of g are known, so dx[t] follows at
+   once while they are in cache. dw and dbias add up in float32 over at most FLUSH_ROWS (t, b) rows, then in
+   float64. */
+#define FLUSH_ROWS 64
 int conv_silu_bwd(const float* restrict x, const float* restrict wt, const float* restrict bias,
                    const float* restrict gy, float* restrict g, float* restrict gx, float* restrict gwt,
                    float* restrict gbias, int64_t L, int64_t B, int64_t D, int64_t K, int64_t c0, int64_t c1)
 {
     const int64_t n = (c1 < D ? c1 : D) - c0;
     double* acc = (double*)calloc((size_t)(n * (K + 1)), sizeof(double)); /* (K + 1, n): dw rows, then dbias */
-    if (!acc) return -1;
-    for (int64_t t = 0; t < L; ++t)
+    float* part = (float*)calloc((size_t)(n * (K + 1)), sizeof(float));   /* the same, the rows since a flush */
+    if (!acc || !part) {
+        free(acc);
+        free(part);
+        return -1;
+    }
+    int64_t rows = 0;
+    for (int64_t t = L - 1; t >= 0; --t) {
         for (int64_t b = 0; b < B; ++b) {
             const int64_t row = (t * B + b) * D + c0;
             float* restrict gt = g + row;
             conv_row(x, wt, bias, gt, t, b, B, D, K, c0, n); /* pre, recomputed */
             const float* restrict gyt = gy + row;
-            double* restrict ab = acc + K * n;
+            float* restrict pb = part + K * n;
 #pragma omp simd
             for (int64_t c = 0; c < n; ++c) {
                 const float p = gt[c], s = sigm(p);
                 const float gc = gyt[c] * s * (1.0f + p * (1.0f - s));
                 gt[c] = gc;
-                ab[c] += gc;
+                pb[c] += gc;
             }
             for (int64_t k = 0; k < K; ++k) {
                 const int64_t src = t - (K - 1) + k;
                 if (src < 0) continue;
                 const float* restrict xs = x + (src * B + b) * D + c0;
-                double* restrict ak = acc + k * n;
+                float* restrict pk = part + k * n;
 #pragma omp simd
-                for (int64_t c = 0; c < n; ++c) ak[c] += (double)gt[c] * xs[c];
+                for (int64_t c = 0; c < n; ++c) pk[c] = fmaf(gt[c], xs[c], pk[c]);
             }
-        }
-    for (int64_t t = 0; t < L; ++t)
-        for (int64_t b = 0; b < B; ++b) {
-            float* restrict gxt = gx + (t * B + b) * D + c0;
+            float* restrict gxt = gx + row;
 #pragma omp simd
             for (int64_t c = 0; c < n; ++c) gxt[c] = 0.0f;
             for (int64_t k = 0; k < K; ++k) {
@@ -106,11 +113,22 @@ int conv_silu_bwd(const float* restrict x, const float* restrict wt, const float
                 for (int64_t c = 0; c < n; ++c) gxt[c] = fmaf(wt[k * D + c0 + c], gd[c], gxt[c]);
             }
         }
+        rows += B;
+        if (rows >= FLUSH_ROWS || t == 0) {
+#pragma omp simd
+            for (int64_t i = 0; i < n * (K + 1); ++i) {
+                acc[i] += part[i];
+                part[i] = 0.0f;
+            }
+            rows = 0;
+        }
+    }
     for (int64_t c = 0; c < n; ++c) {
         for (int64_t k = 0; k < K; ++k) gwt[k * D + c0 + c] = (float)acc[k * n + c];
         gbias[c0 + c] = (float)acc[K * n + c];
     }
     free(acc);
+    free(part);
     return 0;
 }
 """
