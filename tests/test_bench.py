@@ -62,6 +62,20 @@ def test_interleaved_timing_recovers_known_durations():
     assert short["rounds"] == long["rounds"] == 5
 
 
+def test_rounds_rotate_the_order_and_collect_garbage_once_per_round(monkeypatch):
+    import mamba_kan.bench.measure as measure
+
+    order: list[str] = []
+    items = [Item(n, "g", {}, lambda n=n: order.append(n), flops=1e6, params=0) for n in "abc"]
+    collections: list[int] = []
+    real_collect = measure.gc.collect
+    monkeypatch.setattr(measure.gc, "collect", lambda *a: collections.append(1) or real_collect(*a))
+    time_group(items, CPU, warmup=1, repeats=3, budget_s=10)
+    assert order[:3] == list("abc")  # warm-up
+    assert order[3:] == list("abc") + list("bca") + list("cab")  # no item always follows the collection
+    assert len(collections) == 3
+
+
 def test_budget_lowers_the_rounds_but_not_below_three():
     t = time_group([_sleeper("slow", 0.05)], CPU, warmup=1, repeats=20, budget_s=0.01)
     assert t["slow [g]"]["rounds"] == 3

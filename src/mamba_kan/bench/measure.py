@@ -1,7 +1,8 @@
 """Measurements: step times (interleaved rounds), the machine's matmul peak, and peak memory.
 
 Timing. Every item of a comparison group is warmed up, then timed in *rounds*: one step of each item per round, so
-a change in machine load hits all items of a group alike and their ratios stay meaningful on a shared machine. Each
+a change in machine load hits all items of a group alike and their ratios stay meaningful on a shared machine.
+Garbage is collected once per round and the item order rotates from round to round. Each
 item reports the median wall-clock time (``ms``) and the median process CPU time (``cpu_ms``, all threads; on a
 loaded machine the better measure of work done) over the rounds. CUDA steps are synchronised before the clock stops.
 
@@ -60,9 +61,13 @@ def time_group(
     rounds = max(min(repeats, 3), min(repeats, int(budget_s / max(round_s, 1e-9))))
     wall: dict[str, list[float]] = {it.key: [] for it in items}
     cpu: dict[str, list[float]] = {it.key: [] for it in items}
-    for _ in range(rounds):
-        for item in items:
-            gc.collect()
+    for r in range(rounds):
+        # garbage is collected once per round, not before every step: a collection takes 30-50 ms with torch
+        # loaded, and a kernel that runs right after that much scalar work is slower for a few ms (measured on a
+        # 2-core AVX-512 machine: the fused scan's forward 7 -> 10 ms, also after a 20 ms busy wait), which is
+        # not how a training step sees it. The order rotates, so that no item always follows the collection.
+        gc.collect()
+        for item in items[r % len(items) :] + items[: r % len(items)]:
             _sync(device)
             t0, c0 = time.perf_counter(), time.process_time()
             item.step()

@@ -68,6 +68,12 @@ def _block(sfx: str) -> int:
 
 
 _HELPERS = r"""
+/* Software prefetch, PF time steps ahead. Each step of an item reads one row of DB channels from u, delta, z and
+   the output gradient, one time step (batch x D elements, 4 KiB at batch 4 x 256 channels) apart: every row is
+   on a new page, where the hardware prefetchers stop. */
+#define PF 8
+#define PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#define PREFETCH_W(p) __builtin_prefetch((p), 1, 3)
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -210,6 +216,13 @@ static inline __attribute__((always_inline)) void fwd_item_SFX(
         const int64_t base = (t * Bsz + b) * D + d0;
         const REAL* restrict Bt = Bm + (t * Bsz + b) * NS;
         const REAL* restrict Ct = Cm + (t * Bsz + b) * NS;
+        if (t + PF < L) { /* rows PF steps ahead (see PF) */
+            const int64_t ahead = base + PF * Bsz * D;
+            PREFETCH(u + ahead);
+            PREFETCH(delta + ahead);
+            if (has_z) PREFETCH(z + ahead);
+            PREFETCH_W(out + ahead);
+        }
         REAL dl[DB], du[DB], y[DB];
 #pragma omp simd
         for (int j = 0; j < DB; ++j) {
@@ -299,6 +312,18 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
             const int64_t i = t - t0, base = (t * Bsz + b) * D + d0;
             const REAL* restrict Bt = Bm + (t * Bsz + b) * NS;
             const REAL* restrict Ct = Cm + (t * Bsz + b) * NS;
+            if (t + PF < t1) {
+                const int64_t ahead = base + PF * Bsz * D;
+                PREFETCH(u + ahead);
+                PREFETCH(delta + ahead);
+            }
+            PREFETCH(gout + base); /* for the adjoint below, and its stores */
+            PREFETCH_W(gu + base);
+            PREFETCH_W(gdelta + base);
+            if (has_z) {
+                PREFETCH(z + base);
+                PREFETCH_W(gz + base);
+            }
             REAL dl[DB], du[DB], y[DB];
 #pragma omp simd
             for (int j = 0; j < DB; ++j) {
@@ -328,6 +353,10 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
         /* adjoint, backwards in time */
         for (int64_t t = t1 - 1; t >= t0; --t) {
             const int64_t i = t - t0, base = (t * Bsz + b) * D + d0;
+            if (t >= K) { /* the previous chunk's rows, for its recomputation next */
+                PREFETCH(u + base - K * Bsz * D);
+                PREFETCH(delta + base - K * Bsz * D);
+            }
             const REAL* restrict Bt = Bm + (t * Bsz + b) * NS;
             const REAL* restrict Ct = Cm + (t * Bsz + b) * NS;
             REAL* restrict gBt = gB + (t * Bsz + b) * NS;
