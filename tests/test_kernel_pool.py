@@ -132,12 +132,11 @@ def _gettid() -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux thread ids")
 def test_driver_runs_on_torch_openmp_threads(lib, two_threads):
-    """With the driver, a kernel's parts run on the threads torch's own parallel ops use: no new threads, and
-    just one OpenMP runtime mapped into the process."""
+    """With the driver, a kernel's parts run on the threads torch's own parallel ops use: no new threads (other
+    packages may map OpenMP runtimes of their own, e.g. scikit-learn's renamed libgomp; the driver binds to the
+    one named libgomp.so.1, torch's)."""
     if _pool._driver() is None:
         pytest.skip("the OpenMP driver is not available here (torch does not use GNU OpenMP)")
-    gomp = [p for p in _pool._mapped_openmp() if "libgomp" in p]
-    assert len(gomp) == 1, gomp
     x = torch.randn(1 << 22)
     (x * 2).sum()  # a parallel torch op: its OpenMP team now exists
     threads_before = set(os.listdir("/proc/self/task"))

@@ -31,7 +31,17 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from mamba_kan.ops.bspline import local_values_and_derivative, spline_table, table_rows
-from mamba_kan.ops.kernels import COUNT, cpu_float32, load_kernel, part_ptr, ptr, row_ptr, run_kernel
+from mamba_kan.ops.kernels import (
+    COUNT,
+    cpu_float32,
+    load_kernel,
+    part_ptr,
+    ptr,
+    row_ptr,
+    run_kernel,
+    vector_flags,
+    vector_lanes,
+)
 from mamba_kan.ops.kernels.spline_source import SPLINE_SIGNATURES, spline_kernel_source
 
 
@@ -49,8 +59,8 @@ _SPLINE_KERNELS: dict[tuple[int, int], SplineKernels | None] = {}
 def load_spline_kernels(grid_size: int, order: int) -> SplineKernels | None:
     """The kernels for (G, k), built on first use; None when unavailable (no compiler, build error,
     MAMBA_KAN_KERNELS=0) - callers then use the PyTorch path. Failures are logged once (ops.kernels)."""
-    lib = load_kernel(f"splines_g{grid_size}_k{order}", spline_kernel_source(grid_size, order),
-                      signatures=SPLINE_SIGNATURES)  # fmt: skip
+    lib = load_kernel(f"splines_g{grid_size}_k{order}", spline_kernel_source(grid_size, order, vector_lanes()),
+                      vector_flags(), SPLINE_SIGNATURES)  # fmt: skip
     if lib is None:
         return None
     key = (grid_size, order)
@@ -170,7 +180,7 @@ def _act_kernel_backward(kernels: SplineKernels, x2, grad, table, base_weight, l
     of feature 0, whose sums are dropped.
     """
     n, n_feat = x2.shape
-    pad = max(0, _LANES - n_feat)
+    pad = max(0, vector_lanes() - n_feat)
     if pad:
         x2, grad = (torch.cat([v, v[:, :1].expand(n, pad)], 1).contiguous() for v in (x2, grad))
         grad[:, n_feat:] = 0.0
@@ -195,9 +205,6 @@ def _act_kernel_backward(kernels: SplineKernels, x2, grad, table, base_weight, l
     gcoef = gcoefs[:used].sum(0).t()[:n_feat]
     gwb = gwbs[:used].sum(0)[:n_feat] if base_weight is not None else None
     return gx[:, :n_feat] if pad else gx, gcoef, gwb
-
-
-_LANES = 8  # features per vector in the activation backward kernel (VL in ops.kernels.c_common.C_VEC)
 
 
 def _kan_features(

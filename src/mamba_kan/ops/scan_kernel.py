@@ -44,7 +44,7 @@ import functools
 import torch
 from torch import Tensor
 
-from mamba_kan.ops.kernels import START, STOP, load_kernel, machine_tag, part_ptr, run_kernel
+from mamba_kan.ops.kernels import START, STOP, load_kernel, part_ptr, run_kernel, vector_flags, wide_vectors
 
 __all__ = ["ScanKernels", "load_scan_kernels", "scan_backward", "scan_forward", "CHECKPOINT_STEPS"]
 
@@ -54,17 +54,10 @@ CHECKPOINT_STEPS = 32
 
 
 @functools.cache
-def _wide_vectors() -> bool:
-    """Whether this CPU has AVX-512F: the scan then takes 16 float32 (8 float64) channels per item, one 512-bit
-    register per state row (32 such registers hold the (N, DB) state and dA exponents without spilling)."""
-    return " avx512f" in machine_tag()
-
-
-@functools.cache
 def _block(sfx: str) -> int:
     """Channels per item (vector lanes) for a dtype suffix: one 256-bit register of float32 (two of float64),
     or one 512-bit register on AVX-512 machines."""
-    return {"f32": 8, "f64": 4}[sfx] * (2 if _wide_vectors() else 1)
+    return {"f32": 8, "f64": 4}[sfx] * (2 if wide_vectors() else 1)
 
 
 _HELPERS = r"""
@@ -497,9 +490,8 @@ EXTRA_FLAGS = ("-ffinite-math-only", "-ffp-contract=fast")
 
 
 def _extra_flags() -> tuple[str, ...]:
-    """EXTRA_FLAGS, plus 512-bit vectors where the item block is one AVX-512 register (gcc and clang otherwise
-    prefer 256-bit vectors on Intel CPUs)."""
-    return EXTRA_FLAGS + (("-mprefer-vector-width=512",) if _wide_vectors() else ())
+    """EXTRA_FLAGS, plus 512-bit vectors where the item block is one AVX-512 register."""
+    return EXTRA_FLAGS + vector_flags()
 
 
 _P, _I = ctypes.c_void_p, ctypes.c_int64

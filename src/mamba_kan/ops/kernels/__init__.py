@@ -21,7 +21,9 @@ API (for a new kernel, e.g. a fused selective scan):
 * ``cpu_float32(x) -> bool`` - whether ``x`` is the kind of input the CPU kernels take (CPU, float32, autocast
   off); callers dispatch on it before calling :func:`load_kernel`.
 * :data:`C_EXP` - a vectorisable ``static inline float mk_exp(float)`` for kernels that need exp (silu, softplus).
-* :data:`C_VEC` - 8-float vectors of GCC/clang's vector extensions (``vf``, ``vld``/``vst``, ``vsel``, ``vfma``,
+* ``wide_vectors()``, ``vector_lanes()``, ``vector_flags()`` - AVX-512 or not: 16 or 8 float32 lanes per vector,
+  and the compiler flag for 512-bit auto-vectorisation (part of the build key through the flags and source).
+* :data:`C_VEC` / ``c_vec(lanes)`` - 8-float (or ``lanes``-float) vectors of GCC/clang's vector extensions (``vf``, ``vld``/``vst``, ``vsel``, ``vfma``,
   ``vfloor``, ``vexp``; include after :data:`C_EXP`) for loops whose accumulators must stay in registers.
 
 Cache and trust (see :mod:`._cache`): libraries live in ``$MAMBA_KAN_CACHE_DIR``, else
@@ -47,7 +49,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mamba_kan.ops.kernels import _cache
-from mamba_kan.ops.kernels._build import C_FLAGS, build_key, compile_library, machine_tag
+from mamba_kan.ops.kernels._build import (
+    C_FLAGS,
+    build_key,
+    compile_library,
+    machine_tag,
+    vector_flags,
+    vector_lanes,
+    wide_vectors,
+)
 from mamba_kan.ops.kernels._pool import (
     COUNT,
     START,
@@ -58,7 +68,7 @@ from mamba_kan.ops.kernels._pool import (
     row_ptr,
     run_kernel,
 )
-from mamba_kan.ops.kernels.c_common import C_EXP, C_VEC
+from mamba_kan.ops.kernels.c_common import C_EXP, C_VEC, c_vec
 
 if TYPE_CHECKING:  # the package imports without torch (a build or cache check needs none)
     from torch import Tensor
@@ -72,6 +82,7 @@ __all__ = [
     "START",
     "STOP",
     "RowArg",
+    "c_vec",
     "cache_path",
     "cpu_float32",
     "kernels_enabled",
@@ -81,6 +92,9 @@ __all__ = [
     "ptr",
     "row_ptr",
     "run_kernel",
+    "vector_flags",
+    "vector_lanes",
+    "wide_vectors",
 ]
 
 log = logging.getLogger(__name__)

@@ -32,6 +32,24 @@ def machine_tag() -> str:
     return info
 
 
+@functools.cache
+def wide_vectors() -> bool:
+    """Whether the CPU has AVX-512F: kernels then use 512-bit vectors (16 float32 lanes) where they are written for
+    a vector width, and ask the compiler for 512-bit vectors where it vectorises (gcc and clang otherwise prefer
+    256-bit vectors on Intel CPUs)."""
+    return " avx512f" in machine_tag()
+
+
+def vector_lanes() -> int:
+    """float32 lanes of one vector register: 16 with AVX-512, else 8 (AVX2; narrower targets split them)."""
+    return 16 if wide_vectors() else 8
+
+
+def vector_flags() -> tuple[str, ...]:
+    """Compiler flags for :func:`vector_lanes`-wide loops: 512-bit vectors on AVX-512 CPUs, none elsewhere."""
+    return ("-mprefer-vector-width=512",) if wide_vectors() else ()
+
+
 def build_key(source: str, extra_flags: Sequence[str] = ()) -> str:
     """20 hex digits naming a build: source, flags and CPU (a new CPU or flag gives a new library)."""
     return _build_key(source, tuple(extra_flags))

@@ -45,12 +45,16 @@ def c_horner(coeffs: list[float], var: str) -> str:
     return expr
 
 
-# Fixed-width vectors of GCC/clang's vector extensions (8 floats = one AVX2 register; other targets split them).
-# Used where the auto-vectoriser would keep accumulators in memory: code written on `vf` keeps them in registers.
-# Selects and FMAs are spelled out (ISO C mode does not contract a * b + c); results equal the scalar code's
-# fmaf/select expressions lane by lane.
-C_VEC = """
-#define VL 8
+# Fixed-width vectors of GCC/clang's vector extensions (8 floats = one AVX2 register, 16 = one AVX-512 register;
+# other targets split them). Used where the auto-vectoriser would keep accumulators in memory: code written on `vf`
+# keeps them in registers. Selects and FMAs are spelled out (ISO C mode does not contract a * b + c); results
+# equal the scalar code's fmaf/select expressions lane by lane.
+def c_vec(lanes: int) -> str:
+    """The vector helpers below for ``lanes`` float32 lanes (``VL``)."""
+    return f"\n#define VL {int(lanes)}" + _C_VEC_BODY
+
+
+_C_VEC_BODY = """
 typedef float vf __attribute__((vector_size(4 * VL)));
 typedef int32_t vi __attribute__((vector_size(4 * VL)));
 static inline vf vld(const float* p) { vf v; memcpy(&v, p, sizeof v); return v; }
@@ -86,3 +90,6 @@ static inline vf vexp(vf x) {
     return p * (vf)e;
 }
 """
+
+
+C_VEC = c_vec(8)  # 8 lanes: AVX2-sized vectors

@@ -12,7 +12,7 @@ import ctypes
 import functools
 
 from mamba_kan.ops.bspline import cardinal_piece_coefficients
-from mamba_kan.ops.kernels.c_common import C_EXP, C_VEC, c_float, c_horner
+from mamba_kan.ops.kernels.c_common import C_EXP, c_float, c_horner, c_vec
 
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 SPLINE_SIGNATURES = {
@@ -25,9 +25,10 @@ SPLINE_SIGNATURES = {
 }
 
 
-@functools.cache  # generated once per (G, k): the kernels are looked up on every layer call
-def spline_kernel_source(grid_size: int, order: int) -> str:
+@functools.cache  # generated once per (G, k, lanes): the kernels are looked up on every layer call
+def spline_kernel_source(grid_size: int, order: int, lanes: int = 8) -> str:
     """C source of the four kernels for one (G, k): everything unrolled, so the loop over features vectorises.
+    ``lanes``: float32 lanes of the activation backward's vectors (8 = AVX2, 16 = AVX-512).
 
     Layouts (row-major, float32): activation x, y, g: (rows, F); table: (G + 2, k + 1, F); KAN features:
     (rows, 1 + G + k, F) = [silu(x) | B_0(x) | ... | B_{G+k-1}(x)] per row.
@@ -35,7 +36,7 @@ def spline_kernel_source(grid_size: int, order: int) -> str:
     g, k = grid_size, order
     k1, rows_t, n_basis = k + 1, g + 2, g + k
     mc = cardinal_piece_coefficients(k)
-    lines = [f"/* mamba-kan spline kernels, G = {g}, k = {k} */", C_EXP, C_VEC]
+    lines = [f"/* mamba-kan spline kernels, G = {g}, k = {k} */", C_EXP, c_vec(lanes)]
 
     ind = " " * 16
 
@@ -176,7 +177,7 @@ def _vhorner(coeffs: list[float], var: str) -> str:
 def _act_backward(grid_size: int, order: int, base: int) -> str:
     """C source of act_bwd{base}: d/dx and the coefficient gradient d/dc_m = sum_n g B_m(x) (+ d/dw_b).
 
-    Features are walked in chunks of VL = 8 lanes with the rows inside, so the G + k (+ 1) sums stay in vector
+    Features are walked in chunks of VL (8 or 16) lanes with the rows inside, so the G + k (+ 1) sums stay in vector
     registers for the whole column (sums per table row, (G + 2)(k + 1) of them, did not fit and were read and
     written per row: 5-6x slower on AVX2). A last partial chunk is shifted left to end at F; its first `skip`
     lanes repeat features of the previous chunk (same gx, sums not added twice). Needs F >= VL (the caller pads).
@@ -282,7 +283,7 @@ void act_bwd{base}(const float* restrict x, const float* restrict g, float* rest
         const int64_t f0 = c + VL <= F ? c : F - VL;
         const int64_t skip = c - f0;
         const vf sc = vld(scale + f0), sh = vld(shift + f0);
-        float tl[{rows_t * k1} * VL] __attribute__((aligned(32)));  /* the chunk's table slice, aligned (L1) */
+        float tl[{rows_t * k1} * VL] __attribute__((aligned(4 * VL)));  /* the chunk's table slice, aligned (L1) */
         for (int q = 0; q < {rows_t * k1}; ++q) memcpy(tl + q * VL, table + q * F + f0, sizeof(vf));
 """
     out = [head.rstrip("\n")]
