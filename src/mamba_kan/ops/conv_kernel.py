@@ -24,7 +24,7 @@ import ctypes
 import torch
 from torch import Tensor
 
-from mamba_kan.ops.kernels import C_EXP, RowArg, load_kernel, run_kernel
+from mamba_kan.ops.kernels import C_EXP, RowArg, load_kernel, run_kernel, vector_flags
 
 __all__ = ["conv_silu_backward", "conv_silu_forward", "load_conv_kernels"]
 
@@ -145,7 +145,7 @@ _CHANNEL_BLOCK = 8  # threads split the channels in multiples of one AVX vector 
 
 def load_conv_kernels() -> ctypes.CDLL | None:
     """The compiled kernels, or None when unavailable (no compiler, build error, ``MAMBA_KAN_KERNELS=0``)."""
-    return load_kernel("conv_silu", _FULL_SOURCE, EXTRA_FLAGS, _SIGNATURES)
+    return load_kernel("conv_silu", _FULL_SOURCE, EXTRA_FLAGS + vector_flags(), _SIGNATURES)
 
 
 def _channel_parts(fn, args: list, d: int, elems_per_channel: int) -> None:
