@@ -115,7 +115,9 @@ def test_spline_activation_kernel_matches_float64_reference(kernels_on, g, k, ba
         (5, 3, 51, 128, False),
     ],
 )
-def test_kan_linear_kernel_matches_float64_reference(kernels_on, g, k, n_in, n_out, keep, monkeypatch):
+@pytest.mark.parametrize("wide", [False, True], ids=["avx2-layouts", "avx512-layouts"])
+def test_kan_linear_kernel_matches_float64_reference(kernels_on, g, k, n_in, n_out, keep, wide, monkeypatch):
+    monkeypatch.setattr(BA, "wide_vectors", lambda: wide)  # the layout choice only; the kernels stay as built
     if not keep:
         monkeypatch.setattr(BA, "KEEP_FEATURES_BYTES", 0)
     layer = KANLinear(n_in, n_out, grid_size=g, spline_order=k, grid_range=(-1.5, 2.0))
