@@ -38,6 +38,10 @@ from mamba_kan.ops.kernels import C_EXP, START, STOP, load_kernel, run_kernel
 __all__ = ["MAX_HEAD_DIM", "attention_backward", "attention_forward", "load_attention_kernels"]
 
 MAX_HEAD_DIM = 16  # kernels are generated up to this head dim; ops.attention decides where they are used
+KEY_BLOCK = (
+    16  # keys per block in the backward's dK / dV sums (one AVX-512 or two AVX2 registers per sum row)
+)
+TWO_PASS_MAX = 512  # longest head whose (L, L) probabilities and score gradients the backward keeps (2 MiB)
 
 _SOURCE = r"""
 /* Row-major (L, HD) and transposed (HD, L) copies of one head, rotated; x(t) points at element 0 of the head in
@@ -120,6 +124,50 @@ static inline void weighted_rows(const float* restrict w, const float* restrict 
     for (int d = 0; d < HD; ++d) out[d] = (a0[d] + a1[d]) + (a2[d] + a3[d]);
 }
 
+/* dK^T[d][j] = sum_{i >= j} DS[i][j] Q[i][d] and dV^T[d][j] = sum_{i >= j} P[i][j] dO[i][d] (P, DS: (L, L) rows,
+   zero right of the diagonal within a key block), KB keys at a time with the 2 HD sums in registers, rows from
+   the block's first key down: each (i, j) product is read once, instead of a read-modify-write of dK^T and dV^T
+   per query row. dO row i at go + i * gstride. */
+static void key_block_grads(const float* restrict P, const float* restrict DS, const float* restrict Q,
+                            const float* restrict go, int64_t gstride, int64_t L, float* restrict gKt,
+                            float* restrict gVt)
+{
+    for (int64_t j0 = 0; j0 < L; j0 += KB) {
+        const int64_t nb = j0 + KB <= L ? KB : L - j0;
+        float ak[HD][KB], av[HD][KB];
+        for (int d = 0; d < HD; ++d)
+#pragma omp simd
+            for (int jj = 0; jj < KB; ++jj) ak[d][jj] = av[d][jj] = 0.0f;
+        if (nb == KB)
+            for (int64_t i = j0; i < L; ++i) {
+                const float* restrict pr = P + i * L + j0;
+                const float* restrict dr = DS + i * L + j0;
+                const float* restrict qi = Q + i * HD;
+                const float* restrict gi = go + i * gstride;
+                for (int d = 0; d < HD; ++d) {
+                    const float qd = qi[d], gd = gi[d];
+#pragma omp simd
+                    for (int jj = 0; jj < KB; ++jj) {
+                        ak[d][jj] = fmaf(dr[jj], qd, ak[d][jj]);
+                        av[d][jj] = fmaf(pr[jj], gd, av[d][jj]);
+                    }
+                }
+            }
+        else /* the last, partial block */
+            for (int64_t i = j0; i < L; ++i)
+                for (int d = 0; d < HD; ++d)
+                    for (int jj = 0; jj < nb; ++jj) {
+                        ak[d][jj] = fmaf(DS[i * L + j0 + jj], Q[i * HD + d], ak[d][jj]);
+                        av[d][jj] = fmaf(P[i * L + j0 + jj], go[i * gstride + d], av[d][jj]);
+                    }
+        for (int d = 0; d < HD; ++d)
+            for (int jj = 0; jj < nb; ++jj) {
+                gKt[d * L + j0 + jj] = ak[d][jj];
+                gVt[d * L + j0 + jj] = av[d][jj];
+            }
+    }
+}
+
 /* qkv: (B, L, 3, H, HD); cs, sn: (L, HD/2); y: (B, L, H, HD); lse: (B, H, L). Items [item0, item1) of B*H. */
 int attn_fwd(const float* qkv, const float* cs, const float* sn, float* y, float* lse, int64_t B, int64_t L,
              int64_t H, int64_t item0, int64_t item1)
@@ -166,10 +214,15 @@ int attn_bwd(const float* qkv, const float* cs, const float* sn, const float* y,
 {
     const float scale = 1.0f / sqrtf((float)HD);
     const int64_t stride = 3 * H * HD;
-    float* work = (float*)malloc(sizeof(float) * (size_t)(6 * L * HD + 2 * L));
+    /* up to TWO_PASS_MAX tokens the probabilities and score gradients of a head are kept, (L, L) each, and dK,
+       dV summed key block by key block in registers (see key_block_grads); longer heads add the outer products
+       of each query row into dK^T, dV^T directly */
+    const int two_pass = L <= TWO_PASS_MAX;
+    const int64_t rows = two_pass ? L : 1;
+    float* work = (float*)malloc(sizeof(float) * (size_t)(6 * L * HD + 2 * L * rows));
     if (!work) return -1;
     float *Q = work, *K = Q + L * HD, *Kt = K + L * HD, *Vt = Kt + L * HD, *gKt = Vt + L * HD;
-    float *gVt = gKt + L * HD, *p = gVt + L * HD, *ds = p + L;
+    float *gVt = gKt + L * HD, *P = gVt + L * HD, *DS = P + L * rows;
     for (int64_t it = item0; it < item1; ++it) {
         const int64_t b = it / H, h = it % H;
         const float* base = qkv + b * L * stride + h * HD;
@@ -180,6 +233,8 @@ int attn_bwd(const float* qkv, const float* cs, const float* sn, const float* y,
         float* gbase = gqkv + b * L * stride + h * HD;
         for (int64_t i = 0; i < L; ++i) {
             const int64_t n = i + 1;
+            float* restrict p = P + (two_pass ? i * L : 0);
+            float* restrict ds = DS + (two_pass ? i * L : 0);
             const float* restrict go = gy + ((b * L + i) * H + h) * HD;
             const float* restrict yi = y + ((b * L + i) * H + h) * HD;
             const float li = lse[(b * H + h) * L + i];
@@ -195,16 +250,20 @@ int attn_bwd(const float* qkv, const float* cs, const float* sn, const float* y,
             }
             float gq[HD];
             weighted_rows(ds, K, n, gq);
-            for (int d = 0; d < HD; ++d) {
-                const float qd = Q[i * HD + d], gd = go[d];
-                float* restrict gk = gKt + d * L;
-                float* restrict gv = gVt + d * L;
+            if (two_pass) { /* zeros up to the end of the row's last key block: key_block_grads reads them */
+                const int64_t end = (n + KB - 1) / KB * KB < L ? (n + KB - 1) / KB * KB : L;
+                for (int64_t j = n; j < end; ++j) p[j] = ds[j] = 0.0f;
+            } else
+                for (int d = 0; d < HD; ++d) {
+                    const float qd = Q[i * HD + d], gd = go[d];
+                    float* restrict gk = gKt + d * L;
+                    float* restrict gv = gVt + d * L;
 #pragma omp simd
-                for (int64_t j = 0; j < n; ++j) {
-                    gk[j] = fmaf(ds[j], qd, gk[j]);
-                    gv[j] = fmaf(p[j], gd, gv[j]);
+                    for (int64_t j = 0; j < n; ++j) {
+                        gk[j] = fmaf(ds[j], qd, gk[j]);
+                        gv[j] = fmaf(p[j], gd, gv[j]);
+                    }
                 }
-            }
             /* dq = rot^T(dQ) / sqrt(hd) */
             float* restrict gqi = gbase + i * stride;
             for (int c = 0; c < HD / 2; ++c) {
@@ -214,6 +273,7 @@ int attn_bwd(const float* qkv, const float* cs, const float* sn, const float* y,
                 gqi[2 * c + 1] = (bb * co - a * si) * scale;
             }
         }
+        if (two_pass) key_block_grads(P, DS, Q, gy + (b * L * H + h) * HD, H * HD, L, gKt, gVt);
         for (int64_t t = 0; t < L; ++t) {
             float* restrict gk = gbase + t * stride + H * HD;
             float* restrict gv = gbase + t * stride + 2 * H * HD;
@@ -243,7 +303,11 @@ _SIGNATURES = {
 @functools.cache  # generated once per head dimension: the kernels are looked up on every call
 def attention_source(head_dim: int) -> str:
     """C source of the forward and backward kernels for one (even) head dimension."""
-    return f"#define HD {int(head_dim)}\n" + C_EXP + _SOURCE
+    return (
+        f"#define HD {int(head_dim)}\n#define KB {KEY_BLOCK}\n#define TWO_PASS_MAX {TWO_PASS_MAX}\n"
+        + C_EXP
+        + _SOURCE
+    )
 
 
 def load_attention_kernels(head_dim: int) -> ctypes.CDLL | None:
