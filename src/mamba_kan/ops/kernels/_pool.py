@@ -124,7 +124,7 @@ static int run_part(void* fn, I nargs, const I* coef, I rows, I parts, I k, int 
 }}
 
 /* Runs every part once; a team smaller than asked for takes several parts per thread (same ranges, same bits).
-   Returns the first non-zero status of a part, or 0. */
+   Returns 1 when a part's kernel returned non-zero, else 0. */
 int mk_run_rows(void* fn, I nargs, const I* coef, I rows, I parts, int with_status)
 {{
     int status = 0;
