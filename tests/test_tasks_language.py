@@ -242,3 +242,24 @@ def test_every_sampled_symbol_is_a_successor_of_its_context_in_the_documented_nu
         for t in range(2, len(row)):
             ctx = index[row[t - 2]] * 6 + index[row[t - 1]]
             assert index[row[t]] in source.successors[ctx].tolist()
+
+
+def test_training_batches_sampled_in_blocks_equal_one_generator_per_step():
+    """train_batch samples TRAIN_BLOCK steps per call (one walk over all their rows): every step's batch must be
+    what that step's own generator gives alone, for sequential steps, out of order, and after a repeat."""
+    from mamba_kan.tasks.language import TRAIN_BLOCK
+
+    task = make_task("language", seed=3, context=40, eval_sequences=8)
+    source = task.source
+
+    def alone(step: int, bsz: int) -> np.ndarray:
+        seqs = source.sample(make_rng(3, "language", "synthetic", "train", step), bsz, 41)
+        return np.ascontiguousarray(seqs, dtype=np.int64)
+
+    order = [*range(TRAIN_BLOCK + 3), 2, 0, 17, 16, 5]
+    for step in order:
+        batch = task.train_batch(step, 6)
+        want = alone(step, 6)
+        assert np.array_equal(batch.inputs.numpy(), want[:, :-1]), step
+        assert np.array_equal(batch.targets.numpy(), want[:, 1:]), step
+    assert np.array_equal(task.train_batch(4, 3).inputs.numpy(), alone(4, 3)[:, :-1])  # another batch size

@@ -58,6 +58,9 @@ VOCAB = 256
 SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
 MAX_CONTEXTS = 1 << 22  # alphabet^order transition rows kept in memory (x branching bytes each)
 SYNTHETIC_BURN_IN = 64  # steps run before the first emitted symbol so the start is near stationarity
+TRAIN_BLOCK = (
+    8  # training batches sampled per call of the synthetic source (SyntheticLanguageTask.train_batch)
+)
 
 OPTIONS: dict[str, Any] = {
     "context": 256,
@@ -133,23 +136,30 @@ class MarkovSource:
 
     def sample(self, rng: np.random.Generator, batch: int, length: int) -> np.ndarray:
         """(batch, length) uint8 bytes; each row starts after SYNTHETIC_BURN_IN steps from a uniform context."""
+        return self.sample_many([rng], batch, length)[0]
+
+    def sample_many(self, rngs: list[np.random.Generator], batch: int, length: int) -> list[np.ndarray]:
+        """:meth:`sample` for each generator in ``rngs``, the same arrays as separate calls give, with the
+        sequential walk run once over all their rows (its ~2 numpy calls per token step are the sampler's cost)."""
         steps = SYNTHETIC_BURN_IN + length
-        # successor ranks are iid Zipf whatever the context, so draw them all at once; only the lookup is sequential
-        ranks = np.searchsorted(self._cdf, rng.random((batch, steps)), side="right")
+        # successor ranks are iid Zipf whatever the context, so draw them all at once; only the lookup is sequential.
+        # Each generator draws exactly what a lone sample() call draws, in the same order.
+        draws = [(rng.random((batch, steps)), rng.integers(0, self.n_contexts, size=batch)) for rng in rngs]
+        ranks = np.searchsorted(self._cdf, np.concatenate([u for u, _ in draws]), side="right")
         ranks = np.minimum(ranks, self.branching - 1)
-        ctx = rng.integers(0, self.n_contexts, size=batch)
+        ctx = np.concatenate([c for _, c in draws])
         # One add and one gather per step: the walk runs on cur = context id x branching, through the table
         # cur' = next_context[cur + rank] of next context ids x branching; the symbol emitted at a step is the last
         # (least significant) digit of the context it leads to. Same sequence as stepping ctx and successors.
         table = self._next_context_table()
         cur = ctx * self.branching
         ranks = np.ascontiguousarray(ranks.T)  # (steps, batch): one contiguous row per step
-        out = np.empty((steps, batch), dtype=np.int64)
+        out = np.empty((steps, len(ctx)), dtype=np.int64)
         for t in range(steps):
             cur = table[cur + ranks[t]]
             out[t] = cur
         sym = (out[SYNTHETIC_BURN_IN:].T // self.branching) % self.alphabet
-        return self.symbols[sym]
+        return np.split(self.symbols[sym], len(rngs))
 
     def _next_context_table(self) -> np.ndarray:
         """(n_contexts x branching,) int64: entry ctx x branching + rank = the context id after emitting the rank's
@@ -327,6 +337,7 @@ class SyntheticLanguageTask(LanguageTask):
             )
         # a target at position t is predicted from inputs 0..t; it has its full Markov context iff t >= order - 1
         self._mask_row = torch.arange(self.context) >= self.source.order - 1
+        self._train_cache: dict[tuple[int, int], np.ndarray] = {}  # (step, batch size) -> sampled sequences
 
     def compute_reference_values(self, split: str) -> dict[str, float]:
         """Unigram baseline plus the realised optimum (``floor``) and the entropy rate (``floor_expected``)."""
@@ -346,8 +357,19 @@ class SyntheticLanguageTask(LanguageTask):
         return self._batch(seqs, self._mask_row.expand(n, -1).clone())
 
     def train_batch(self, step: int, batch_size: int) -> Batch:
+        """The batch of ``step``: its own generator as always; the next TRAIN_BLOCK steps' batches are sampled in
+        the same call (one walk over all their rows) and kept, so a training loop's sequential steps pay the
+        sampler's per-token-step cost once per block (same sequences: 0.55 -> ~0.2 ms per quick step in the loop,
+        measured)."""
         check_step(step, batch_size)
-        return self._make(make_rng(self.seed, "language", "synthetic", "train", step), batch_size)
+        key = (step, batch_size)
+        if key not in self._train_cache:
+            block = range(step, step + TRAIN_BLOCK)
+            rngs = [make_rng(self.seed, "language", "synthetic", "train", s) for s in block]
+            seqs = self.source.sample_many(rngs, batch_size, self.context + 1)
+            self._train_cache = {(s, batch_size): q for s, q in zip(block, seqs)}
+        seqs = self._train_cache.pop(key)
+        return self._batch(seqs, self._mask_row.expand(batch_size, -1).clone())
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
         check_split(split)
