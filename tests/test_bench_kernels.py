@@ -230,10 +230,19 @@ def test_non_contiguous_inputs_are_handled(kernels_on):
     torch.testing.assert_close(gx.double(), gx64, atol=2e-5, rtol=2e-5)
 
 
-@pytest.mark.parametrize("n_feat", [1, 5, 8, 9, 16, 23])
-def test_activation_kernel_backward_at_every_width(kernels_on, n_feat):
-    """The backward kernel walks 8 features at a time: widths below 8 (padded), exact multiples and a shifted
-    last chunk all give the float64 reference's gradients (values outside the grid and a NaN-free mix)."""
+@pytest.fixture(params=[8, 16], ids=["8-lanes", "16-lanes"])
+def lanes(request, monkeypatch):
+    """The activation backward built with 8-lane (AVX2) and with 16-lane (AVX-512) vectors, whatever this CPU
+    has: vector_lanes() picks one per machine, so each machine would otherwise test only its own."""
+    monkeypatch.setattr(BA, "vector_lanes", lambda: request.param)
+    monkeypatch.setattr(BA, "vector_flags", lambda: ())
+    return request.param
+
+
+@pytest.mark.parametrize("n_feat", [1, 5, 8, 9, 16, 23, 37])
+def test_activation_kernel_backward_at_every_width(kernels_on, lanes, n_feat):
+    """The backward kernel walks VL (8 or 16) features at a time: widths below VL (padded), exact multiples and a
+    shifted last chunk all give the float64 reference's gradients (values outside the grid and a NaN-free mix)."""
     x, coef, wb, low, h = _inputs(130, n_feat, 5, 3, seed=n_feat)
     ref = _grads(
         lambda x_, c_, w_: _reference_activation(x_, c_, low, h, 5, 3, w_),
@@ -241,6 +250,7 @@ def test_activation_kernel_backward_at_every_width(kernels_on, n_feat):
     )
     x32, c32, w32 = (t.float().requires_grad_() for t in (x, coef, wb))
     kernels = BA.spline_kernels(x32, 5, 3)
+    assert f"#define VL {lanes}" in BA.spline_kernel_source(5, 3, lanes)
     fast = _grads(
         lambda x_, c_, w_: BA.bspline_activation_kernel(x_, c_, low, h, 5, 3, w_, kernels), x32, c32, w32
     )

@@ -292,12 +292,31 @@ def fused(monkeypatch):
         pytest.skip("no C compiler: the fused scan cannot be built here")
 
 
+@pytest.fixture(params=["avx2-blocks", "avx512-blocks"])
+def scan_blocks(request, monkeypatch):
+    """The fused scan built with 8-channel (AVX2) and with 16-channel (AVX-512) items, whatever this CPU has (the
+    kernels pick one per machine, so each machine would otherwise test only its own)."""
+    import mamba_kan.ops.scan_kernel as sk
+
+    wide = request.param == "avx512-blocks"
+    monkeypatch.setattr(sk, "wide_vectors", lambda: wide)
+    monkeypatch.setattr(sk, "vector_flags", lambda: ("-mprefer-vector-width=512",) if wide else ())
+    sk._block.cache_clear()
+    sk.scan_source.cache_clear()
+    yield sk._block("f32")
+    sk._block.cache_clear()  # before monkeypatch restores this machine's choice
+    sk.scan_source.cache_clear()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("options", list(OPTION_SETS))
-def test_fused_long_sequence_many_chunks_every_gradient(fused, dtype, options):
+def test_fused_long_sequence_many_chunks_every_gradient(fused, scan_blocks, dtype, options):
     """L = 300 over chunks of 32 (ragged last chunk), 21 channels (full channel blocks then a partial one, for
     8- and 16-lane blocks), N = 16: the fused kernel's outputs and all eight gradients against the float64
     reference."""
+    assert f"#define DB {scan_blocks}" in __import__("mamba_kan.ops.scan_kernel").ops.scan_kernel.scan_source(
+        16
+    )
     opt = OPTION_SETS[options]
     bsz, d, n, L = 2, 21, 16, 300
     raw = make_inputs(bsz, d, n, L, seed=41)
