@@ -58,9 +58,8 @@ VOCAB = 256
 SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
 MAX_CONTEXTS = 1 << 22  # alphabet^order transition rows kept in memory (x branching bytes each)
 SYNTHETIC_BURN_IN = 64  # steps run before the first emitted symbol so the start is near stationarity
-TRAIN_BLOCK = (
-    8  # training batches sampled per call of the synthetic source (SyntheticLanguageTask.train_batch)
-)
+# training batches sampled per call of the synthetic source (SyntheticLanguageTask.train_batch)
+TRAIN_BLOCK = 8
 
 OPTIONS: dict[str, Any] = {
     "context": 256,
@@ -353,8 +352,10 @@ class SyntheticLanguageTask(LanguageTask):
         return out
 
     def _make(self, rng: np.random.Generator, n: int) -> Batch:
-        seqs = self.source.sample(rng, n, self.context + 1)
-        return self._batch(seqs, self._mask_row.expand(n, -1).clone())
+        return self._masked_batch(self.source.sample(rng, n, self.context + 1))
+
+    def _masked_batch(self, seqs: np.ndarray) -> Batch:
+        return self._batch(seqs, self._mask_row.expand(len(seqs), -1).clone())
 
     def train_batch(self, step: int, batch_size: int) -> Batch:
         """The batch of ``step``: its own generator as always; the next TRAIN_BLOCK steps' batches are sampled in
@@ -368,8 +369,7 @@ class SyntheticLanguageTask(LanguageTask):
             rngs = [make_rng(self.seed, "language", "synthetic", "train", s) for s in block]
             seqs = self.source.sample_many(rngs, batch_size, self.context + 1)
             self._train_cache = {(s, batch_size): q for s, q in zip(block, seqs)}
-        seqs = self._train_cache.pop(key)
-        return self._batch(seqs, self._mask_row.expand(batch_size, -1).clone())
+        return self._masked_batch(self._train_cache.pop(key))
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
         check_split(split)

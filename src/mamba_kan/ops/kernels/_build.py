@@ -6,6 +6,7 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -37,7 +38,7 @@ def wide_vectors() -> bool:
     """Whether the CPU has AVX-512F: kernels then use 512-bit vectors (16 float32 lanes) where they are written for
     a vector width, and ask the compiler for 512-bit vectors where it vectorises (gcc and clang otherwise prefer
     256-bit vectors on Intel CPUs)."""
-    return " avx512f" in machine_tag()
+    return re.search(r"\bavx512f\b", machine_tag()) is not None
 
 
 def vector_lanes() -> int:
