@@ -257,3 +257,31 @@ def test_activation_kernel_backward_at_every_width(kernels_on, lanes, n_feat):
     for i, (got, want) in enumerate(zip(fast, ref)):
         tol = 2e-5 if i < 2 else 1e-4
         torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("base", [True, False])
+def test_activation_backward_nan_input_poisons_only_its_feature(kernels_on, lanes, base):
+    """A NaN input gives NaN in its own d/dx element and in its feature's coefficient (and w_b) gradient, not a
+    crash or a silently finite sum; every other element and feature stays finite and equal to the gradients of the finite input
+    (features are independent)."""
+    x, coef, wb, low, h = _inputs(64, 20, 5, 3, seed=11)
+    x32, c32 = x.float(), coef.float()
+    w32 = wb.float() if base else None
+    kernels = BA.spline_kernels(x32, 5, 3)
+
+    def grads(x_):
+        xr, cr = x_.clone().requires_grad_(), c32.clone().requires_grad_()
+        wr = w32.clone().requires_grad_() if base else None
+        y = BA.bspline_activation_kernel(xr, cr, low, h, 5, 3, wr, kernels)
+        return torch.autograd.grad(y.sum(), [xr, cr] + ([wr] if base else []))
+
+    poisoned = x32.clone()
+    poisoned[7, 3] = float("nan")
+    got, clean = grads(poisoned), grads(x32)
+    others = [f for f in range(20) if f != 3]
+    assert torch.isnan(got[0][7, 3]) and torch.isfinite(got[0][:, others]).all()
+    assert torch.isnan(got[1][3]).any() and torch.isfinite(got[1][others]).all()
+    torch.testing.assert_close(got[0][:, others], clean[0][:, others])
+    torch.testing.assert_close(got[1][others], clean[1][others])
+    if base:
+        assert torch.isnan(got[2][3]) and torch.isfinite(got[2][others]).all()

@@ -66,15 +66,38 @@ static inline vf vfma(vf a, vf b, vf c) {
     for (int i = 0; i < VL; ++i) r[i] = fmaf(a[i], b[i], c[i]);
     return r;
 }
+/* Lane masks: AVX-512 mask registers where the vectors are 512-bit (a select or a masked add is one instruction;
+   the bitwise select above compiles to two there), else -1 / 0 integer lanes. vm_* compare ordered (false for
+   NaN, as C's < and ==), vblend(m, a, b) = m ? a : b, vadd_if(acc, m, v) = m ? acc + v : acc. */
+#if defined(__AVX512F__) && VL == 16
+#include <immintrin.h>
+typedef __mmask16 vm;
+static inline vm vm_lt(vf a, vf b) { return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_LT_OQ); }
+static inline vm vm_gt(vf a, vf b) { return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_GT_OQ); }
+static inline vm vm_eq(vf a, vf b) { return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_EQ_OQ); }
+static inline vm vm_nan(vf a) { return _mm512_cmp_ps_mask((__m512)a, (__m512)a, _CMP_UNORD_Q); }
+static inline vf vblend(vm m, vf a, vf b) { return (vf)_mm512_mask_blend_ps(m, (__m512)b, (__m512)a); }
+static inline vf vadd_if(vf acc, vm m, vf v) { return (vf)_mm512_mask_add_ps((__m512)acc, m, (__m512)acc, (__m512)v); }
+/* floor for |x| < 2^31 (one rounding instruction) */
+static inline vf vfloor(vf x) { return (vf)_mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+#else
+typedef vi vm;
+static inline vm vm_lt(vf a, vf b) { return a < b; }
+static inline vm vm_gt(vf a, vf b) { return a > b; }
+static inline vm vm_eq(vf a, vf b) { return a == b; }
+static inline vm vm_nan(vf a) { return a != a; }
+static inline vf vblend(vm m, vf a, vf b) { return vsel(m, a, b); }
+static inline vf vadd_if(vf acc, vm m, vf v) { return acc + (vf)((vi)v & m); }
 /* floor for |x| < 2^31: truncate, then step down where truncation rounded up (negative non-integers) */
 static inline vf vfloor(vf x) {
     vf f = __builtin_convertvector(__builtin_convertvector(x, vi), vf);
     return f + __builtin_convertvector((vi)(f > x), vf);
 }
+#endif
 /* mk_exp of C_EXP, lane by lane */
 static inline vf vexp(vf x) {
-    x = vsel(x > -87.0f, x, vsplat(-87.0f));
-    x = vsel(x < 88.0f, x, vsplat(88.0f));
+    x = vblend(vm_gt(x, vsplat(-87.0f)), x, vsplat(-87.0f));
+    x = vblend(vm_lt(x, vsplat(88.0f)), x, vsplat(88.0f));
     vf z = x * 1.44269504088896341f;
     vf n = vfloor(z + 0.5f);
     vf f = z - n;

@@ -177,7 +177,7 @@ def _vhorner(coeffs: list[float], var: str) -> str:
 def _act_backward(grid_size: int, order: int, base: int) -> str:
     """C source of act_bwd{base}: d/dx and the coefficient gradient d/dc_m = sum_n g B_m(x) (+ d/dw_b).
 
-    Features are walked in chunks of VL (8 or 16) lanes with the rows inside, so the G + k (+ 1) sums stay in vector
+    Features are walked in chunks of VL (8 or 16) lanes with the rows inside, so the sums stay in vector
     registers for the whole column (sums per table row, (G + 2)(k + 1) of them, did not fit and were read and
     written per row: 5-6x slower on AVX2). A last partial chunk is shifted left to end at F; its first `skip`
     lanes repeat features of the previous chunk (same gx, sums not added twice). Needs F >= VL (the caller pads).
@@ -185,8 +185,15 @@ def _act_backward(grid_size: int, order: int, base: int) -> str:
     (a column of stride F) ran ~3x slower at widths that are not a multiple of 8, and ~1.5x at 512.
     The chunk's table slice is copied to an aligned local array: with F % 8 != 0 the table rows are not
     vector-aligned, and ~20 loads per row straddling cache lines made odd widths ~3x slower.
-    d/dx is the derivative polynomial of the table row (as the forward), the basis values are those of the
-    clamped input, exactly as uniform_bspline_local (interval j <= G - 1).
+
+    d/dx is the derivative polynomial of the table row (as the forward); the rows left and right of the grid are
+    constants (:func:`~mamba_kan.ops.bspline.spline_table`), so only the G interval rows are selected. The
+    coefficient gradient is that of the clamped input (interval i = clamp(floor(u), 0, G - 1), fraction
+    tb in [0, 1], exactly as uniform_bspline_local), kept as moments: S[i][p] = sum_n g tb^p over the rows in
+    interval i, G (k + 1) masked adds per row; after each row block the bases' sums follow as
+    d/dc_{i + k - r} += sum_p Mc[r][p] S[i][p] (Mc: the cardinal pieces). Per row this is (k + 1) masked adds
+    per interval instead of evaluating the k + 1 basis polynomials and (k + 1) G selects into the G + k sums:
+    the backward is bound by vector-port throughput, so the instruction count is its time.
     """
     g, k = grid_size, order
     k1, rows_t, n_basis = k + 1, g + 2, g + k
@@ -196,20 +203,19 @@ def _act_backward(grid_size: int, order: int, base: int) -> str:
         f"{ind}const int64_t o = (n - n0) * S + f0;",
         f"{ind}vf xv = vld(xb + o), gv = vld(gb + o);",
         f"{ind}vf u = vfma(xv, sc, sh);",
-        f"{ind}vi nan = u != u;",
-        # table row (0 = left of grid .. G + 1 = right) and local fraction, as the forward
-        f"{ind}vf uc = vsel(u > -1.0f, u, vsplat(-1.0f));",  # NaN -> -1: a valid row; t keeps the NaN
-        f"{ind}uc = vsel(uc < {g}.0f, uc, vsplat({g}.0f));",
+        f"{ind}vm nan = vm_nan(u);",
+        # table row jf + 1 (jf = -1: left of the grid .. G: right of it) and local fraction, as the forward
+        f"{ind}vf uc = vblend(vm_gt(u, vsplat(-1.0f)), u, vsplat(-1.0f));",  # NaN -> -1: valid; t keeps the NaN
+        f"{ind}uc = vblend(vm_lt(uc, vsplat({g}.0f)), uc, vsplat({g}.0f));",
         f"{ind}vf jf = vfloor(uc);",
-        f"{ind}vf t = vsel(nan, u, uc - jf);",
-        f"{ind}vi j = __builtin_convertvector(jf, vi) + 1;",
+        f"{ind}vf t = vblend(nan, u, uc - jf);",
     ]
-    for r in range(rows_t):
-        body.append(f"{ind}vi m{r} = j == {r};")
+    for i in range(g):
+        body.append(f"{ind}vm q{i} = vm_eq(jf, vsplat({i}.0f));")
     for p in range(1, k1):
-        body.append(f"{ind}vf c{p} = vld(tl + {p} * VL);")
-        for r in range(1, rows_t):
-            body.append(f"{ind}c{p} = vsel(m{r}, vld(tl + {r * k1 + p} * VL), c{p});")
+        body.append(f"{ind}vf c{p} = vsplat(0.0f);")
+        for i in range(g):
+            body.append(f"{ind}c{p} = vblend(q{i}, vld(tl + {(i + 1) * k1 + p} * VL), c{p});")
     dh = "vsplat(0.0f)"
     if k >= 1:
         dh = f"c{k} * {k}.0f"
@@ -224,25 +230,38 @@ def _act_backward(grid_size: int, order: int, base: int) -> str:
             f"{ind}aw = vfma(gv, sl, aw);",
         ]
     body.append(f"{ind}vst(gxb + o, gv * d);")
-    # basis values at the clamped input: interval jb in [0, G - 1], fraction tb in [0, 1]
-    body += [
-        f"{ind}vf ub = vsel(u > 0.0f, u, vsplat(0.0f));",
-        f"{ind}ub = vsel(ub < {g}.0f, ub, vsplat({g}.0f));",
-        f"{ind}vf jbf = vfloor(ub);",
-        f"{ind}jbf = vsel(jbf < {g - 1}.0f, jbf, vsplat({g - 1}.0f));",
-        f"{ind}vf tb = vsel(nan, u, ub - jbf);",
-        f"{ind}vi jb = __builtin_convertvector(jbf, vi);",
-    ]
-    body += [f"{ind}vf gv{r} = gv * {_vhorner(list(mc[r]), 'tb')};" for r in range(k1)]
-    for jj in range(g):
-        body.append(f"{ind}vi n{jj} = jb == {jj};")
+    # the clamped input's fraction: t inside the grid, 0 left of it, 1 right of it (NaN stays NaN)
+    body.append(f"{ind}vf tb = vblend(vm_eq(jf, vsplat({g}.0f)), vsplat(1.0f), t);")
+    body.append(f"{ind}tb = vblend(vm_lt(u, vsplat(0.0f)), vsplat(0.0f), tb);")
+    body.append(f"{ind}vf w0 = gv;")
+    body += [f"{ind}vf w{p} = w{p - 1} * tb;" for p in range(1, k1)]
+    for i in range(g):
+        if g == 1:
+            mask = None
+        elif i == 0:
+            mask = "vm_lt(jf, vsplat(1.0f))"  # interval 0, left of the grid, NaN (jf = -1)
+        elif i == g - 1:
+            mask = f"vm_gt(jf, vsplat({g - 2}.0f))"  # interval G - 1 and right of the grid
+        else:
+            mask = f"q{i}"
+        if mask is None:
+            body += [f"{ind}s{i}_{p} += w{p};" for p in range(k1)]
+            continue
+        body.append(f"{ind}vm n{i} = {mask};")
+        body += [f"{ind}s{i}_{p} = vadd_if(s{i}_{p}, n{i}, w{p});" for p in range(k1)]
+    sums = [f"s{i}_{p}" for i in range(g) for p in range(k1)] + (["aw"] if base else [])
+    # a_m = sum over (i, r) with i + k - r = m of sum_p Mc[r][p] S[i][p]
+    fold = []
     for m in range(n_basis):
-        terms = [(m - k + r, r) for r in range(k1) if 0 <= m - k + r <= g - 1]
+        terms = []
+        for i in range(g):
+            r = i + k - m
+            if 0 <= r <= k:
+                terms += [(mc[r][p], f"s{i}_{p}") for p in range(k1) if mc[r][p] != 0.0]
         expr = "vsplat(0.0f)"
-        for jj, r in terms:
-            expr = f"vsel(n{jj}, gv{r}, {expr})"
-        body.append(f"{ind}a{m} += {expr};")
-    accs = [f"a{m}" for m in range(n_basis)] + (["aw"] if base else [])
+        for c, v in terms:
+            expr = f"vfma(vsplat({c_float(c)}), {v}, {expr})"
+        fold.append(f"        vf a{m} = {expr};")
     head = f"""
 void act_bwd{base}(const float* restrict x, const float* restrict g, float* restrict gx, int64_t rows,
                   int64_t F, const float* restrict scale, const float* restrict shift,
@@ -289,10 +308,11 @@ void act_bwd{base}(const float* restrict x, const float* restrict g, float* rest
     out = [head.rstrip("\n")]
     if base:
         out.append("        const vf w = vld(wb + f0);")
-    out.append("        vf " + ", ".join(f"{a} = vsplat(0.0f)" for a in accs) + ";")
+    out.append("        vf " + ", ".join(f"{a} = vsplat(0.0f)" for a in sums) + ";")
     out.append("        for (int64_t n = n0; n < n1; ++n) {")
     out += body
     out.append("        }")
+    out += fold
     out.append("        if (skip == 0) {")
     out += [
         f"            vst(gcoef + {m} * F + f0, vld(gcoef + {m} * F + f0) + a{m});" for m in range(n_basis)
