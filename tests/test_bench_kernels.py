@@ -74,6 +74,16 @@ def _inputs(n, n_feat, g, k, seed, spread=1.6):
     return x, coef, wb, low, h
 
 
+@pytest.fixture(params=[8, 16], ids=["8-lanes", "16-lanes"])
+def lanes(request, monkeypatch):
+    """The spline kernels built with 8-lane (AVX2) and with 16-lane (AVX-512) vectors, whatever this CPU has:
+    vector_lanes() picks one per machine, so each machine would otherwise test only its own (on an AVX-512 CPU
+    the 16-lane build uses mask registers, the 8-lane build the portable selects)."""
+    monkeypatch.setattr(BA, "vector_lanes", lambda: request.param)
+    monkeypatch.setattr(BA, "vector_flags", lambda: ())
+    return request.param
+
+
 @pytest.mark.parametrize(("g", "k"), [(5, 3), (3, 2), (1, 1), (4, 3), (8, 3)])
 @pytest.mark.parametrize("base", [True, False])
 def test_spline_activation_kernel_matches_float64_reference(kernels_on, g, k, base):
@@ -106,6 +116,10 @@ def test_spline_activation_kernel_matches_float64_reference(kernels_on, g, k, ba
     ("g", "k", "n_in", "n_out", "keep"),
     [
         (5, 3, 19, 5, True),
+        # inputs narrower than one vector (the scalar kernels), one vector exactly, one and a shifted chunk
+        (5, 3, 7, 3, True),
+        (5, 3, 16, 3, True),
+        (5, 3, 17, 3, True),
         (3, 2, 19, 5, True),
         (2, 1, 19, 5, True),
         # the GEMM layouts chosen by width (ops.bspline_autograd._matmul_*): an output width off the 8-column
@@ -116,7 +130,9 @@ def test_spline_activation_kernel_matches_float64_reference(kernels_on, g, k, ba
     ],
 )
 @pytest.mark.parametrize("wide", [False, True], ids=["avx2-layouts", "avx512-layouts"])
-def test_kan_linear_kernel_matches_float64_reference(kernels_on, g, k, n_in, n_out, keep, wide, monkeypatch):
+def test_kan_linear_kernel_matches_float64_reference(
+    kernels_on, lanes, g, k, n_in, n_out, keep, wide, monkeypatch
+):
     monkeypatch.setattr(BA, "wide_vectors", lambda: wide)  # the layout choice only; the kernels stay as built
     if not keep:
         monkeypatch.setattr(BA, "KEEP_FEATURES_BYTES", 0)
@@ -228,15 +244,6 @@ def test_non_contiguous_inputs_are_handled(kernels_on):
     (gx64,) = torch.autograd.grad(y64.sum(), x64)
     torch.testing.assert_close(y.double(), y64.detach(), atol=2e-5, rtol=2e-5)
     torch.testing.assert_close(gx.double(), gx64, atol=2e-5, rtol=2e-5)
-
-
-@pytest.fixture(params=[8, 16], ids=["8-lanes", "16-lanes"])
-def lanes(request, monkeypatch):
-    """The activation backward built with 8-lane (AVX2) and with 16-lane (AVX-512) vectors, whatever this CPU
-    has: vector_lanes() picks one per machine, so each machine would otherwise test only its own."""
-    monkeypatch.setattr(BA, "vector_lanes", lambda: request.param)
-    monkeypatch.setattr(BA, "vector_flags", lambda: ())
-    return request.param
 
 
 @pytest.mark.parametrize("n_feat", [1, 5, 8, 9, 16, 23, 37])

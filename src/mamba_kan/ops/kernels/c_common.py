@@ -75,6 +75,8 @@ typedef __mmask16 vm;
 static inline vm vm_lt(vf a, vf b) { return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_LT_OQ); }
 static inline vm vm_gt(vf a, vf b) { return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_GT_OQ); }
 static inline vm vm_eq(vf a, vf b) { return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_EQ_OQ); }
+static inline vm vm_le(vf a, vf b) { return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_LE_OQ); }
+static inline vm vm_ge(vf a, vf b) { return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_GE_OQ); }
 static inline vm vm_nan(vf a) { return _mm512_cmp_ps_mask((__m512)a, (__m512)a, _CMP_UNORD_Q); }
 static inline vf vblend(vm m, vf a, vf b) { return (vf)_mm512_mask_blend_ps(m, (__m512)b, (__m512)a); }
 static inline vf vadd_if(vf acc, vm m, vf v) { return (vf)_mm512_mask_add_ps((__m512)acc, m, (__m512)acc, (__m512)v); }
@@ -85,6 +87,8 @@ typedef vi vm;
 static inline vm vm_lt(vf a, vf b) { return a < b; }
 static inline vm vm_gt(vf a, vf b) { return a > b; }
 static inline vm vm_eq(vf a, vf b) { return a == b; }
+static inline vm vm_le(vf a, vf b) { return a <= b; }
+static inline vm vm_ge(vf a, vf b) { return a >= b; }
 static inline vm vm_nan(vf a) { return a != a; }
 static inline vf vblend(vm m, vf a, vf b) { return vsel(m, a, b); }
 static inline vf vadd_if(vf acc, vm m, vf v) { return acc + (vf)((vi)v & m); }
