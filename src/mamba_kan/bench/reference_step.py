@@ -11,7 +11,8 @@ improvements there count in neither):
 * Mamba's selective scan: the PyTorch chunked scan (``selective_scan(fused=False)``; the fused C scan is item 1
   of the same issue) and its short convolution as K shifted multiply-adds and a SiLU in PyTorch (now: one fused C
   pass each on CPU float32);
-* the token loss: scored positions cut out with boolean-mask indexing (now: cross_entropy's ignore index);
+* the token loss: ``F.cross_entropy``, with the scored positions cut out by boolean-mask indexing (now: the
+  ignore index and, on CPU float32, the fused loss-and-gradient kernel of ``ops.cross_entropy``);
 * the optimizer: ``torch.optim.AdamW`` with torch's CPU default, the per-tensor loop (now: the fused CPU AdamW);
 * deterministic mode's NaN fill of fresh buffers on (now: off in training; values unchanged).
 """
@@ -63,8 +64,10 @@ def reference_loss(task: Task) -> Callable[[Tensor, Batch], Tensor]:
     """The task's loss, except that a masked next-token loss is computed on the boolean-indexed scored positions."""
 
     def loss(output: Tensor, batch: Batch) -> Tensor:
-        if batch.mask is None or not isinstance(task.output_spec, NextTokenOutput):
+        if not isinstance(task.output_spec, NextTokenOutput):
             return task.loss(output, batch)
+        if batch.mask is None:  # PyTorch's loss as the task had it then (not the fused kernel of today)
+            return F.cross_entropy(output.reshape(-1, output.shape[-1]), batch.targets.reshape(-1))
         logits = output.float().reshape(-1, output.shape[-1])
         mask = batch.mask.reshape(-1)
         return F.cross_entropy(logits[mask], batch.targets.reshape(-1)[mask])

@@ -23,8 +23,11 @@ API (for a new kernel, e.g. a fused selective scan):
 * :data:`C_EXP` - a vectorisable ``static inline float mk_exp(float)`` for kernels that need exp (silu, softplus).
 * ``wide_vectors()``, ``vector_lanes()``, ``vector_flags()`` - AVX-512 or not: 16 or 8 float32 lanes per vector,
   and the compiler flag for 512-bit auto-vectorisation (part of the build key through the flags and source).
-* :data:`C_VEC` / ``c_vec(lanes)`` - 8-float (or ``lanes``-float) vectors of GCC/clang's vector extensions (``vf``, ``vld``/``vst``, ``vsel``, ``vfma``,
-  ``vfloor``, ``vexp``; include after :data:`C_EXP`) for loops whose accumulators must stay in registers.
+* :data:`C_VEC` / ``c_vec(lanes)`` - 8-float (or ``lanes``-float) vectors of GCC/clang's vector extensions
+  (``vf``, ``vld``/``vst``, ``vsel``, ``vfma``, ``vfloor``, ``vexp``; include after :data:`C_EXP`) for loops whose
+  accumulators must stay in registers, and lane masks ``vm`` (``vm_lt``/``vm_gt``/``vm_eq``/``vm_le``/``vm_ge``/
+  ``vm_nan``, ``vblend``, ``vadd_if``): AVX-512 mask registers for 16-lane vectors on AVX-512 CPUs (one instruction
+  per select or masked add), integer lanes elsewhere.
 
 Cache and trust (see :mod:`._cache`): libraries live in ``$MAMBA_KAN_CACHE_DIR``, else
 ``~/.cache/mamba_kan/kernels``, else ``<tmp>/mamba_kan_kernels_<uid>``, the first that is a directory owned by the
