@@ -88,7 +88,9 @@ def rows(rounds: int) -> list[tuple[str, str, float, str, float]]:
     loss_ref = reference_loss(task)
     new, old = _median_ms([_fwd_bwd(lambda t: task.loss(t, batch), logits),
                            _fwd_bwd(lambda t: loss_ref(t, batch), logits)], rounds)  # fmt: skip
-    out.append(("masked token loss, fwd + bwd", "fused C kernel (ignore index)", new, "boolean-mask indexing", old))
+    out.append(
+        ("masked token loss, fwd + bwd", "fused C kernel (ignore index)", new, "boolean-mask indexing", old)
+    )
 
     from mamba_kan.models import ModelConfig, build_model
 
