@@ -24,6 +24,11 @@ sums dK, dV in a second pass, KEY_BLOCK keys at a time with the sums in register
 adding each row's outer products into dK, dV in memory costs a load and a store per multiply-add (~15% slower
 at the quick size, measured). Longer heads do the latter.
 
+Both passes take each row's keys up to the end of the diagonal's key block (8 keys forward, KEY_BLOCK backward,
+at most L) so that no loop has a scalar tail; the keys right of the diagonal get probability exactly 0, so their
+values never enter a result (only a NaN or inf in such a key or value would, as 0 x NaN: a causal leak of
+non-finite numbers only, in a model that has already diverged).
+
 Work split: one item = (batch b, head h); items are independent (each owns its rows of dq, dk, dv), so threads
 take contiguous ranges of them and the result does not depend on the thread count. Within an item every sum runs
 in a fixed order. exp is the vectorisable polynomial of :data:`mamba_kan.ops.kernels.C_EXP` (relative error
@@ -100,6 +105,40 @@ static inline void row_scores(const float* restrict qi, const float* restrict kt
         for (int d = 1; d < HD; ++d) acc = fmaf(qi[d], kt[d * L + j], acc);
         s[j] = acc;
     }
+}
+
+/* row_scores for the np >= n keys of whole 8-key blocks (np <= L), returning max_{j < n} s[j] as well, kept per
+   lane while the scores are in registers (a separate max pass cost ~10% of the forward at L 128, hd 8) */
+static inline float row_scores_max(const float* restrict qi, const float* restrict kt, int64_t L, int64_t n,
+                                   int64_t np, float* restrict s)
+{
+    int64_t j0 = 0;
+    float mx[8];
+    for (int jj = 0; jj < 8; ++jj) mx[jj] = -INFINITY;
+    for (; j0 + 8 <= np; j0 += 8) {
+        float acc[8];
+#pragma omp simd
+        for (int jj = 0; jj < 8; ++jj) acc[jj] = qi[0] * kt[j0 + jj];
+        for (int d = 1; d < HD; ++d) {
+            const float qd = qi[d];
+#pragma omp simd
+            for (int jj = 0; jj < 8; ++jj) acc[jj] = fmaf(qd, kt[d * L + j0 + jj], acc[jj]);
+        }
+#pragma omp simd
+        for (int jj = 0; jj < 8; ++jj) {
+            s[j0 + jj] = acc[jj];
+            mx[jj] = acc[jj] > mx[jj] && j0 + jj < n ? acc[jj] : mx[jj];
+        }
+    }
+    float m = mx[0];
+    for (int jj = 1; jj < 8; ++jj) m = mx[jj] > m ? mx[jj] : m;
+    for (int64_t j = j0; j < np; ++j) {
+        float acc = qi[0] * kt[j];
+        for (int d = 1; d < HD; ++d) acc = fmaf(qi[d], kt[d * L + j], acc);
+        s[j] = acc;
+        m = acc > m && j < n ? acc : m;
+    }
+    return m;
 }
 
 /* out[d] = sum_{j < n} w[j] rows[j][d] for rows (n, HD): four partial sums (j mod 4), so the FMA chains are four
@@ -189,19 +228,19 @@ int attn_fwd(const float* qkv, const float* cs, const float* sn, float* y, float
         load_head(base + 2 * H * HD, stride, L, cs, sn, 1.0f, 0, V, NULL);
         for (int64_t i = 0; i < L; ++i) {
             const int64_t n = i + 1;
-            row_scores(Q + i * HD, Kt, L, n, s);
-            float m = s[0];
-#pragma omp simd reduction(max : m)
-            for (int64_t j = 1; j < n; ++j) m = s[j] > m ? s[j] : m;
+            /* keys up to the end of the diagonal's 8-key block (at most L), those right of it with p = 0: no
+               loop has a scalar tail */
+            const int64_t np = (n + 7) / 8 * 8 < L ? (n + 7) / 8 * 8 : L;
+            const float m = row_scores_max(Q + i * HD, Kt, L, n, np, s);
             float l = 0.0f;
 #pragma omp simd reduction(+ : l)
-            for (int64_t j = 0; j < n; ++j) {
-                const float p = mk_exp(s[j] - m);
+            for (int64_t j = 0; j < np; ++j) {
+                const float p = j < n ? mk_exp(s[j] - m) : 0.0f;
                 s[j] = p;
                 l += p;
             }
             float o[HD];
-            weighted_rows(s, V, n, o);
+            weighted_rows(s, V, np, o);
             const float inv = 1.0f / l;
             float* restrict yi = y + ((b * L + i) * H + h) * HD;
             for (int d = 0; d < HD; ++d) yi[d] = o[d] * inv;
@@ -244,20 +283,20 @@ int attn_bwd(const float* qkv, const float* cs, const float* sn, const float* y,
             const float li = lse[(b * H + h) * L + i];
             float Di = 0.0f;
             for (int d = 0; d < HD; ++d) Di = fmaf(go[d], yi[d], Di);
-            row_scores(Q + i * HD, Kt, L, n, p);
-            row_scores(go, Vt, L, n, ds); /* dp_j = <dO_i, v_j> */
+            /* keys up to the end of the row's last key block (at most L): those right of the diagonal get p = ds
+               = 0 exactly (key_block_grads reads them), and the loops below have no scalar tails */
+            const int64_t np = two_pass && (n + KB - 1) / KB * KB < L ? (n + KB - 1) / KB * KB : (two_pass ? L : n);
+            row_scores(Q + i * HD, Kt, L, np, p);
+            row_scores(go, Vt, L, np, ds); /* dp_j = <dO_i, v_j> */
 #pragma omp simd
-            for (int64_t j = 0; j < n; ++j) {
-                const float pj = mk_exp(p[j] - li);
+            for (int64_t j = 0; j < np; ++j) {
+                const float pj = j < n ? mk_exp(p[j] - li) : 0.0f;
                 p[j] = pj;
                 ds[j] = pj * (ds[j] - Di);
             }
             float gq[HD];
-            weighted_rows(ds, K, n, gq);
-            if (two_pass) { /* zeros up to the end of the row's last key block: key_block_grads reads them */
-                const int64_t end = (n + KB - 1) / KB * KB < L ? (n + KB - 1) / KB * KB : L;
-                for (int64_t j = n; j < end; ++j) p[j] = ds[j] = 0.0f;
-            } else
+            weighted_rows(ds, K, np, gq);
+            if (!two_pass)
                 for (int d = 0; d < HD; ++d) {
                     const float qd = Q[i * HD + d], gd = go[d];
                     float* restrict gk = gKt + d * L;
