@@ -269,8 +269,8 @@ def test_activation_kernel_backward_at_every_width(kernels_on, lanes, n_feat):
 @pytest.mark.parametrize("base", [True, False])
 def test_activation_backward_nan_input_poisons_only_its_feature(kernels_on, lanes, base):
     """A NaN input gives NaN in its own d/dx element and in its feature's coefficient (and w_b) gradient, not a
-    crash or a silently finite sum; every other element and feature stays finite and equal to the gradients of the finite input
-    (features are independent)."""
+    crash or a silently finite sum; every other element and feature stays finite and equal to the gradients of
+    the finite input (features are independent)."""
     x, coef, wb, low, h = _inputs(64, 20, 5, 3, seed=11)
     x32, c32 = x.float(), coef.float()
     w32 = wb.float() if base else None

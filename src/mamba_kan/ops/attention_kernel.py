@@ -285,7 +285,8 @@ int attn_bwd(const float* qkv, const float* cs, const float* sn, const float* y,
             for (int d = 0; d < HD; ++d) Di = fmaf(go[d], yi[d], Di);
             /* keys up to the end of the row's last key block (at most L): those right of the diagonal get p = ds
                = 0 exactly (key_block_grads reads them), and the loops below have no scalar tails */
-            const int64_t np = two_pass && (n + KB - 1) / KB * KB < L ? (n + KB - 1) / KB * KB : (two_pass ? L : n);
+            const int64_t block_end = (n + KB - 1) / KB * KB < L ? (n + KB - 1) / KB * KB : L;
+            const int64_t np = two_pass ? block_end : n;
             row_scores(Q + i * HD, Kt, L, np, p);
             row_scores(go, Vt, L, np, ds); /* dp_j = <dO_i, v_j> */
 #pragma omp simd

@@ -79,9 +79,13 @@ static inline vm vm_le(vf a, vf b) { return _mm512_cmp_ps_mask((__m512)a, (__m51
 static inline vm vm_ge(vf a, vf b) { return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_GE_OQ); }
 static inline vm vm_nan(vf a) { return _mm512_cmp_ps_mask((__m512)a, (__m512)a, _CMP_UNORD_Q); }
 static inline vf vblend(vm m, vf a, vf b) { return (vf)_mm512_mask_blend_ps(m, (__m512)b, (__m512)a); }
-static inline vf vadd_if(vf acc, vm m, vf v) { return (vf)_mm512_mask_add_ps((__m512)acc, m, (__m512)acc, (__m512)v); }
+static inline vf vadd_if(vf acc, vm m, vf v) {
+    return (vf)_mm512_mask_add_ps((__m512)acc, m, (__m512)acc, (__m512)v);
+}
 /* floor for |x| < 2^31 (one rounding instruction) */
-static inline vf vfloor(vf x) { return (vf)_mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+static inline vf vfloor(vf x) {
+    return (vf)_mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+}
 #else
 typedef vi vm;
 static inline vm vm_lt(vf a, vf b) { return a < b; }
