@@ -82,31 +82,6 @@ static void load_head(const float* restrict x, int64_t stride, int64_t L, const 
     }
 }
 
-/* s[j] = <Q_i, K_j> for j < n (K given transposed, (HD, L)): blocks of 8 keys, the HD products of a block
-   accumulated in one register and stored once. */
-static inline void row_scores(const float* restrict qi, const float* restrict kt, int64_t L, int64_t n,
-                              float* restrict s)
-{
-    int64_t j0 = 0;
-    for (; j0 + 8 <= n; j0 += 8) {
-        float acc[8];
-#pragma omp simd
-        for (int jj = 0; jj < 8; ++jj) acc[jj] = qi[0] * kt[j0 + jj];
-        for (int d = 1; d < HD; ++d) {
-            const float qd = qi[d];
-#pragma omp simd
-            for (int jj = 0; jj < 8; ++jj) acc[jj] = fmaf(qd, kt[d * L + j0 + jj], acc[jj]);
-        }
-#pragma omp simd
-        for (int jj = 0; jj < 8; ++jj) s[j0 + jj] = acc[jj];
-    }
-    for (int64_t j = j0; j < n; ++j) {
-        float acc = qi[0] * kt[j];
-        for (int d = 1; d < HD; ++d) acc = fmaf(qi[d], kt[d * L + j], acc);
-        s[j] = acc;
-    }
-}
-
 /* row_scores for the np >= n keys of whole 8-key blocks (np <= L), returning max_{j < n} s[j] as well, kept per
    lane while the scores are in registers (a separate max pass cost ~10% of the forward at L 128, hd 8) */
 static inline float row_scores_max(const float* restrict qi, const float* restrict kt, int64_t L, int64_t n,
@@ -139,6 +114,14 @@ static inline float row_scores_max(const float* restrict qi, const float* restri
         m = acc > m && j < n ? acc : m;
     }
     return m;
+}
+
+/* s[j] = <Q_i, K_j> for j < n (K given transposed, (HD, L)): blocks of 8 keys, the HD products of a block
+   accumulated in one register and stored once (row_scores_max without the max, which the compiler drops) */
+static inline void row_scores(const float* restrict qi, const float* restrict kt, int64_t L, int64_t n,
+                              float* restrict s)
+{
+    (void)row_scores_max(qi, kt, L, n, n, s);
 }
 
 /* out[d] = sum_{j < n} w[j] rows[j][d] for rows (n, HD): four partial sums (j mod 4), so the FMA chains are four

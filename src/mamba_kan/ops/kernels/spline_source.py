@@ -104,15 +104,9 @@ static void act_fwd{base}_scalar(const float* restrict x, float* restrict y, int
     ]
 
     def basis_selects(vals: str) -> list[str]:
-        """b_m = value of basis m: v_r with j + k - r = m, else 0."""
-        out = []
-        for m in range(n_basis):
-            out.append(f"            float b{m} = 0.0f;")
-            for r in range(k1):
-                jj = m - k + r
-                if 0 <= jj <= g - 1:
-                    out.append(f"            b{m} = (j == {jj}) ? {vals}{r} : b{m};")
-        return out
+        return _basis_selects(
+            g, k, " " * 12 + "float b{m} = 0.0f;", " " * 12 + "b{m} = (j == {jj}) ? " + vals + "{r} : b{m};"
+        )
 
     fwd = list(head)
     fwd += [f"            float v{r} = {c_horner(list(mc[r]), 't')};" for r in range(k1)]
@@ -190,16 +184,10 @@ def _kan_vector_kernels(grid_size: int, order: int) -> str:
     ]
     head += [f"{ind}vm q{i} = vm_eq(jf, vsplat({i}.0f));" for i in range(g)]
 
-    def basis_selects(vals: str) -> list[str]:
-        """b_m = value of basis m: v_r with j + k - r = m, else 0 (the scalar kernels' select order)."""
-        out = []
-        for m in range(n_basis):
-            out.append(f"{ind}vf b{m} = vsplat(0.0f);")
-            for r in range(k1):
-                jj = m - k + r
-                if 0 <= jj <= g - 1:
-                    out.append(f"{ind}b{m} = vblend(q{jj}, {vals}{r}, b{m});")
-        return out
+    def basis_selects(vals: str) -> list[str]:  # the scalar kernels' select order
+        return _basis_selects(
+            g, k, ind + "vf b{m} = vsplat(0.0f);", ind + "b{m} = vblend(q{jj}, " + vals + "{r}, b{m});"
+        )
 
     fwd = list(head)
     fwd += [f"{ind}vf v{r} = {_vhorner(list(mc[r]), 't')};" for r in range(k1)]
@@ -255,6 +243,19 @@ def _kan_vector_kernels(grid_size: int, order: int) -> str:
         f"const float* restrict gi = gfeat + n * {n_basis + 1} * F;",
         bwd,
     )
+
+
+def _basis_selects(grid_size: int, order: int, declare: str, select: str) -> list[str]:
+    """C lines giving b_m = the value of basis m at an input in interval jj: v_r with jj + k - r = m, else 0.
+    ``declare`` / ``select`` are templates with {m} (basis), {jj} (interval) and {r} (local value index)."""
+    out = []
+    for m in range(grid_size + order):
+        out.append(declare.format(m=m))
+        for r in range(order + 1):
+            jj = m - order + r
+            if 0 <= jj <= grid_size - 1:
+                out.append(select.format(m=m, jj=jj, r=r))
+    return out
 
 
 def _vhorner(coeffs: list[float], var: str) -> str:
