@@ -128,3 +128,11 @@ def test_task_loss_uses_it_with_the_mask_as_ignore_index(kernel_on):
         output.double().reshape(-1, 7)[mask.reshape(-1)], targets.reshape(-1)[mask.reshape(-1)]
     )
     torch.testing.assert_close(loss.double(), want, atol=1e-6, rtol=1e-6)
+
+
+def test_second_derivative_raises_instead_of_coming_out_zero(kernel_on):
+    logits, targets = _case(20, 7, seed=5)
+    x = logits.float().requires_grad_()
+    (g,) = torch.autograd.grad(CE.cross_entropy(x, targets), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.sum().backward()

@@ -26,6 +26,7 @@ import ctypes
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from mamba_kan.ops.kernels import (
     C_EXP,
@@ -118,6 +119,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
         return rows.sum() * inv_count
 
     @staticmethod
+    @once_differentiable  # the saved gradient is a constant: a second derivative must raise, not come out 0
     def backward(ctx, grad_loss: Tensor):  # type: ignore[override]
         (grad,) = ctx.saved_tensors
         if grad_loss.item() != 1.0:
