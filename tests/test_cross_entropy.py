@@ -133,6 +133,9 @@ def test_task_loss_uses_it_with_the_mask_as_ignore_index(kernel_on):
 def test_second_derivative_raises_instead_of_coming_out_zero(kernel_on):
     logits, targets = _case(20, 7, seed=5)
     x = logits.float().requires_grad_()
-    (g,) = torch.autograd.grad(CE.cross_entropy(x, targets), x, create_graph=True)
+    weight = torch.ones(
+        (), requires_grad=True
+    )  # a differentiable incoming gradient, as in a gradient penalty
+    (g,) = torch.autograd.grad(CE.cross_entropy(x, targets), x, grad_outputs=weight, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
         g.sum().backward()
