@@ -31,8 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from mamba_kan import __version__
-from mamba_kan.analysis.render import _tables as analysis_tables
-from mamba_kan.analysis.render import format_summary
+from mamba_kan.analysis.render import analysis_tables, format_summary
 from mamba_kan.reporting import interactive as ix
 from mamba_kan.reporting import specs as S
 from mamba_kan.reporting.animation import Animation
