@@ -58,9 +58,13 @@ def _reference_activation(x, coef, low, h, g, k, base_weight):
 
 
 def _grads(fn, *tensors):
+    """[output, d/d each input that requires grad]; an input the output does not depend on (x of a
+    piecewise-constant spline without the silu branch) gets a zero gradient."""
     out = fn(*tensors)
     weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
-    return [out, *torch.autograd.grad((out * weight).sum(), [t for t in tensors if t.requires_grad])]
+    inputs = [t for t in tensors if t.requires_grad]
+    grads = torch.autograd.grad((out * weight).sum(), inputs, allow_unused=True)
+    return [out, *(torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads))]
 
 
 def _inputs(n, n_feat, g, k, seed, spread=1.6):
@@ -84,9 +88,9 @@ def lanes(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize(("g", "k"), [(5, 3), (3, 2), (1, 1), (4, 3), (8, 3)])
+@pytest.mark.parametrize(("g", "k"), [(5, 3), (3, 2), (1, 1), (4, 3), (8, 3), (2, 0), (1, 0)])
 @pytest.mark.parametrize("base", [True, False])
-def test_spline_activation_kernel_matches_float64_reference(kernels_on, g, k, base):
+def test_spline_activation_kernel_matches_float64_reference(kernels_on, lanes, g, k, base):
     # 37 features: two full blocks of 16 and a shifted partial one; 1.6 x the grid span: inputs on both sides
     x, coef, wb, low, h = _inputs(300, 37, g, k, seed=g * 10 + k)
     wb = wb if base else None
@@ -122,6 +126,7 @@ def test_spline_activation_kernel_matches_float64_reference(kernels_on, g, k, ba
         (5, 3, 17, 3, True),
         (3, 2, 19, 5, True),
         (2, 1, 19, 5, True),
+        (3, 0, 19, 5, True),  # piecewise-constant splines: no derivative, one basis per interval
         # the GEMM layouts chosen by width (ops.bspline_autograd._matmul_*): an output width off the 8-column
         # blocks, a wide output beside an odd features width; features kept or recomputed in the backward
         (5, 3, 32, 13, True),
