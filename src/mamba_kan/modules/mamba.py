@@ -155,7 +155,8 @@ class Mamba(nn.Module):
         Runs time-major, (L, batch, .), inside: the scan kernel works on contiguous time steps, and the linear
         layers do not care, so the only layout changes are the two (batch, L, d_model) transposes at the ends.
         """
-        h = hidden.transpose(0, 1)  # (L, batch, d_model)
+        # (L, batch, d_model), copied once: each linear would otherwise copy the transposed view itself
+        h = hidden.transpose(0, 1).contiguous()
         # in_proj as two matmuls on the halves of its weight: same maths, but x and z come out contiguous, and no
         # (L, batch, 2 * d_inner) tensor is allocated (at L=4096, batch 4 it would be 32 MiB, glibc's largest
         # reusable block, so every step would pay fresh page faults for it and its gradient: 21 ms, measured)
