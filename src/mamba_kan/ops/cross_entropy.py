@@ -14,7 +14,7 @@ Maths (per row n with target t_n, ignore_index rows excluded; N = the number of 
 That is ``F.cross_entropy(logits, targets, ignore_index=...)`` with the default mean reduction (tests compare
 the two in float64). exp is :data:`mamba_kan.ops.kernels.C_EXP`'s polynomial (relative error ~1e-7). A row with
 a NaN or +inf logit, or with every logit -inf, gets a NaN loss and NaN gradients, as PyTorch's; a target outside
-[0, V) that is not the ignore index makes the call fall back to ``F.cross_entropy``, which raises its own error.
+[0, V) that is not the ignore index raises ``F.cross_entropy``'s own error (it is asked to check the batch).
 Rows are split across threads in contiguous ranges; each row is independent, so results do not depend on the
 thread count.
 """
@@ -113,9 +113,10 @@ class _FusedCrossEntropy(torch.autograd.Function):
         args = [row_ptr(logits, vocab), row_ptr(targets, 1), row_ptr(grad, vocab), row_ptr(rows, 1), COUNT, vocab,
                 ignore_index, ptr(inv_count), part_ptr(bad)]  # fmt: skip
         run_kernel(lib.ce_fwd, args, n, vocab)
+        if bool(bad.any()):  # a target out of range: PyTorch's own error, from its own check
+            F.cross_entropy(logits, targets, ignore_index=ignore_index)
+            raise IndexError("cross_entropy: a target is outside [0, vocabulary size)")  # if it did not raise
         ctx.save_for_backward(grad)
-        if bool(bad.any()):  # a target out of range: NaN here, and the caller lets F.cross_entropy raise
-            return logits.new_full((), float("nan"))
         return rows.sum() * inv_count
 
     @staticmethod
@@ -135,11 +136,4 @@ def cross_entropy(logits: Tensor, targets: Tensor, ignore_index: int = -100) -> 
         lib = load_cross_entropy_kernel()
     if lib is None or targets.dtype != torch.int64 or targets.shape != logits.shape[:1]:
         return F.cross_entropy(logits, targets, ignore_index=ignore_index)
-    loss = _FusedCrossEntropy.apply(logits.contiguous(), targets.contiguous(), int(ignore_index), lib)
-    if torch.isnan(loss) and _invalid_targets(targets, logits.shape[1], ignore_index):
-        return F.cross_entropy(logits, targets, ignore_index=ignore_index)  # raises PyTorch's own error
-    return loss
-
-
-def _invalid_targets(targets: Tensor, vocab: int, ignore_index: int) -> bool:
-    return bool((((targets < 0) | (targets >= vocab)) & (targets != ignore_index)).any())
+    return _FusedCrossEntropy.apply(logits.contiguous(), targets.contiguous(), int(ignore_index), lib)
