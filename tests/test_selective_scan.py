@@ -309,14 +309,16 @@ def scan_blocks(request, monkeypatch):
     sk.scan_source.cache_clear()
 
 
+@pytest.mark.parametrize("n", [16, 8])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("options", list(OPTION_SETS))
-def test_fused_long_sequence_many_chunks_every_gradient(fused, scan_blocks, dtype, options):
+def test_fused_long_sequence_many_chunks_every_gradient(fused, scan_blocks, dtype, options, n):
     """L = 300 over chunks of 32 (ragged last chunk), 21 channels (full channel blocks then a partial one, for
-    8- and 16-lane blocks), N = 16: the fused kernel's outputs and all eight gradients against the float64
-    reference."""
+    8- and 16-lane blocks), N = 16 and 8 (float32 full blocks on explicit vectors with one or two reduction trees
+    per step, or, N = 8 on 16 lanes, on the scalar items): the fused kernel's outputs and all eight gradients
+    against the float64 reference."""
     opt = OPTION_SETS[options]
-    bsz, d, n, L = 2, 21, 16, 300
+    bsz, d, L = 2, 21, 300
     raw = make_inputs(bsz, d, n, L, seed=41)
     if not opt["softplus"]:  # keep delta > 0 (a growing state would overflow float32 over 300 steps)
         raw["delta"] = raw["delta"].abs() * 0.2
@@ -331,6 +333,30 @@ def test_fused_long_sequence_many_chunks_every_gradient(fused, scan_blocks, dtyp
     for name in opt["use"]:
         scale = ref_g[name].abs().max().item()
         torch.testing.assert_close(g[name].double(), ref_g[name], rtol=rtol, atol=rtol * scale, msg=name)
+
+
+@pytest.mark.parametrize("options", ["all", "bare", "z_bias"])
+def test_fused_vector_items_equal_scalar_items_bitwise(fused, scan_blocks, options):
+    """float32, N = 16: a full block of VL channels runs the explicit-vector items, the same first VL - 1 channels
+    alone (one partial block) the scalar items. Everything that belongs to a channel (y, du, d delta, dz, its
+    column of dA, dD, d bias) must be the same float32 number: the two are written to do the same operations.
+    dB and dC sum over channels (in another order, and over one more channel) and are left out."""
+    lanes = scan_blocks
+    opt = OPTION_SETS[options]
+    raw = make_inputs(2, lanes, 16, 77, seed=61)
+    weight = torch.randn(2, lanes, 77, dtype=torch.float64, generator=torch.Generator().manual_seed(62))
+    keep = lanes - 1
+    per_channel = {"u": 1, "delta": 1, "z": 1, "A": 0, "D": 0, "delta_bias": 0}  # the channel dimension
+    cut = {k: v.narrow(per_channel[k], 0, keep) if k in per_channel else v for k, v in raw.items()}
+    y_full, g_full = outputs_and_grads(
+        selective_scan, leaf(raw, torch.float32, opt["use"]), opt["softplus"], weight
+    )
+    y_cut, g_cut = outputs_and_grads(
+        selective_scan, leaf(cut, torch.float32, opt["use"]), opt["softplus"], weight[:, :keep]
+    )
+    assert torch.equal(y_full[:, :keep], y_cut)
+    for name in set(opt["use"]) & set(per_channel):
+        assert torch.equal(g_full[name].narrow(per_channel[name], 0, keep), g_cut[name]), name
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

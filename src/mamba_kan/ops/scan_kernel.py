@@ -19,7 +19,7 @@ backwards in time:
 
     g  = dout * silu(z)                       (dz = dout * y * s (1 + z (1 - s)), s = sigmoid(z))
     dh_t = C_t g_t + dA_{t+1} dh_{t+1}        (the carry dA dh crosses chunk boundaries)
-    w  = dh_t * h_{t-1} * dA_t                (d loss / d (dl A))
+    w  = (dA_t dh_t) h_{t-1}                  (d loss / d (dl A); dA_t dh_t is the carry)
     dl_t = sum_n w A + u sum_n B_t dh_t,  du_t = dl sum_n B_t dh_t + D g,  dA += w dl,  dD += g u
     dB_t[n] = sum_d dh dl u,  dC_t[n] = sum_d h g     (sums over the item's channels; per-thread partials)
     d delta = dl_t * sigmoid(delta + bias) under softplus;  d bias = sum over (t, batch) of d delta
@@ -30,10 +30,15 @@ the CPU's store-to-load disambiguation stalls those loads (4K aliasing); bufferi
 
 Every channel's gradients are summed in a fixed order for a given thread count, so results are reproducible.
 
-exp in float32 is a Cephes-style polynomial (relative error ~1e-7, 0 below exp(-87), saturating above exp(88)),
-written with selects so gcc vectorises it; softplus uses a vectorisable log1p (Goldberg's correction,
-log1p(e) = log(1 + e) e / ((1 + e) - 1)) and returns x above 20 as torch does. float64 uses libm (exact to the
-last bits; the float64 kernel is the accurate one, not the fast one).
+Full float32 items (VL channels, N a multiple of VL) run the explicit-vector code of
+:mod:`mamba_kan.ops.kernels.scan_vector` (state and adjoint carry in registers, dB / dC summed over the channels
+by a shuffle tree); partial items, other N and float64 run the scalar-loop items below, which do the same
+operations lane by lane, so a channel's results do not depend on which code ran it.
+
+exp in float32 is 2^(dl A log2 e) by a degree-6 minimax polynomial (``mk_exp2f``: relative error ~1e-7; the
+argument clamped to [-125.5, 127], so no denormal enters the state); softplus uses a vectorisable log1p
+(Goldberg's correction, log1p(e) = log(1 + e) e / ((1 + e) - 1)) and returns x above 20 as torch does. float64
+uses libm (exact to the last bits; the float64 kernel is the accurate one, not the fast one).
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ import torch
 from torch import Tensor
 
 from mamba_kan.ops.kernels import START, STOP, load_kernel, part_ptr, run_kernel, vector_flags, wide_vectors
+from mamba_kan.ops.kernels.c_common import c_vec
+from mamba_kan.ops.kernels.scan_vector import lane_tree_ok, scan_vector_source
 
 __all__ = ["ScanKernels", "load_scan_kernels", "scan_backward", "scan_forward", "CHECKPOINT_STEPS"]
 
@@ -72,26 +79,39 @@ _HELPERS = r"""
 #include <stdlib.h>
 #include <string.h>
 
-/* 2^x: n = round(x), 2^(x - n) by its degree-7 Taylor polynomial on [-1/2, 1/2] (relative error < 5e-9 before
-   float32 rounding), n added to the exponent bits. 0 below 2^-126 (float32's normal range; the state then just
-   forgets), saturating at 2^127. NaN propagates (through the polynomial). */
+/* 2^x: n = round-to-nearest(x) (the 1.5 2^23 trick: the sum's low mantissa bits hold n), 2^(x - n) by a degree-6
+   minimax polynomial on [-1/2, 1/2] (relative error 2e-9 before float32 rounding), n added to the exponent
+   bits. x is clamped to [-125.5, 127] first: 2^-125.5 (2e-38, the smallest result: the state forgets, and no
+   denormal ever enters the recurrence) below, 2^127 above. A NaN gives 2^127: it reaches the state through
+   dl u B anyway. The explicit-vector kernels (mamba_kan.ops.kernels.scan_vector) compute the same operations lane by
+   lane, so full and partial channel blocks agree bit for bit. */
+#define EXP2_C6 1.5350865928414573e-4f
+#define EXP2_C5 1.3399974168632864e-3f
+#define EXP2_C4 9.618470187088987e-3f
+#define EXP2_C3 5.550328643260201e-2f
+#define EXP2_C2 2.4022647063763458e-1f
+#define EXP2_C1 6.931472058201549e-1f
+#define EXP2_C0 1.0f
+#define EXP2_ROUND 12582912.0f /* 1.5 2^23 */
+#define EXP2_LO -125.5f
+#define EXP2_HI 127.0f
 static inline float mk_exp2f(float x) {
-    float xc = fminf(fmaxf(x, -126.0f), 127.0f); /* vmaxps / vminps under -ffinite-math-only */
-    float n = floorf(xc + 0.5f);
-    float f = xc - n;
-    float p = 1.5252733804059841e-5f;
-    p = fmaf(p, f, 1.5403530393381609e-4f);
-    p = fmaf(p, f, 1.3333558146428443e-3f);
-    p = fmaf(p, f, 9.6181291076284772e-3f);
-    p = fmaf(p, f, 5.5504108664821580e-2f);
-    p = fmaf(p, f, 2.4022650695910071e-1f);
-    p = fmaf(p, f, 6.9314718055994531e-1f);
-    p = fmaf(p, f, 1.0f);
-    int32_t pb;
+    float xc = x < EXP2_HI ? x : EXP2_HI; /* vminps, vmaxps */
+    xc = xc > EXP2_LO ? xc : EXP2_LO;
+    float r = xc + EXP2_ROUND;
+    float f = xc - (r - EXP2_ROUND);
+    float p = fmaf(EXP2_C6, f, EXP2_C5);
+    p = fmaf(p, f, EXP2_C4);
+    p = fmaf(p, f, EXP2_C3);
+    p = fmaf(p, f, EXP2_C2);
+    p = fmaf(p, f, EXP2_C1);
+    p = fmaf(p, f, EXP2_C0);
+    uint32_t pb, rb;
     memcpy(&pb, &p, 4);
-    pb += (int32_t)n << 23;
+    memcpy(&rb, &r, 4);
+    pb += rb << 23; /* r's bits are 0x4B400000 + n: shifted by 23, (n mod 2^9) << 23 */
     memcpy(&p, &pb, 4);
-    return x < -126.0f ? 0.0f : p;
+    return p;
 }
 
 static inline float mk_expf(float x) { return mk_exp2f(x * 1.44269504088896341f); }
@@ -177,46 +197,45 @@ _BODY = r"""
 /* ---- REAL ---- */
 #define DB_SFX DB
 
-/* Forward of one item: batch b, channels [d0, d0 + W). */
+/* Forward of chunk c of one item: batch b, channels [d0, d0 + W), steps [c K, (c + 1) K). The state entering the
+   chunk is its checkpoint (zeros, written, for c = 0); the state leaving it is the next chunk's checkpoint. */
 static inline __attribute__((always_inline)) void fwd_item_SFX(
     const REAL* restrict u, const REAL* restrict delta, const REAL* restrict z, const REAL* restrict Bm,
     const REAL* restrict Cm, const REAL* restrict At, const REAL* restrict Dv, const REAL* restrict bias,
     REAL* restrict out, REAL* restrict hck, int64_t L, int64_t Bsz, int64_t D, int64_t K, int64_t b,
-    int64_t d0, int64_t flags, const int W)
+    int64_t d0, int64_t c, int64_t flags, const int W)
 {
     const int has_z = flags & 1, softplus = (flags >> 1) & 1;
+    const int64_t t0 = c * K, t1 = t0 + K < L ? t0 + K : L;
     REAL h[NS][DB], a[NS][DB], dv[DB], bv[DB];
+    REAL* restrict hc = hck + (c * Bsz + b) * NS * D + d0;
     for (int n = 0; n < NS; ++n)
 #pragma omp simd
         for (int j = 0; j < DB; ++j) {
-            h[n][j] = 0;
+            h[n][j] = c == 0 || j >= W ? 0 : hc[n * D + j];
             a[n][j] = j < W ? At[n * D + d0 + j] * LOG2E : 0; /* A log2(e): dA = 2^(dl a) */
         }
+    if (c == 0)
+        for (int n = 0; n < NS; ++n)
+#pragma omp simd
+            for (int j = 0; j < W; ++j) hc[n * D + j] = 0;
 #pragma omp simd
     for (int j = 0; j < DB; ++j) {
         dv[j] = j < W ? Dv[d0 + j] : 0;
         bv[j] = j < W ? bias[d0 + j] : 0;
     }
-    int64_t tck = 0;
-    for (int64_t t = 0; t < L; ++t) {
-        if (t == tck) { /* the state entering chunk tck / K */
-            REAL* restrict hc = hck + ((t / K) * Bsz + b) * NS * D + d0;
-            for (int n = 0; n < NS; ++n)
-#pragma omp simd
-                for (int j = 0; j < W; ++j) hc[n * D + j] = h[n][j];
-            tck += K;
-        }
+    for (int64_t t = t0; t < t1; ++t) {
         const int64_t base = (t * Bsz + b) * D + d0;
         const REAL* restrict Bt = Bm + (t * Bsz + b) * NS;
         const REAL* restrict Ct = Cm + (t * Bsz + b) * NS;
-        if (t + PF < L) { /* rows PF steps ahead (see PF) */
+        if (t + PF < t1) { /* rows PF steps ahead (see PF) */
             const int64_t ahead = base + PF * Bsz * D;
             PREFETCH(u + ahead);
             PREFETCH(delta + ahead);
             if (has_z) PREFETCH(z + ahead);
             PREFETCH_W(out + ahead);
         }
-        REAL dl[DB], du[DB], y[DB];
+        REAL dl[DB], du[DB], y[DB], y1[DB]; /* y: two accumulators (even and odd n), as the vector kernels */
 #pragma omp simd
         for (int j = 0; j < DB; ++j) {
             REAL uu = j < W ? u[base + j] : 0;
@@ -224,16 +243,20 @@ static inline __attribute__((always_inline)) void fwd_item_SFX(
             dl[j] = softplus ? SOFTPLUS(pre) : pre;
             du[j] = dl[j] * uu;
             y[j] = dv[j] * uu;
+            y1[j] = 0;
         }
         for (int n = 0; n < NS; ++n) {
             const REAL bn = Bt[n], cn = Ct[n];
+            REAL* restrict yn = n & 1 ? y1 : y;
 #pragma omp simd
             for (int j = 0; j < DB; ++j) {
-                REAL hn = EXP2(dl[j] * a[n][j]) * h[n][j] + du[j] * bn;
+                REAL hn = FMA(EXP2(dl[j] * a[n][j]), h[n][j], du[j] * bn);
                 h[n][j] = hn;
-                y[j] += cn * hn;
+                yn[j] = FMA(cn, hn, yn[j]);
             }
         }
+#pragma omp simd
+        for (int j = 0; j < DB; ++j) y[j] += y1[j];
         if (has_z)
 #pragma omp simd
             for (int j = 0; j < DB; ++j) {
@@ -243,31 +266,48 @@ static inline __attribute__((always_inline)) void fwd_item_SFX(
 #pragma omp simd
         for (int j = 0; j < W; ++j) out[base + j] = y[j];
     }
+    if (t1 < L) {
+        REAL* restrict hn = hck + ((c + 1) * Bsz + b) * NS * D + d0;
+        for (int n = 0; n < NS; ++n)
+#pragma omp simd
+            for (int j = 0; j < W; ++j) hn[n * D + j] = h[n][j];
+    }
 }
 
+/* Items [item0, item1) chunk by chunk: every item's chunk c, then chunk c + 1. The items of a batch row are
+   adjacent channels, so each chunk reads and writes whole rows of its K steps in order (the hardware prefetchers
+   follow; one item at a time over the whole sequence would take one 64-byte line every B D 4 bytes, and at
+   B D L beyond the caches wait on memory). The per-item arithmetic is the same in either order. */
 void scan_fwd_SFX(const REAL* u, const REAL* delta, const REAL* z, const REAL* Bm, const REAL* Cm,
                   const REAL* At, const REAL* Dv, const REAL* bias, REAL* out, REAL* hck, int64_t L, int64_t Bsz,
                   int64_t D, int64_t K, int64_t item0, int64_t item1, int64_t flags)
 {
-    const int64_t nblk = (D + DB - 1) / DB;
-    for (int64_t it = item0; it < item1; ++it) {
-        const int64_t b = it / nblk, d0 = (it % nblk) * DB;
-        if (d0 + DB <= D)
-            fwd_item_SFX(u, delta, z, Bm, Cm, At, Dv, bias, out, hck, L, Bsz, D, K, b, d0, flags, DB);
-        else
-            fwd_item_SFX(u, delta, z, Bm, Cm, At, Dv, bias, out, hck, L, Bsz, D, K, b, d0, flags, (int)(D - d0));
-    }
+    const int64_t nblk = (D + DB - 1) / DB, nck = (L + K - 1) / K;
+    for (int64_t c = 0; c < nck; ++c)
+        for (int64_t it = item0; it < item1; ++it) {
+            const int64_t b = it / nblk, d0 = (it % nblk) * DB;
+            if (d0 + DB <= D)
+#ifdef VEC_ITEMS_SFX
+                fwd_item_vec(u, delta, z, Bm, Cm, At, Dv, bias, out, hck, L, Bsz, D, K, b, d0, c, flags);
+#else
+                fwd_item_SFX(u, delta, z, Bm, Cm, At, Dv, bias, out, hck, L, Bsz, D, K, b, d0, c, flags, DB);
+#endif
+            else
+                fwd_item_SFX(u, delta, z, Bm, Cm, At, Dv, bias, out, hck, L, Bsz, D, K, b, d0, c, flags,
+                             (int)(D - d0));
+        }
 }
 
-/* Backward of one item. gu, gdelta, gz: (L, Bsz, D), written; gB, gC: (L, Bsz, N), gA: (N, D), gD, gbias: (D,),
-   accumulated (+=; per-thread partial buffers). work: 2 K NS DB + 6 K DB REALs. */
+/* Backward of chunk c of one item. gu, gdelta, gz: (L, Bsz, D), written; gB, gC: (L, Bsz, N), accumulated (+=;
+   per-thread partial buffers). work: 2 K NS DB + 7 K DB REALs, per thread. st: the item's state between its
+   chunks (ST_REALS: adjoint carry (NS, DB), then the sums for dA (NS, DB), dD (DB), d bias (DB)), zeros before
+   its last chunk; scan_bwd adds the sums into gA, gD, gbias after its first. */
 static inline __attribute__((always_inline)) void bwd_item_SFX(
     const REAL* restrict u, const REAL* restrict delta, const REAL* restrict z, const REAL* restrict Bm,
     const REAL* restrict Cm, const REAL* restrict At, const REAL* restrict Dv, const REAL* restrict bias,
     const REAL* restrict hck, const REAL* restrict gout, REAL* restrict gu, REAL* restrict gdelta,
-    REAL* restrict gz, REAL* restrict gB, REAL* restrict gC, REAL* restrict gA, REAL* restrict gD,
-    REAL* restrict gbias, REAL* restrict work, int64_t L, int64_t Bsz, int64_t D, int64_t K, int64_t b,
-    int64_t d0, int64_t flags, const int W)
+    REAL* restrict gz, REAL* restrict gB, REAL* restrict gC, REAL* restrict work, REAL* restrict st, int64_t L, int64_t Bsz, int64_t D, int64_t K,
+    int64_t b, int64_t d0, int64_t c, int64_t flags, const int W)
 {
     const int has_z = flags & 1, softplus = (flags >> 1) & 1;
     REAL (*restrict hbuf)[NS][DB] = (REAL (*)[NS][DB])work;
@@ -278,23 +318,19 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
     REAL (*restrict gub)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB + 3 * K * DB);
     REAL (*restrict gdb)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB + 4 * K * DB);
     REAL (*restrict gzb)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB + 5 * K * DB);
-    REAL a[NS][DB], carry[NS][DB], accA[NS][DB], h0[NS][DB], dv[DB], bv[DB], accD[DB], accBias[DB];
+    REAL (*restrict carry)[DB] = (REAL (*)[DB])st, (*restrict accA)[DB] = (REAL (*)[DB])(st + NS * DB);
+    REAL* restrict accD = st + 2 * NS * DB;
+    REAL* restrict accBias = st + 2 * NS * DB + DB;
+    REAL a[NS][DB], h0[NS][DB], dv[DB], bv[DB];
     for (int n = 0; n < NS; ++n)
 #pragma omp simd
-        for (int j = 0; j < DB; ++j) {
-            a[n][j] = j < W ? At[n * D + d0 + j] * LOG2E : 0; /* A log2(e): dA = 2^(dl a) */
-            carry[n][j] = 0;
-            accA[n][j] = 0;
-        }
+        for (int j = 0; j < DB; ++j) a[n][j] = j < W ? At[n * D + d0 + j] * LOG2E : 0; /* dA = 2^(dl a) */
 #pragma omp simd
     for (int j = 0; j < DB; ++j) {
         dv[j] = j < W ? Dv[d0 + j] : 0;
         bv[j] = j < W ? bias[d0 + j] : 0;
-        accD[j] = 0;
-        accBias[j] = 0;
     }
-    const int64_t nck = (L + K - 1) / K;
-    for (int64_t c = nck - 1; c >= 0; --c) {
+    {
         const int64_t t0 = c * K, t1 = t0 + K < L ? t0 + K : L;
         /* recompute the chunk: states after each step, dA, dl, sigmoid(pre), y before the gate */
         const REAL* restrict hc = hck + (c * Bsz + b) * NS * D + d0;
@@ -317,7 +353,7 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
                 PREFETCH(z + base);
                 PREFETCH_W(gz + base);
             }
-            REAL dl[DB], du[DB], y[DB];
+            REAL dl[DB], du[DB], y[DB], y1[DB];
 #pragma omp simd
             for (int j = 0; j < DB; ++j) {
                 REAL uu = j < W ? u[base + j] : 0;
@@ -327,21 +363,23 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
                 lbuf[i][j] = dl[j];
                 du[j] = dl[j] * uu;
                 y[j] = dv[j] * uu;
+                y1[j] = 0;
             }
             const REAL (*restrict hp)[DB] = i == 0 ? (const REAL (*)[DB])h0 : (const REAL (*)[DB])hbuf[i - 1];
             for (int n = 0; n < NS; ++n) {
                 const REAL bn = Bt[n], cn = Ct[n];
+                REAL* restrict yn = n & 1 ? y1 : y;
 #pragma omp simd
                 for (int j = 0; j < DB; ++j) {
                     REAL e = EXP2(dl[j] * a[n][j]);
-                    REAL hn = e * hp[n][j] + du[j] * bn;
+                    REAL hn = FMA(e, hp[n][j], du[j] * bn);
                     abuf[i][n][j] = e;
                     hbuf[i][n][j] = hn;
-                    y[j] += cn * hn;
+                    yn[j] = FMA(cn, hn, yn[j]);
                 }
             }
 #pragma omp simd
-            for (int j = 0; j < DB; ++j) ybuf[i][j] = y[j];
+            for (int j = 0; j < DB; ++j) ybuf[i][j] = y[j] + y1[j];
         }
         /* adjoint, backwards in time */
         for (int64_t t = t1 - 1; t >= t0; --t) {
@@ -365,13 +403,13 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
                 for (int j = 0; j < DB; ++j) {
                     REAL zz = j < W ? z[base + j] : 0;
                     REAL s = SIGMOID(zz);
-                    REAL gzj = g[j] * ybuf[i][j] * s * (1 + zz * (1 - s));
+                    REAL gzj = g[j] * ybuf[i][j] * s * FMA(zz, 1 - s, 1);
                     gzb[i][j] = gzj;
                     g[j] *= zz * s;
                 }
 #pragma omp simd
             for (int j = 0; j < DB; ++j) {
-                accD[j] += g[j] * uu[j];
+                accD[j] = FMA(g[j], uu[j], accD[j]);
                 du[j] = lbuf[i][j] * uu[j];
                 gdl[j] = 0;
                 q[j] = 0;
@@ -382,23 +420,24 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
                 const REAL bn = Bt[n], cn = Ct[n];
 #pragma omp simd
                 for (int j = 0; j < DB; ++j) {
-                    REAL dh = cn * g[j] + carry[n][j];
+                    REAL dh = FMA(cn, g[j], carry[n][j]);
                     pc[n][j] = hbuf[i][n][j] * g[j];
-                    REAL w = dh * hp[n][j] * abuf[i][n][j];
-                    gdl[j] += w * a[n][j];
-                    accA[n][j] += w * lbuf[i][j];
-                    q[j] += bn * dh;
+                    REAL cy = abuf[i][n][j] * dh; /* the carry to step t - 1 */
+                    REAL w = cy * hp[n][j];
+                    gdl[j] = FMA(w, a[n][j], gdl[j]);
+                    accA[n][j] = FMA(w, lbuf[i][j], accA[n][j]);
+                    q[j] = FMA(bn, dh, q[j]);
                     pb[n][j] = dh * du[j];
-                    carry[n][j] = abuf[i][n][j] * dh;
+                    carry[n][j] = cy;
                 }
             }
             LANE_SUMS(pc, gCt);
             LANE_SUMS(pb, gBt);
 #pragma omp simd
             for (int j = 0; j < DB; ++j) {
-                REAL gd = (gdl[j] * LN2 + q[j] * uu[j]) * sbuf[i][j]; /* sum w A = ln2 sum w a */
+                REAL gd = FMA(q[j], uu[j], gdl[j] * LN2) * sbuf[i][j]; /* sum w A = ln2 sum w a */
                 accBias[j] += gd;
-                gub[i][j] = q[j] * lbuf[i][j] + g[j] * dv[j];
+                gub[i][j] = FMA(q[j], lbuf[i][j], g[j] * dv[j]);
                 gdb[i][j] = gd;
             }
         }
@@ -416,33 +455,48 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
                 for (int j = 0; j < W; ++j) gz[base + j] = gzb[i][j];
         }
     }
-    for (int n = 0; n < NS; ++n)
-#pragma omp simd
-        for (int j = 0; j < W; ++j) gA[n * D + d0 + j] += accA[n][j];
-#pragma omp simd
-    for (int j = 0; j < W; ++j) {
-        gD[d0 + j] += accD[j];
-        gbias[d0 + j] += accBias[j];
-    }
 }
 
+/* Items [item0, item1) chunk by chunk, last chunk first (see scan_fwd: whole rows of K steps per chunk). */
 int scan_bwd_SFX(const REAL* u, const REAL* delta, const REAL* z, const REAL* Bm, const REAL* Cm,
                   const REAL* At, const REAL* Dv, const REAL* bias, const REAL* hck, const REAL* gout, REAL* gu,
                   REAL* gdelta, REAL* gz, REAL* gB, REAL* gC, REAL* gA, REAL* gD, REAL* gbias, int64_t L,
                   int64_t Bsz, int64_t D, int64_t K, int64_t item0, int64_t item1, int64_t flags)
 {
-    const int64_t nblk = (D + DB - 1) / DB;
-    REAL* work = (REAL*)malloc(sizeof(REAL) * (size_t)(2 * K * NS * DB + 6 * K * DB));
-    if (!work) return -1;
-    for (int64_t it = item0; it < item1; ++it) {
-        const int64_t b = it / nblk, d0 = (it % nblk) * DB;
-        if (d0 + DB <= D)
-            bwd_item_SFX(u, delta, z, Bm, Cm, At, Dv, bias, hck, gout, gu, gdelta, gz, gB, gC, gA, gD, gbias,
-                         work, L, Bsz, D, K, b, d0, flags, DB);
-        else
-            bwd_item_SFX(u, delta, z, Bm, Cm, At, Dv, bias, hck, gout, gu, gdelta, gz, gB, gC, gA, gD, gbias,
-                         work, L, Bsz, D, K, b, d0, flags, (int)(D - d0));
+    const int64_t nblk = (D + DB - 1) / DB, nck = (L + K - 1) / K, ST_REALS = (2 * NS + 2) * DB;
+    REAL* work = (REAL*)malloc(sizeof(REAL) * (size_t)(2 * K * NS * DB + 7 * K * DB));
+    REAL* st = (REAL*)calloc((size_t)((item1 - item0) * ST_REALS), sizeof(REAL));
+    if (!work || !st) {
+        free(work);
+        free(st);
+        return -1;
     }
+    for (int64_t c = nck - 1; c >= 0; --c)
+        for (int64_t it = item0; it < item1; ++it) {
+            const int64_t b = it / nblk, d0 = (it % nblk) * DB;
+            REAL* sti = st + (it - item0) * ST_REALS;
+            if (d0 + DB <= D)
+#ifdef VEC_ITEMS_SFX
+                bwd_item_vec(u, delta, z, Bm, Cm, At, Dv, bias, hck, gout, gu, gdelta, gz, gB, gC, work, sti, L,
+                             Bsz, D, K, b, d0, c, flags);
+#else
+                bwd_item_SFX(u, delta, z, Bm, Cm, At, Dv, bias, hck, gout, gu, gdelta, gz, gB, gC, work, sti, L,
+                             Bsz, D, K, b, d0, c, flags, DB);
+#endif
+            else
+                bwd_item_SFX(u, delta, z, Bm, Cm, At, Dv, bias, hck, gout, gu, gdelta, gz, gB, gC, work, sti, L, Bsz, D, K, b, d0, c, flags, (int)(D - d0));
+        }
+    for (int64_t it = item0; it < item1; ++it) { /* the per-channel sums, into this part's partial buffers */
+        const int64_t d0 = (it % nblk) * DB, W = D - d0 < DB ? D - d0 : DB;
+        const REAL* sti = st + (it - item0) * ST_REALS;
+        for (int n = 0; n < NS; ++n)
+            for (int64_t j = 0; j < W; ++j) gA[n * D + d0 + j] += sti[(NS + n) * DB + j];
+        for (int64_t j = 0; j < W; ++j) {
+            gD[d0 + j] += sti[2 * NS * DB + j];
+            gbias[d0 + j] += sti[2 * NS * DB + DB + j];
+        }
+    }
+    free(st);
     free(work);
     return 0;
 }
@@ -454,6 +508,7 @@ _DTYPES = {
         "LANE_SUMS": "LANE_SUMS_f32",
         "REAL": "float",
         "EXP2": "mk_exp2f",
+        "FMA": "fmaf",
         "LOG2E": "1.44269504088896341f",
         "LN2": "0.693147180559945309f",
         "SOFTPLUS": "mk_softplusf",
@@ -463,6 +518,7 @@ _DTYPES = {
         "LANE_SUMS": "LANE_SUMS_f64",
         "REAL": "double",
         "EXP2": "exp2",
+        "FMA": "fma",
         "LOG2E": "1.4426950408889634074",
         "LN2": "0.69314718055994530942",
         "SOFTPLUS": "mk_softplusd",
@@ -475,6 +531,9 @@ _DTYPES = {
 def scan_source(n_state: int) -> str:
     """C source of the forward and backward kernels, float32 and float64, for state size N = ``n_state``."""
     parts = [f"#define NS {int(n_state)}", _HELPERS]
+    lanes = _block("f32")
+    if lane_tree_ok(n_state, lanes):  # full float32 items on explicit vectors
+        parts += [c_vec(lanes), scan_vector_source(n_state, lanes), "#define VEC_ITEMS_f32 1"]
     for sfx, subs in _DTYPES.items():
         body = _BODY.replace("#define DB_SFX DB", f"#define DB {_block(sfx)}").replace("_SFX", f"_{sfx}")
         for key, val in subs.items():

@@ -55,22 +55,40 @@ def c_vec(lanes: int) -> str:
 
 
 _C_VEC_BODY = """
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 typedef float vf __attribute__((vector_size(4 * VL)));
 typedef int32_t vi __attribute__((vector_size(4 * VL)));
 static inline vf vld(const float* p) { vf v; memcpy(&v, p, sizeof v); return v; }
 static inline void vst(float* p, vf v) { memcpy(p, &v, sizeof v); }
-static inline vf vsplat(float s) { vf v = {0}; return v + s; }
+static inline vf vsplat(float s) { /* a broadcast ({0} + s would add 0 first: -0 -> +0, and one more op) */
+    vf v;
+    for (int i = 0; i < VL; ++i) v[i] = s;
+    return v;
+}
 static inline vf vsel(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
-static inline vf vfma(vf a, vf b, vf c) {
+/* a b + c, rounded once; the FMA instruction where there is one (the lane loop below is usually turned into it,
+   but not always inside very large functions) */
+static inline __attribute__((always_inline)) vf vfma(vf a, vf b, vf c) {
+#if defined(__AVX512F__) && VL == 16
+    return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__FMA__) && VL == 8
+    return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
     vf r;
     for (int i = 0; i < VL; ++i) r[i] = fmaf(a[i], b[i], c[i]);
     return r;
+#endif
 }
 /* Lane masks: AVX-512 mask registers where the vectors are 512-bit (a select or a masked add is one instruction;
    the bitwise select above compiles to two there), else -1 / 0 integer lanes. vm_* compare ordered (false for
    NaN, as C's < and ==), vblend(m, a, b) = m ? a : b, vadd_if(acc, m, v) = m ? acc + v : acc. */
 #if defined(__AVX512F__) && VL == 16
 #include <immintrin.h>
+/* vmin(a, b) = a < b ? a : b, vmax(a, b) = a > b ? a : b (b where either is NaN): one instruction */
+static inline vf vmin(vf a, vf b) { return (vf)_mm512_min_ps((__m512)a, (__m512)b); }
+static inline vf vmax(vf a, vf b) { return (vf)_mm512_max_ps((__m512)a, (__m512)b); }
 typedef __mmask16 vm;
 static inline vm vm_lt(vf a, vf b) { return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_LT_OQ); }
 static inline vm vm_gt(vf a, vf b) { return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_GT_OQ); }
@@ -87,6 +105,14 @@ static inline vf vfloor(vf x) {
     return (vf)_mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
 }
 #else
+#if defined(__AVX__) && VL == 8
+#include <immintrin.h>
+static inline vf vmin(vf a, vf b) { return (vf)_mm256_min_ps((__m256)a, (__m256)b); }
+static inline vf vmax(vf a, vf b) { return (vf)_mm256_max_ps((__m256)a, (__m256)b); }
+#else
+static inline vf vmin(vf a, vf b) { return vsel(a < b, a, b); }
+static inline vf vmax(vf a, vf b) { return vsel(a > b, a, b); }
+#endif
 typedef vi vm;
 static inline vm vm_lt(vf a, vf b) { return a < b; }
 static inline vm vm_gt(vf a, vf b) { return a > b; }
