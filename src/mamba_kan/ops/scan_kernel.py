@@ -188,6 +188,20 @@ static inline __attribute__((always_inline)) void lane_sums_f32(const float* v, 
 #endif
 #define LANE_SUMS_f64(v, out) LANE_SUMS_GENERIC(v, out, DB)
 
+/* The backward's per-thread chunk buffers in work (2 K NS W + 7 K W elements of type T): the states and dA after
+   each step, dl, sigmoid(delta + bias), y before the gate, the buffered du, d delta, dz, the gated output
+   gradient. */
+#define CHUNK_BUFFERS(T, W)                                                                                 \
+    T (*restrict hbuf)[NS][W] = (T (*)[NS][W])work;                                                         \
+    T (*restrict abuf)[NS][W] = (T (*)[NS][W])(work + K * NS * W);                                          \
+    T (*restrict lbuf)[W] = (T (*)[W])(work + 2 * K * NS * W);                                              \
+    T (*restrict sbuf)[W] = (T (*)[W])(work + 2 * K * NS * W + K * W);                                      \
+    T (*restrict ybuf)[W] = (T (*)[W])(work + 2 * K * NS * W + 2 * K * W);                                  \
+    T (*restrict gub)[W] = (T (*)[W])(work + 2 * K * NS * W + 3 * K * W);                                   \
+    T (*restrict gdb)[W] = (T (*)[W])(work + 2 * K * NS * W + 4 * K * W);                                   \
+    T (*restrict gzb)[W] = (T (*)[W])(work + 2 * K * NS * W + 5 * K * W);                                   \
+    T (*restrict gb)[W] = (T (*)[W])(work + 2 * K * NS * W + 6 * K * W)
+
 static inline double mk_softplusd(double x) { return x > 20.0 ? x : log1p(exp(x)); }
 static inline double mk_sigmoidd(double x) { return 1.0 / (1.0 + exp(-x)); }
 """
@@ -306,18 +320,12 @@ static inline __attribute__((always_inline)) void bwd_item_SFX(
     const REAL* restrict u, const REAL* restrict delta, const REAL* restrict z, const REAL* restrict Bm,
     const REAL* restrict Cm, const REAL* restrict At, const REAL* restrict Dv, const REAL* restrict bias,
     const REAL* restrict hck, const REAL* restrict gout, REAL* restrict gu, REAL* restrict gdelta,
-    REAL* restrict gz, REAL* restrict gB, REAL* restrict gC, REAL* restrict work, REAL* restrict st, int64_t L, int64_t Bsz, int64_t D, int64_t K,
-    int64_t b, int64_t d0, int64_t c, int64_t flags, const int W)
+    REAL* restrict gz, REAL* restrict gB, REAL* restrict gC, REAL* restrict work, REAL* restrict st,
+    int64_t L, int64_t Bsz, int64_t D, int64_t K, int64_t b, int64_t d0, int64_t c, int64_t flags, const int W)
 {
     const int has_z = flags & 1, softplus = (flags >> 1) & 1;
-    REAL (*restrict hbuf)[NS][DB] = (REAL (*)[NS][DB])work;
-    REAL (*restrict abuf)[NS][DB] = (REAL (*)[NS][DB])(work + K * NS * DB);
-    REAL (*restrict lbuf)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB);
-    REAL (*restrict sbuf)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB + K * DB);
-    REAL (*restrict ybuf)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB + 2 * K * DB);
-    REAL (*restrict gub)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB + 3 * K * DB);
-    REAL (*restrict gdb)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB + 4 * K * DB);
-    REAL (*restrict gzb)[DB] = (REAL (*)[DB])(work + 2 * K * NS * DB + 5 * K * DB);
+    CHUNK_BUFFERS(REAL, DB);
+    (void)gb; /* the gated output gradient stays per step here */
     REAL (*restrict carry)[DB] = (REAL (*)[DB])st, (*restrict accA)[DB] = (REAL (*)[DB])(st + NS * DB);
     REAL* restrict accD = st + 2 * NS * DB;
     REAL* restrict accBias = st + 2 * NS * DB + DB;

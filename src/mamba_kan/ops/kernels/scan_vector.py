@@ -207,15 +207,7 @@ static inline __attribute__((always_inline)) void bwd_item_vec(
     int64_t L, int64_t Bsz, int64_t D, int64_t K, int64_t b, int64_t d0, int64_t c, int64_t flags)
 {
     const int has_z = flags & 1, softplus = (flags >> 1) & 1;
-    float (*restrict hbuf)[NS][VL] = (float (*)[NS][VL])work;
-    float (*restrict abuf)[NS][VL] = (float (*)[NS][VL])(work + K * NS * VL);
-    float (*restrict lbuf)[VL] = (float (*)[VL])(work + 2 * K * NS * VL);
-    float (*restrict sbuf)[VL] = (float (*)[VL])(work + 2 * K * NS * VL + K * VL);
-    float (*restrict ybuf)[VL] = (float (*)[VL])(work + 2 * K * NS * VL + 2 * K * VL);
-    float (*restrict gub)[VL] = (float (*)[VL])(work + 2 * K * NS * VL + 3 * K * VL);
-    float (*restrict gdb)[VL] = (float (*)[VL])(work + 2 * K * NS * VL + 4 * K * VL);
-    float (*restrict gzb)[VL] = (float (*)[VL])(work + 2 * K * NS * VL + 5 * K * VL);
-    float (*restrict gb)[VL] = (float (*)[VL])(work + 2 * K * NS * VL + 6 * K * VL);
+    CHUNK_BUFFERS(float, VL);
     vf a[NS], accA[NS];
     float h0buf[NS][VL];
     for (int n = 0; n < NS; ++n) {
