@@ -7,7 +7,12 @@ u, delta, z, y: (L, batch, D); B, C: (L, batch, N); A: given transposed, (N, D);
 Work split. One *item* is (batch b, a block of DB adjacent channels; DB = one vector register: 8 float32 with
 AVX2, 16 with AVX-512). The scan runs sequentially in time for an item with its (N, DB) state in local arrays
 (vector registers: DB lanes per state row, N rows unrolled), so no (batch, L, D, N) tensor is ever written. Items
-are independent, so threads take contiguous ranges of them.
+are independent, so threads take contiguous ranges of them, and visit them chunk by chunk: every item's chunk of K
+steps, then the next chunk (in reverse for the backward). The items of a batch row are adjacent channels, so a
+chunk reads and writes whole rows of its K steps; one item over the whole sequence would touch one 64-byte line
+per time step (B D floats apart) and, once the tensors outgrow the caches, wait on memory (the scan at L 4096
+took 6x its L 1024 time in that order, 4.3x in this one). Between its chunks an item's forward state is its next
+checkpoint, and its backward state (adjoint carry and the dA, dD, d bias sums) sits in a per-thread buffer.
 
 Forward. Per step: dl = softplus(delta + bias) (optional parts), dA = exp(dl A), h = dA h + dl u B_t,
 y = <C_t, h> + D u, y *= silu(z). The state entering every chunk of K steps is stored (checkpoints,
