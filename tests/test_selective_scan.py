@@ -435,7 +435,9 @@ def test_fused_threads_agree_with_one_thread(fused, monkeypatch, dtype):
     tol = 1e-13 if dtype == torch.float64 else 1e-5  # the partial sums are added in another order
     for name in ARGS:
         if name in ("A", "B", "C", "D", "delta_bias"):  # summed over items: per-thread partials
-            torch.testing.assert_close(g2[name], g1[name], rtol=tol, atol=tol * g1[name].abs().max(), msg=name)
+            torch.testing.assert_close(
+                g2[name], g1[name], rtol=tol, atol=tol * g1[name].abs().max(), msg=name
+            )
         else:  # per element: the same numbers
             torch.testing.assert_close(g2[name], g1[name], rtol=0, atol=0, msg=name)
 
