@@ -335,6 +335,27 @@ def test_fused_long_sequence_many_chunks_every_gradient(fused, scan_blocks, dtyp
         torch.testing.assert_close(g[name].double(), ref_g[name], rtol=rtol, atol=rtol * scale, msg=name)
 
 
+def test_fused_float32_chunk_length_changes_no_bit(fused, scan_blocks):
+    """float32, N = 16, full and partial channel blocks: the chunk length only decides where the state is
+    checkpointed and recomputed (and, in the backward, where the adjoint carry waits between chunks), so outputs
+    and all gradients are the same numbers for chunks of 1, 3, 16, 32 and 64 steps over L = 70."""
+    raw = make_inputs(2, scan_blocks + 3, 16, 70, seed=67)
+    weight = torch.randn(
+        2, scan_blocks + 3, 70, dtype=torch.float64, generator=torch.Generator().manual_seed(68)
+    )
+    results = [
+        outputs_and_grads(
+            functools.partial(selective_scan, chunk=chunk), leaf(raw, torch.float32, ARGS), True, weight
+        )  # fmt: skip
+        for chunk in (32, 1, 3, 16, 64)
+    ]
+    y0, g0 = results[0]
+    for y, g in results[1:]:
+        assert torch.equal(y, y0)
+        for name in ARGS:
+            assert torch.equal(g[name], g0[name]), name
+
+
 @pytest.mark.parametrize("options", ["all", "bare", "z_bias"])
 def test_fused_vector_items_equal_scalar_items_bitwise(fused, scan_blocks, options):
     """float32, N = 16: a full block of VL channels runs the explicit-vector items, the same first VL - 1 channels
