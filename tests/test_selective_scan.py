@@ -346,7 +346,7 @@ def test_fused_float32_chunk_length_changes_no_bit(fused, scan_blocks):
     results = [
         outputs_and_grads(
             functools.partial(selective_scan, chunk=chunk), leaf(raw, torch.float32, ARGS), True, weight
-        )  # fmt: skip
+        )
         for chunk in (32, 1, 3, 16, 64)
     ]
     y0, g0 = results[0]
