@@ -43,7 +43,6 @@ class _Tree:
     def __init__(self, name: str, lanes: int, out: str) -> None:
         self.name, self.lanes, self.out = name, lanes, out
         self.stack: list[tuple[int, str]] = []  # (level, C variable)
-        self.count = 0
 
     def push(self, expr: str, row: int) -> list[str]:
         code = []
@@ -123,6 +122,7 @@ static inline __attribute__((always_inline)) vf vbcast(const float* p) {
     return vsplat(*p);
 #endif
 }
+typedef uint32_t vu __attribute__((vector_size(4 * VL))); /* unsigned lanes: the exponent shift wraps, defined */
 /* mk_exp2f lane by lane */
 static inline __attribute__((always_inline)) vf vexp2s(vf x) {
     const vf xc = vmax(vmin(x, vsplat(EXP2_HI)), vsplat(EXP2_LO));
@@ -134,7 +134,7 @@ static inline __attribute__((always_inline)) vf vexp2s(vf x) {
     p = vfma(p, f, vsplat(EXP2_C2));
     p = vfma(p, f, vsplat(EXP2_C1));
     p = vfma(p, f, vsplat(EXP2_C0));
-    return (vf)((vi)p + ((vi)r << 23));
+    return (vf)((vu)p + ((vu)r << 23));
 }
 /* Steps whose softplus and gate are computed ahead of the state loop: those chains (~100 instructions of long
    latency per step) would otherwise sit in the state loop's dependency path and fill the reorder window. */
