@@ -61,13 +61,16 @@ void ce_fwd(const float* restrict x, const int64_t* restrict tgt, float* restric
             continue;
         }
         float m = xr[0];
-        int nan = 0;
-#pragma omp simd reduction(max : m) reduction(| : nan)
+        int nan = 0, live = 0;
+        /* live: some logit above -inf. Not read off m: OpenMP leaves the max reduction's identity to the compiler
+           (clang starts the lanes at -FLT_MAX, so a row of -inf would give m = -FLT_MAX, not -inf) */
+#pragma omp simd reduction(max : m) reduction(| : nan, live)
         for (int64_t j = 0; j < V; ++j) {
             m = xr[j] > m ? xr[j] : m;
             nan |= xr[j] != xr[j];
+            live |= xr[j] > -INFINITY;
         }
-        if (nan || !(m < INFINITY) || !(m > -INFINITY)) {  /* PyTorch's result: NaN loss and gradient */
+        if (nan || !(m < INFINITY) || !live) { /* PyTorch's result: NaN loss and gradient */
             for (int64_t j = 0; j < V; ++j) gr[j] = NAN;
             loss[n] = NAN;
             continue;
