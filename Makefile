@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= results/quick
 
-.PHONY: setup setup-dev demo test lint format train compare visualize bench clean
+.PHONY: setup setup-dev demo test test-clang lint format train compare visualize bench clean
 
 setup:
 	@scripts/setup.sh
@@ -17,6 +17,17 @@ demo: setup
 
 test: setup-dev
 	$(PY) -m pytest -q
+
+# The generated C kernels' tests again, with the kernels built by clang in a cache of their own (cc / gcc builds
+# them otherwise): compilers differ in what C and OpenMP leave open (e.g. a max reduction's starting value).
+KERNEL_TESTS := tests/test_selective_scan.py tests/test_bspline.py tests/test_splines.py \
+	tests/test_attention_kernel.py tests/test_cross_entropy.py tests/test_mamba_module.py \
+	tests/test_kernel_pool.py tests/test_kernel_cache.py tests/test_bench_kernels.py
+
+test-clang: setup-dev
+	@command -v clang >/dev/null || { echo "make test-clang: no clang on PATH (e.g. apt-get install clang)" >&2; exit 2; }
+	@d=$$(mktemp -d) && CC=clang MAMBA_KAN_CACHE_DIR=$$d $(PY) -m pytest -q -p no:cacheprovider $(KERNEL_TESTS); \
+	s=$$?; rm -rf $$d; exit $$s
 
 lint: setup-dev
 	$(VENV)/bin/ruff check src tests scripts

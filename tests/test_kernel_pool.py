@@ -80,7 +80,7 @@ def runner(request, monkeypatch):
     if request.param == "python":
         monkeypatch.setattr(_pool, "_driver", lambda: None)
     elif _pool._driver() is None:
-        pytest.skip("the OpenMP driver is not available here (torch does not use GNU OpenMP)")
+        pytest.skip("the OpenMP driver is not available here (torch not on GNU OpenMP, or no -fopenmp build)")
     return request.param
 
 
@@ -136,7 +136,7 @@ def test_driver_runs_on_torch_openmp_threads(lib, two_threads):
     packages may map OpenMP runtimes of their own, e.g. scikit-learn's renamed libgomp; the driver binds to the
     one named libgomp.so.1, torch's)."""
     if _pool._driver() is None:
-        pytest.skip("the OpenMP driver is not available here (torch does not use GNU OpenMP)")
+        pytest.skip("the OpenMP driver is not available here (torch not on GNU OpenMP, or no -fopenmp build)")
     x = torch.randn(1 << 22)
     (x * 2).sum()  # a parallel torch op: its OpenMP team now exists
     threads_before = set(os.listdir("/proc/self/task"))
