@@ -85,7 +85,6 @@ static inline __attribute__((always_inline)) vf vfma(vf a, vf b, vf c) {
    the bitwise select above compiles to two there), else -1 / 0 integer lanes. vm_* compare ordered (false for
    NaN, as C's < and ==), vblend(m, a, b) = m ? a : b, vadd_if(acc, m, v) = m ? acc + v : acc. */
 #if defined(__AVX512F__) && VL == 16
-#include <immintrin.h>
 /* vmin(a, b) = a < b ? a : b, vmax(a, b) = a > b ? a : b (b where either is NaN): one instruction */
 static inline vf vmin(vf a, vf b) { return (vf)_mm512_min_ps((__m512)a, (__m512)b); }
 static inline vf vmax(vf a, vf b) { return (vf)_mm512_max_ps((__m512)a, (__m512)b); }
@@ -106,7 +105,6 @@ static inline vf vfloor(vf x) {
 }
 #else
 #if defined(__AVX__) && VL == 8
-#include <immintrin.h>
 static inline vf vmin(vf a, vf b) { return (vf)_mm256_min_ps((__m256)a, (__m256)b); }
 static inline vf vmax(vf a, vf b) { return (vf)_mm256_max_ps((__m256)a, (__m256)b); }
 #else
